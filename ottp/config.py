@@ -1,0 +1,51 @@
+"""The one place that maps environment variables to paths, targets and URLs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SEEDS_DIR = REPO_ROOT / "seeds"
+DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
+CONTRACT_DIR = Path(__file__).resolve().parent / "contract"
+
+# The raw schema the loader owns inside the warehouse file; dbt reads it as a source.
+RAW_SCHEMA = "raw"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved locations for one run; build it with :func:`settings`."""
+
+    data_dir: Path
+    landing_dir: Path
+    warehouse_path: Path
+    dbt_target: str
+
+    def ensure_dirs(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.landing_dir.mkdir(parents=True, exist_ok=True)
+
+
+def settings() -> Settings:
+    """Read the environment now (not at import), so tests can point it elsewhere."""
+    data_dir = Path(os.environ.get("OTTP_DATA_DIR", REPO_ROOT / "data")).resolve()
+    landing = os.environ.get("OTTP_LANDING_DIR")
+    warehouse = os.environ.get("OTTP_WAREHOUSE_PATH")
+    return Settings(
+        data_dir=data_dir,
+        landing_dir=Path(landing).resolve() if landing else data_dir / "landing",
+        warehouse_path=Path(warehouse).resolve() if warehouse else data_dir / "warehouse.duckdb",
+        dbt_target=os.environ.get("OTTP_DBT_TARGET", "duckdb"),
+    )
+
+
+def dbt_env(s: Settings | None = None) -> dict[str, str]:
+    """Environment for a dbt subprocess: profiles.yml reads these with env_var()."""
+    s = s or settings()
+    env = dict(os.environ)
+    env["OTTP_WAREHOUSE_PATH"] = str(s.warehouse_path)
+    env["OTTP_DATA_DIR"] = str(s.data_dir)
+    return env
