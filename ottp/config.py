@@ -33,11 +33,12 @@ def settings() -> Settings:
     """Read the environment now (not at import), so tests can point it elsewhere."""
     data_dir = Path(os.environ.get("OTTP_DATA_DIR", REPO_ROOT / "data")).resolve()
     landing = os.environ.get("OTTP_LANDING_DIR")
-    warehouse = os.environ.get("OTTP_WAREHOUSE_PATH")
     return Settings(
         data_dir=data_dir,
         landing_dir=Path(landing).resolve() if landing else data_dir / "landing",
-        warehouse_path=Path(warehouse).resolve() if warehouse else data_dir / "warehouse.duckdb",
+        # A fixed file name: dbt-duckdb names the database after it, and the
+        # manifest's relation names must not depend on where the data lives.
+        warehouse_path=data_dir / "warehouse.duckdb",
         dbt_target=os.environ.get("OTTP_DBT_TARGET", "duckdb"),
     )
 
@@ -49,3 +50,19 @@ def dbt_env(s: Settings | None = None) -> dict[str, str]:
     env["OTTP_WAREHOUSE_PATH"] = str(s.warehouse_path)
     env["OTTP_DATA_DIR"] = str(s.data_dir)
     return env
+
+
+def export_dbt_env(s: Settings | None = None) -> None:
+    """Make dbt subprocesses started by this process (dagster-dbt) see the same warehouse."""
+    s = s or settings()
+    os.environ["OTTP_WAREHOUSE_PATH"] = str(s.warehouse_path)
+    os.environ["OTTP_DATA_DIR"] = str(s.data_dir)
+
+
+def dbt_executable() -> str:
+    """The dbt beside this interpreter (the project's venv), even when it is not on PATH."""
+    import shutil
+    import sys
+
+    beside = Path(sys.executable).parent / "dbt"
+    return str(beside) if beside.exists() else (shutil.which("dbt") or "dbt")

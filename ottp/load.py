@@ -48,6 +48,8 @@ REJECT_REASONS = (
     "timestamp_out_of_range",
 )
 MAX_LINE_BYTES = 1 << 20
+# Landing file kind -> (table written, table of rejected lines).
+_TABLES = {"events": ("events", "rejected_events"), "catalog": ("titles", "rejected_titles")}
 # Client clocks drift; anything further off than this is not a real event time.
 MAX_CLOCK_AHEAD_HOURS = 24
 MIN_EVENT_TIME = "2000-01-01"
@@ -270,12 +272,17 @@ def load_files(warehouse_path: Path, files: Sequence[landing.LandingFile]) -> Lo
         ensure_raw_schema(con)
         pending = _skip_known_files(con, files, report)
         loaded_at = datetime.now(UTC).replace(tzinfo=None)
+        # Reading and validating only fill temp tables, so they run before the
+        # transaction: a file that fails to read must not abort it.
+        staged = {}
+        for kind in landing.FILE_KINDS:
+            batch = [(f, sha) for f, sha in pending if f.kind == kind]
+            if batch:
+                staged[kind] = _stage_batch(con, kind, batch, report)
         con.execute("begin transaction")
         try:
-            for kind in landing.FILE_KINDS:
-                batch = [(f, sha) for f, sha in pending if f.kind == kind]
-                if batch:
-                    _load_batch(con, kind, batch, report, loaded_at)
+            for kind, readable in staged.items():
+                _write_batch(con, kind, readable, report, loaded_at)
             _write_manifest(con, report, loaded_at)
             con.execute("commit")
         except BaseException:
@@ -327,60 +334,43 @@ def _read_lines(
     con: duckdb.DuckDBPyConnection,
     batch: list[tuple[landing.LandingFile, str]],
     report: LoadReport,
-    reject_table: str,
-    load_id: str,
-    loaded_at: datetime,
 ) -> list[tuple[landing.LandingFile, str]]:
-    """Split files into lines in ``_lines``; lines the reader refuses go to rejects.
+    """Split files into lines in ``_lines``; the reader's refusals land in ``_line_rejects``.
 
     A file that cannot be read at all (corrupt gzip) is reported unreadable and
     left out of the manifest, so a fixed re-delivery is picked up later.
     """
-    paths = [str(f.path) for f, _ in batch]
     try:
-        _scan_lines(con, paths)
-        readable = batch
+        _scan_lines(con, [str(f.path) for f, _ in batch])
+        return batch
     except duckdb.Error:
-        readable = []
-        for f, sha in batch:
-            try:
-                _scan_lines(con, [str(f.path)])
-                readable.append((f, sha))
-            except duckdb.Error as exc:
-                report.files.append(
-                    FileResult(
-                        str(f.path), f.kind, f.partition_date, "unreadable",
-                        error=str(exc).splitlines()[0][:500],
-                    )
+        pass
+    readable = []
+    for f, sha in batch:
+        try:
+            _scan_lines(con, [str(f.path)])
+            readable.append((f, sha))
+        except duckdb.Error as exc:
+            report.files.append(
+                FileResult(
+                    str(f.path), f.kind, f.partition_date, "unreadable",
+                    error=str(exc).splitlines()[0][:500],
                 )
-        if readable:
-            _scan_lines(con, [str(f.path) for f, _ in readable])
-        else:
-            _empty_lines(con)
-    con.execute(
-        f"""
-        insert into {RAW_SCHEMA}.{reject_table}
-        select s.file_path, e.line, e.csv_line,
-               case e.error_type when 'INVALID ENCODING' then 'invalid_encoding'
-                                 when 'LINE SIZE OVER MAXIMUM' then 'line_too_long'
-                                 else 'invalid_json' end,
-               case e.error_type when 'INVALID ENCODING' then 'invalid_encoding: not UTF-8'
-                                 when 'LINE SIZE OVER MAXIMUM' then 'line_too_long: over '
-                                      || {MAX_LINE_BYTES} || ' bytes'
-                                 else 'invalid_json: ' || e.error_type end,
-               p.landing_date, $load_id, $loaded_at
-        from _line_reject_errors e
-        join _line_reject_scans s using (scan_id, file_id)
-        join _batch_files p on p.file_path = s.file_path
-        """,
-        {"load_id": load_id, "loaded_at": loaded_at},
-    )
+            )
+    if readable:
+        _scan_lines(con, [str(f.path) for f, _ in readable])
+    else:
+        con.execute("create or replace temp table _lines (file_path varchar, line varchar)")
+        con.execute(
+            "create or replace temp table _line_rejects "
+            "(file_path varchar, line ubigint, error_type varchar, csv_line varchar)"
+        )
     return readable
 
 
 def _scan_lines(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
-    con.execute("drop table if exists _line_reject_errors")
-    con.execute("drop table if exists _line_reject_scans")
+    con.execute("drop table if exists _reader_errors")
+    con.execute("drop table if exists _reader_scans")
     con.execute(
         f"""
         create or replace temp table _lines as
@@ -389,83 +379,104 @@ def _scan_lines(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
                       delim = '\x1f', quote = '', escape = '', new_line = '\\n',
                       auto_detect = false, filename = true, max_line_size = {MAX_LINE_BYTES},
                       ignore_errors = true, store_rejects = true,
-                      rejects_table = '_line_reject_errors',
-                      rejects_scan = '_line_reject_scans')
+                      rejects_table = '_reader_errors', rejects_scan = '_reader_scans')
         """,
         {"paths": paths},
     )
-
-
-def _empty_lines(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute("create or replace temp table _lines (file_path varchar, line varchar)")
     con.execute(
-        "create or replace temp table _line_reject_errors (scan_id ubigint, file_id ubigint, "
-        "line ubigint, error_type varchar, csv_line varchar)"
-    )
-    con.execute(
-        "create or replace temp table _line_reject_scans "
-        "(scan_id ubigint, file_id ubigint, file_path varchar)"
+        """
+        create or replace temp table _line_rejects as
+        select s.file_path, e.line, e.error_type, e.csv_line
+        from _reader_errors e join _reader_scans s using (scan_id, file_id)
+        """
     )
 
 
-def _load_batch(
+def _stage_batch(
     con: duckdb.DuckDBPyConnection,
     kind: str,
     batch: list[tuple[landing.LandingFile, str]],
     report: LoadReport,
-    loaded_at: datetime,
-) -> None:
-    target, reject_table = ("events", "rejected_events") if kind == "events" else (
-        "titles", "rejected_titles"
-    )
+) -> list[tuple[landing.LandingFile, str]]:
+    """Read and validate one kind's files into temp tables suffixed with the kind."""
     con.execute(
-        "create or replace temp table _batch_files "
+        f"create or replace temp table _batch_files_{kind} "
         "(file_path varchar, landing_date date, sha256 varchar)"
     )
     con.executemany(
-        "insert into _batch_files values (?, ?, ?)",
+        f"insert into _batch_files_{kind} values (?, ?, ?)",
         [(str(f.path), f.partition_date, sha) for f, sha in batch],
     )
-    readable = _read_lines(con, batch, report, reject_table, report.load_id, loaded_at)
+    readable = _read_lines(con, batch, report)
     if kind == "events":
         _validate_events(con)
-        _insert_events(con, report.load_id, loaded_at)
     else:
         _validate_titles(con)
-        _insert_titles(con, report.load_id, loaded_at)
+    for table in ("_lines", "_line_rejects", "_validated"):
+        con.execute(f"drop table if exists {table}_{kind}")
+        con.execute(f"alter table {table} rename to {table}_{kind}")
+    return readable
+
+
+def _write_batch(
+    con: duckdb.DuckDBPyConnection,
+    kind: str,
+    readable: list[tuple[landing.LandingFile, str]],
+    report: LoadReport,
+    loaded_at: datetime,
+) -> None:
+    target, reject_table = _TABLES[kind]
     params = {"load_id": report.load_id, "loaded_at": loaded_at}
+    con.execute(
+        f"""
+        insert into {RAW_SCHEMA}.{reject_table}
+        select e.file_path, e.line, e.csv_line,
+               case e.error_type when 'INVALID ENCODING' then 'invalid_encoding'
+                                 when 'LINE SIZE OVER MAXIMUM' then 'line_too_long'
+                                 else 'invalid_json' end,
+               case e.error_type when 'INVALID ENCODING' then 'invalid_encoding: not UTF-8'
+                                 when 'LINE SIZE OVER MAXIMUM' then 'line_too_long: over '
+                                      || {MAX_LINE_BYTES} || ' bytes'
+                                 else 'invalid_json: ' || e.error_type end,
+               p.landing_date, $load_id, $loaded_at
+        from _line_rejects_{kind} e join _batch_files_{kind} p using (file_path)
+        """,
+        params,
+    )
+    if kind == "events":
+        _insert_events(con, report.load_id, loaded_at)
+    else:
+        _insert_titles(con, report.load_id, loaded_at)
     con.execute(
         f"""
         insert into {RAW_SCHEMA}.{reject_table}
         select v.file_path, null, v.line, v.reason_code, v.reason, p.landing_date,
                $load_id, $loaded_at
-        from _validated v join _batch_files p using (file_path)
+        from _validated_{kind} v join _batch_files_{kind} p using (file_path)
         where v.reason_code is not null
         """,
         params,
     )
-    _count_files(con, kind, target, reject_table, readable, report)
+    _count_files(con, kind, readable, report)
 
 
 def _count_files(
     con: duckdb.DuckDBPyConnection,
     kind: str,
-    target: str,
-    reject_table: str,
     readable: list[tuple[landing.LandingFile, str]],
     report: LoadReport,
 ) -> None:
     """Per-file counts, each from where the rows actually ended up."""
+    target, reject_table = _TABLES[kind]
     rows = con.execute(
         f"""
         with read_in as (
-            select file_path, count(*) as n from _lines group by all
+            select file_path, count(*) as n from _lines_{kind} group by all
             union all
-            select s.file_path, count(*) from _line_reject_errors e
-            join _line_reject_scans s using (scan_id, file_id) group by all
+            select file_path, count(*) from _line_rejects_{kind} group by all
         ),
         valid as (
-            select file_path, count(*) as n from _validated
+            select file_path, count(*) as n from _validated_{kind}
             where reason_code is null group by all
         ),
         landed as (
@@ -481,7 +492,7 @@ def _count_files(
                coalesce((select n from landed l where l.file_path = f.file_path), 0),
                coalesce((select n from valid v where v.file_path = f.file_path), 0),
                coalesce((select n from rejected j where j.file_path = f.file_path), 0)
-        from _batch_files f
+        from _batch_files_{kind} f
         """,
         {"load_id": report.load_id},
     ).fetchall()
@@ -633,8 +644,8 @@ def _insert_events(con: duckdb.DuckDBPyConnection, load_id: str, loaded_at: date
                v.j.user_id, v.j.device_id, v.j.platform, v.j.app_version, v.j.country,
                v.j.playback_id, v.j.title_id, v.position_s, v.duration_s, v.from_position_s,
                v.properties, p.landing_date, v.file_path, $load_id, $loaded_at
-        from _validated v
-        join _batch_files p using (file_path)
+        from _validated_events v
+        join _batch_files_events p using (file_path)
         anti join {RAW_SCHEMA}.events e on e.event_id = v.event_id
         where v.reason_code is null
         qualify row_number() over (
@@ -708,7 +719,7 @@ def _insert_titles(con: duckdb.DuckDBPyConnection, load_id: str, loaded_at: date
         select v.j.title_id, v.j.name, v.j.category, v.keywords, v.j.kind, v.j.series_id,
                v.season, v.episode, v.duration_s, v.release_year, v.available_from,
                v.is_available, p.landing_date, v.file_path, $load_id, $loaded_at
-        from _validated v join _batch_files p using (file_path)
+        from _validated_catalog v join _batch_files_catalog p using (file_path)
         where v.reason_code is null
         qualify row_number() over (partition by v.file_path, v.j.title_id order by v.line) = 1
         """,
@@ -742,7 +753,7 @@ def _write_manifest(
 
 def reconciliation(warehouse_path: Path) -> dict:
     """Totals over the whole manifest, with the reconciliation recomputed from the tables."""
-    con = connect(warehouse_path, read_only=True)
+    con = connect(warehouse_path)
     try:
         manifest = con.execute(
             f"""

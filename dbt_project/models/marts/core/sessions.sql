@@ -1,0 +1,43 @@
+-- Sessions for BI and the recommender; likely bots are left out.
+with
+
+sessions as (
+
+    select * from {{ ref('int_sessions') }}
+
+),
+
+final as (
+
+    select
+        -- ids
+        session_id,
+        user_id,
+        device_id,
+
+        -- descriptive
+        platform,
+
+        -- numerics
+        event_count,
+        page_view_count,
+        title_click_count,
+        search_count,
+        play_start_count,
+        interest_event_count,
+        duration_s,
+
+        -- booleans
+        is_anonymous,
+
+        -- timestamps
+        started_at,
+        ended_at,
+        session_date
+
+    from sessions
+    where not is_likely_bot
+
+)
+
+select * from final

@@ -1,0 +1,91 @@
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
+
+from ottp import config, load
+from orchestration.defs.dbt.project import dbt_project
+
+# Model folder -> asset group shown in the UI.
+_GROUPS = {"staging": "staging", "intermediate": "marts", "marts": "marts", "exports": "exports"}
+_RELATION = re.compile(r'^"[A-Za-z0-9_]+"\."[A-Za-z0-9_]+"\."[A-Za-z0-9_]+"$')
+
+
+class OttpTranslator(DagsterDbtTranslator):
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        if dbt_resource_props["resource_type"] == "seed":
+            return "staging"
+        fqn = dbt_resource_props.get("fqn", [])
+        folder = fqn[1] if len(fqn) > 2 else "marts"
+        return _GROUPS.get(folder, folder)
+
+    def get_owners(self, dbt_resource_props: Mapping[str, Any]):
+        return ["team:analytics-engineering"]
+
+    def get_tags(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, str]:
+        tags = dict(super().get_tags(dbt_resource_props))
+        fqn = dbt_resource_props.get("fqn", [])
+        if len(fqn) > 2:
+            tags["layer"] = fqn[1]
+        return tags
+
+
+translator = OttpTranslator(settings=DagsterDbtTranslatorSettings(enable_code_references=True))
+
+
+def _table_relations() -> dict[dg.AssetKey, str]:
+    manifest = json.loads(dbt_project.manifest_path.read_text())
+    return {
+        translator.get_asset_key(node): node["relation_name"]
+        for node in manifest["nodes"].values()
+        if node["resource_type"] in ("model", "seed")
+        and node["config"].get("materialized") != "view"
+        and _RELATION.match(node.get("relation_name") or "")
+    }
+
+
+def _row_counts(relations: dict[dg.AssetKey, str]) -> dict[dg.AssetKey, int]:
+    # Counted after dbt exits: DuckDB lets one process open the file for writing.
+    if config.settings().dbt_target != "duckdb" or not relations:
+        return {}
+    con = load.connect(config.settings().warehouse_path)
+    try:
+        return {
+            key: con.execute(f"select count(*) from {relation}").fetchone()[0]
+            for key, relation in relations.items()
+        }
+    finally:
+        con.close()
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    dagster_dbt_translator=translator,
+    pool="warehouse_writer",
+)
+def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    """dbt build: seeds, models and their tests, as one asset per model."""
+    invocation = dbt.cli(["build"], context=context, raise_on_error=False)
+    events = list(invocation.stream())
+    relations = _table_relations()
+    built = {
+        context.asset_key_for_output(e.output_name)
+        for e in events
+        if isinstance(e, dg.Output)
+    }
+    counts = _row_counts({k: v for k, v in relations.items() if k in built})
+    for event in events:
+        if isinstance(event, dg.Output):
+            key = context.asset_key_for_output(event.output_name)
+            if key in counts:
+                event = event.with_metadata({**event.metadata, "dagster/row_count": counts[key]})
+        yield event
+    if not invocation.is_successful():
+        raise dg.Failure(
+            "dbt build failed; see the dbt log above.",
+            metadata={"failed_nodes": invocation.get_error()},
+        )

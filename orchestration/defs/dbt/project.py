@@ -1,0 +1,35 @@
+import subprocess
+from pathlib import Path
+
+from dagster_dbt import DbtProject
+
+from ottp import config
+
+dbt_project = DbtProject(
+    project_dir=config.DBT_PROJECT_DIR,
+    profiles_dir=config.DBT_PROJECT_DIR,
+    target=config.settings().dbt_target,
+)
+
+
+def _sources_newer_than(manifest: Path) -> bool:
+    if not manifest.exists():
+        return True
+    built = manifest.stat().st_mtime
+    roots = [config.DBT_PROJECT_DIR / d for d in ("models", "macros", "tests")]
+    roots.append(config.SEEDS_DIR)
+    files = [p for root in roots if root.exists() for p in root.rglob("*") if p.is_file()]
+    files.append(config.DBT_PROJECT_DIR / "dbt_project.yml")
+    return any(p.stat().st_mtime > built for p in files)
+
+
+# A fresh clone has no manifest; parse once (seconds) rather than fail to load.
+if _sources_newer_than(dbt_project.manifest_path):
+    config.export_dbt_env()
+    subprocess.run(
+        [config.dbt_executable(), "parse", "--quiet", "--target", config.settings().dbt_target,
+         "--project-dir", str(config.DBT_PROJECT_DIR),
+         "--profiles-dir", str(config.DBT_PROJECT_DIR)],
+        check=True,
+        env=config.dbt_env(),
+    )

@@ -1,0 +1,104 @@
+from datetime import date, timedelta
+
+import dagster as dg
+
+from ottp import landing, load
+from orchestration.defs.partitions import landing_days
+from orchestration.defs.resources import WarehouseResource
+
+RAW_TABLES = {
+    "events": "One row per distinct event, deduplicated on event_id across files and days.",
+    "titles": "One row per title per catalog snapshot.",
+    "rejected_events": "One row per landing line that was rejected, with the raw line and the reason.",
+    "load_manifest": "One row per landing file: size, checksum and line counts.",
+}
+
+
+def _days(context: dg.AssetExecutionContext) -> list[date]:
+    window = context.partition_time_window
+    first, end = window.start.date(), window.end.date()
+    return [first + timedelta(days=i) for i in range((end - first).days)]
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            ["raw", table],
+            description=description,
+            group_name="ingestion",
+            kinds={"duckdb", "python"},
+            owners=["team:data-platform"],
+            tags={"layer": "raw"},
+        )
+        for table, description in RAW_TABLES.items()
+    ],
+    partitions_def=landing_days,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
+    pool="warehouse_writer",
+)
+def raw_landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+    """Load the landing files of the selected days, exactly once, in one transaction.
+
+    Files already in the load manifest are skipped; each line is loaded, counted
+    as a duplicate, or rejected with a reason.
+    """
+    days = _days(context)
+    files = [f for day in days for f in landing.discover(warehouse.landing, day)]
+    report = load.load_files(warehouse.warehouse, files)
+    totals = load.reconciliation(warehouse.warehouse)
+    context.log.info("Loaded %s day(s):\n%s", len(days), report.format_table())
+
+    per_reason = "\n".join(
+        f"| {reason} | {n:,} |" for reason, n in sorted(report.rejected_by_reason.items())
+    )
+    summary = dg.MetadataValue.md(
+        "| lines in | loaded | duplicates | rejected |\n|---:|---:|---:|---:|\n"
+        f"| {report.lines_in:,} | {report.loaded:,} | {report.duplicates:,} "
+        f"| {report.rejected:,} |\n\n"
+        + ("| reason | lines |\n|---|---:|\n" + per_reason if per_reason else "No line rejected.")
+    )
+    common = {
+        "days": f"{days[0]} .. {days[-1]}" if days else "none",
+        "load_id": report.load_id,
+        "files_loaded": report.count("loaded"),
+        "files_skipped": report.count("already_loaded") + report.count("duplicate_file"),
+        "files_unreadable": report.count("unreadable"),
+        "seconds": report.seconds,
+    }
+    yield dg.MaterializeResult(
+        asset_key=["raw", "events"],
+        metadata={
+            **common,
+            "lines_in": report.lines_in,
+            "events_loaded": report.events_loaded,
+            "duplicates": report.duplicates,
+            "rejected": report.rejected,
+            "reconciles": report.reconciles,
+            "reconciliation": summary,
+            "dagster/row_count": totals["events_in_table"],
+        },
+    )
+    yield dg.MaterializeResult(asset_key=["raw", "titles"], metadata=common)
+    yield dg.MaterializeResult(
+        asset_key=["raw", "rejected_events"],
+        metadata={**common, "dagster/row_count": totals["rejected_in_table"]},
+    )
+    yield dg.MaterializeResult(
+        asset_key=["raw", "load_manifest"],
+        metadata={**common, "event_files_total": totals["event_files"]},
+    )
+
+
+@dg.asset_check(
+    asset=dg.AssetKey(["raw", "events"]),
+    description="Over every file ever loaded: lines_in = loaded + duplicates + rejected, "
+    "and the tables hold exactly the rows the manifest says were written.",
+    blocking=True,
+)
+def load_reconciliation(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    totals = load.reconciliation(warehouse.warehouse)
+    return dg.AssetCheckResult(
+        passed=bool(totals["reconciles"]),
+        metadata={k: v for k, v in totals.items() if k != "reconciles"},
+    )

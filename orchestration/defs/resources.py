@@ -1,0 +1,43 @@
+from pathlib import Path
+
+import dagster as dg
+from dagster_dbt import DbtCliResource
+
+from ottp import config
+from orchestration.defs.dbt.project import dbt_project
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """Where the warehouse file and the landing folder are, from the environment."""
+
+    data_dir: str
+    landing_dir: str
+    warehouse_path: str
+
+    @property
+    def landing(self) -> Path:
+        return Path(self.landing_dir)
+
+    @property
+    def warehouse(self) -> Path:
+        return Path(self.warehouse_path)
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    settings = config.settings()
+    config.export_dbt_env(settings)
+    return dg.Definitions(
+        resources={
+            "warehouse": WarehouseResource(
+                data_dir=str(settings.data_dir),
+                landing_dir=str(settings.landing_dir),
+                warehouse_path=str(settings.warehouse_path),
+            ),
+            "dbt": DbtCliResource(
+                project_dir=dbt_project,
+                target=settings.dbt_target,
+                dbt_executable=config.dbt_executable(),
+            ),
+        }
+    )

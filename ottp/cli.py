@@ -1,0 +1,172 @@
+"""`ottp`: the project's command line, thin over the same code the Dagster assets call."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+from ottp import config
+
+# The demo data set: big enough for fans, hardcore fans and churn to show,
+# small enough to build in a couple of minutes.
+DEMO = {"users": 1500, "titles": 500, "days": 60, "seed": 42, "dirty_rate": 0.01}
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from ottp.simulate import simulate
+
+    summary = simulate(
+        Path(args.out),
+        users=args.users,
+        titles=args.titles,
+        days=args.days,
+        seed=args.seed,
+        dirty_rate=args.dirty_rate,
+        start_date=args.start_date,
+        progress=not args.quiet,
+    )
+    print(json.dumps(summary.to_dict(), indent=2, default=str))
+    return 0
+
+
+def _cmd_load(args: argparse.Namespace) -> int:
+    from ottp import load
+
+    s = config.settings()
+    s.ensure_dirs()
+    landing_dir = Path(args.landing) if args.landing else s.landing_dir
+    report = load.load_landing(s.warehouse_path, landing_dir, args.day)
+    print(f"warehouse: {s.warehouse_path}")
+    print(report.format_table())
+    totals = load.reconciliation(s.warehouse_path)
+    print(
+        f"warehouse totals: {totals['events_in_table']:,} events from "
+        f"{totals['event_files']} files, {totals['duplicates']:,} duplicates, "
+        f"{totals['rejected_in_table']:,} rejected; "
+        f"reconciles: {totals['reconciles']}"
+    )
+    return 0 if report.reconciles and totals["reconciles"] else 1
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ottp import landing, pipeline
+
+    s = config.settings()
+    s.ensure_dirs()
+    if not landing.discover(s.landing_dir):
+        from ottp.simulate import simulate
+
+        print(f"No landing files in {s.landing_dir}: generating the demo data set {DEMO}")
+        summary = simulate(s.landing_dir, progress=True, **DEMO)
+        print(f"Generated {summary.lines_written:,} lines in {summary.seconds:.1f} s")
+    runs = pipeline.run_all()
+    for run in runs:
+        print(f"run {run.job}: {'success' if run.success else 'FAILED'} ({run.run_id})")
+    if not all(r.success for r in runs):
+        return 1
+    _print_summary(pipeline.summary(s))
+    print(f"\nData: {s.data_dir}   UI: `make dev` (or `ottp ui`) shows these runs.")
+    return 0
+
+
+def _print_summary(summary: dict) -> None:
+    totals = summary["load"]
+    print("\n== What was built ==")
+    print(
+        f"events: {totals['lines_in']:,} lines in, {totals['events_loaded']:,} loaded, "
+        f"{totals['duplicates']:,} duplicates, {totals['rejected']:,} rejected "
+        f"(reconciles: {totals['reconciles']})"
+    )
+    if summary["rejected_by_reason"]:
+        print(
+            "rejected by reason: "
+            + ", ".join(f"{k}={v:,}" for k, v in summary["rejected_by_reason"].items())
+        )
+    width = max((len(k) for k in summary["rows"]), default=10)
+    for table, n in summary["rows"].items():
+        print(f"  {table:<{width}}  {n:>12,} rows")
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from ottp import pipeline
+
+    summary = pipeline.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        _print_summary(summary)
+    return 0
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    from ottp import instance
+
+    instance.prepare_dagster_home()
+    cmd = [
+        sys.executable, "-m", "dagster", "dev",
+        "-m", "orchestration.definitions",
+        "--host", args.host, "--port", str(args.port),
+    ]
+    print(f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}\n$ {' '.join(cmd)}")
+    return subprocess.call(cmd, cwd=config.REPO_ROOT)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ottp",
+        description="Personalization warehouse for video streaming platforms. Data lives "
+        "under OTTP_DATA_DIR (default ./data).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sim = sub.add_parser("simulate", help="Write realistic landing files (events and catalog).")
+    sim.add_argument("--out", required=True, help="Landing folder to write.")
+    sim.add_argument("--users", type=int, default=DEMO["users"])
+    sim.add_argument("--titles", type=int, default=DEMO["titles"])
+    sim.add_argument("--days", type=int, default=DEMO["days"])
+    sim.add_argument("--seed", type=int, default=DEMO["seed"])
+    sim.add_argument(
+        "--dirty-rate", type=float, default=DEMO["dirty_rate"],
+        help="Share of lines made dirty: duplicates, late, skewed, malformed, bots.",
+    )
+    sim.add_argument("--start-date", type=date.fromisoformat, default=date(2026, 8, 1))
+    sim.add_argument("--quiet", action="store_true", help="No progress bar.")
+    sim.set_defaults(func=_cmd_simulate)
+
+    ld = sub.add_parser(
+        "load", help="Load every landing file not loaded yet and print the reconciliation."
+    )
+    ld.add_argument("--landing", help="Landing folder (default $OTTP_DATA_DIR/landing).")
+    ld.add_argument("--day", type=date.fromisoformat, help="Only this landing day.")
+    ld.set_defaults(func=_cmd_load)
+
+    demo = sub.add_parser(
+        "demo",
+        help="The main job: generate demo data if missing, materialize every asset, "
+        "print what was built.",
+    )
+    demo.set_defaults(func=_cmd_demo)
+
+    summ = sub.add_parser("summary", help="Print events loaded/rejected and rows per mart.")
+    summ.add_argument("--json", action="store_true")
+    summ.set_defaults(func=_cmd_summary)
+
+    ui = sub.add_parser("ui", help="Open the Dagster UI on the same data.")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(func=_cmd_ui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

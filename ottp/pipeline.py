@@ -1,0 +1,78 @@
+"""Run the Dagster jobs in this process on the configured instance (the demo, the CLI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from ottp import config, instance, landing, load
+
+
+@dataclass
+class PipelineRun:
+    job: str
+    run_id: str
+    success: bool
+
+
+def run_all(days: list[date] | None = None, log_level: str = "WARNING") -> list[PipelineRun]:
+    """Load the given landing days (default: all present), then build everything downstream.
+
+    Runs are recorded on the configured instance, so the UI shows them afterwards.
+    """
+    import dagster as dg
+
+    from orchestration.definitions import defs as load_defs
+
+    s = config.settings()
+    instance.prepare_dagster_home(s)
+    days = days or landing.partition_dates(s.landing_dir)
+    defs = load_defs()
+    runs = []
+    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+    with dg.DagsterInstance.get() as inst:
+        if days:
+            tags = {
+                "dagster/asset_partition_range_start": days[0].isoformat(),
+                "dagster/asset_partition_range_end": days[-1].isoformat(),
+            }
+            print(f"Loading landing days {days[0]} .. {days[-1]} ...", flush=True)
+            result = defs.resolve_job_def("ingest").execute_in_process(
+                instance=inst, tags=tags, run_config=run_config
+            )
+            runs.append(PipelineRun("ingest", result.run_id, result.success))
+            if not result.success:
+                return runs
+        print("Building the warehouse (dbt build and downstream assets) ...", flush=True)
+        result = defs.resolve_job_def("build_warehouse").execute_in_process(
+            instance=inst, run_config=run_config
+        )
+        runs.append(PipelineRun("build_warehouse", result.run_id, result.success))
+    return runs
+
+
+def summary(s: config.Settings | None = None) -> dict:
+    """What was built: events loaded and rejected, and rows per mart."""
+    s = s or config.settings()
+    totals = load.reconciliation(s.warehouse_path)
+    con = load.connect(s.warehouse_path)
+    try:
+        tables = con.execute(
+            "select table_schema, table_name from information_schema.tables "
+            "where table_schema in ('marts', 'exports', 'ml') and table_type = 'BASE TABLE' "
+            "order by 1, 2"
+        ).fetchall()
+        rows = {
+            f"{schema}.{name}": con.execute(
+                f'select count(*) from "{schema}"."{name}"'
+            ).fetchone()[0]
+            for schema, name in tables
+        }
+        rejected = dict(
+            con.execute(
+                "select reason_code, count(*) from raw.rejected_events group by 1 order by 1"
+            ).fetchall()
+        )
+    finally:
+        con.close()
+    return {"load": totals, "rejected_by_reason": rejected, "rows": rows}

@@ -1,0 +1,44 @@
+"""The Dagster code location loads and wires the raw loader to the dbt models."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+
+def test_definitions_load_with_every_group_and_job(data_dir):
+    from orchestration.definitions import defs
+
+    d = defs()
+    specs = {spec.key: spec for spec in d.resolve_all_asset_specs()}
+    groups = {spec.group_name for spec in specs.values()}
+    assert {"ingestion", "staging"} <= groups
+
+    raw_events = dg.AssetKey(["raw", "events"])
+    assert raw_events in specs
+    stg_player = next(k for k in specs if k.path[-1] == "stg_player_events")
+    # dbt's source raw.events is the loader's asset, so staging depends on it.
+    assert raw_events in {dep.asset_key for dep in specs[stg_player].deps}
+    assert specs[raw_events].partitions_def is not None
+    for spec in specs.values():
+        assert spec.description, f"{spec.key} has no description"
+        assert spec.owners, f"{spec.key} has no owner"
+
+    for job in ("ingest", "build_warehouse"):
+        assert d.resolve_job_def(job) is not None
+    checks = {c.key.name for c in d.resolve_all_asset_check_specs()}
+    assert "load_reconciliation" in checks
+
+
+def test_instance_yaml_switches_to_postgres_by_environment(data_dir, monkeypatch):
+    from ottp import instance
+
+    monkeypatch.delenv(instance.POSTGRES_URL_VAR, raising=False)
+    assert "sqlite" in instance.instance_yaml()["storage"]
+    monkeypatch.setenv(instance.POSTGRES_URL_VAR, "postgresql://postgres@127.0.0.1:5432/test")
+    storage = instance.instance_yaml()["storage"]
+    assert storage == {"postgres": {"postgres_url": {"env": instance.POSTGRES_URL_VAR}}}
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    home = instance.prepare_dagster_home()
+    assert home == data_dir / "dagster_home"
+    assert "postgres_url" in (home / "dagster.yaml").read_text()
