@@ -48,6 +48,8 @@ REJECT_REASONS = (
     "timestamp_out_of_range",
 )
 MAX_LINE_BYTES = 1 << 20
+# Input per transaction: bounds memory (about 1.5 GiB per 64 MiB of gzip NDJSON).
+CHUNK_BYTES = 64 << 20
 # Landing file kind -> (table written, table of rejected lines).
 _TABLES = {"events": ("events", "rejected_events"), "catalog": ("titles", "rejected_titles")}
 # Client clocks drift; anything further off than this is not a real event time.
@@ -249,6 +251,8 @@ def connect(warehouse_path: Path, read_only: bool = False) -> duckdb.DuckDBPyCon
     Path(warehouse_path).parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(warehouse_path), read_only=read_only)
     con.execute("set TimeZone = 'UTC'")
+    # Row order within a table carries no meaning here; not keeping it saves memory.
+    con.execute("set preserve_insertion_order = false")
     return con
 
 
@@ -263,8 +267,17 @@ def load_landing(
     return load_files(warehouse_path, landing.discover(landing_dir, day))
 
 
-def load_files(warehouse_path: Path, files: Sequence[landing.LandingFile]) -> LoadReport:
-    """Load the given files in one transaction; files already loaded are skipped."""
+def load_files(
+    warehouse_path: Path,
+    files: Sequence[landing.LandingFile],
+    chunk_bytes: int = CHUNK_BYTES,
+) -> LoadReport:
+    """Load the given files; files already loaded are skipped.
+
+    Files are loaded in chunks of whole files (at most ``chunk_bytes`` of input
+    each, so memory stays bounded); each chunk is one transaction together with
+    its manifest rows, so a file is either fully loaded and recorded, or not at all.
+    """
     started = time.perf_counter()
     report = LoadReport(load_id=uuid.uuid4().hex)
     con = connect(warehouse_path)
@@ -272,26 +285,48 @@ def load_files(warehouse_path: Path, files: Sequence[landing.LandingFile]) -> Lo
         ensure_raw_schema(con)
         pending = _skip_known_files(con, files, report)
         loaded_at = datetime.now(UTC).replace(tzinfo=None)
-        # Reading and validating only fill temp tables, so they run before the
-        # transaction: a file that fails to read must not abort it.
-        staged = {}
+        _commit(con, lambda: _write_manifest(con, report.files, report.load_id, loaded_at))
         for kind in landing.FILE_KINDS:
-            batch = [(f, sha) for f, sha in pending if f.kind == kind]
-            if batch:
-                staged[kind] = _stage_batch(con, kind, batch, report)
-        con.execute("begin transaction")
-        try:
-            for kind, readable in staged.items():
-                _write_batch(con, kind, readable, report, loaded_at)
-            _write_manifest(con, report, loaded_at)
-            con.execute("commit")
-        except BaseException:
-            con.execute("rollback")
-            raise
+            for chunk in _chunks([p for p in pending if p[0].kind == kind], chunk_bytes):
+                # Reading and validating fill temp tables only, outside the
+                # transaction: a file that cannot be read must not abort it.
+                before = len(report.files)
+                readable = _stage(con, kind, chunk, report)
+
+                def write(kind=kind, readable=readable, before=before) -> None:
+                    _write(con, kind, readable, report, loaded_at)
+                    _write_manifest(con, report.files[before:], report.load_id, loaded_at)
+
+                _commit(con, write)
     finally:
         con.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _commit(con: duckdb.DuckDBPyConnection, work) -> None:
+    con.execute("begin transaction")
+    try:
+        work()
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+
+
+def _chunks(
+    files: list[tuple[landing.LandingFile, str]], chunk_bytes: int
+) -> Iterable[list[tuple[landing.LandingFile, str]]]:
+    chunk: list[tuple[landing.LandingFile, str]] = []
+    size = 0
+    for item in files:
+        if chunk and size + item[0].size_bytes > chunk_bytes:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += item[0].size_bytes
+    if chunk:
+        yield chunk
 
 
 def _skip_known_files(
@@ -330,95 +365,94 @@ def _skip_known_files(
     return pending
 
 
-def _read_lines(
+def _reader(paths_param: str = "$paths") -> str:
+    """Landing lines as rows of one VARCHAR column; refused lines go to reject tables."""
+    return f"""
+        read_csv({paths_param}, columns = {{'line': 'VARCHAR'}}, header = false,
+                 delim = '\x1f', quote = '', escape = '', new_line = '\\n',
+                 auto_detect = false, filename = true, max_line_size = {MAX_LINE_BYTES},
+                 ignore_errors = true, store_rejects = true,
+                 rejects_table = '_reader_errors', rejects_scan = '_reader_scans')
+    """
+
+
+def _stage(
     con: duckdb.DuckDBPyConnection,
-    batch: list[tuple[landing.LandingFile, str]],
+    kind: str,
+    chunk: list[tuple[landing.LandingFile, str]],
     report: LoadReport,
 ) -> list[tuple[landing.LandingFile, str]]:
-    """Split files into lines in ``_lines``; the reader's refusals land in ``_line_rejects``.
+    """Parse and validate a chunk into ``_validated`` and ``_line_rejects``.
 
     A file that cannot be read at all (corrupt gzip) is reported unreadable and
     left out of the manifest, so a fixed re-delivery is picked up later.
     """
+    validate = _validate_events if kind == "events" else _validate_titles
     try:
-        _scan_lines(con, [str(f.path) for f, _ in batch])
-        return batch
+        _set_batch_files(con, chunk)
+        validate(con, [str(f.path) for f, _ in chunk])
+        return chunk
     except duckdb.Error:
         pass
     readable = []
-    for f, sha in batch:
+    for f, sha in chunk:
         try:
-            _scan_lines(con, [str(f.path)])
+            con.execute(f"select count(*) from {_reader()}", {"paths": [str(f.path)]})
             readable.append((f, sha))
         except duckdb.Error as exc:
             report.files.append(
                 FileResult(
                     str(f.path), f.kind, f.partition_date, "unreadable",
                     error=str(exc).splitlines()[0][:500],
+                    sha256=sha, size_bytes=f.size_bytes,
                 )
             )
-    if readable:
-        _scan_lines(con, [str(f.path) for f, _ in readable])
+    _set_batch_files(con, readable)
+    validate(con, [str(f.path) for f, _ in readable])
+    return readable
+
+
+def _set_batch_files(
+    con: duckdb.DuckDBPyConnection, chunk: list[tuple[landing.LandingFile, str]]
+) -> None:
+    con.execute(
+        "create or replace temp table _batch_files "
+        "(file_path varchar, landing_date date, sha256 varchar)"
+    )
+    con.executemany(
+        "insert into _batch_files values (?, ?, ?)",
+        [(str(f.path), f.partition_date, sha) for f, sha in chunk],
+    )
+
+
+def _create_validated(con: duckdb.DuckDBPyConnection, paths: list[str], select_sql: str) -> None:
+    """Run one validation query over the files (or none) and collect the reader's refusals."""
+    con.execute("drop table if exists _reader_errors")
+    con.execute("drop table if exists _reader_scans")
+    if paths:
+        source = f"select filename as file_path, line from {_reader()}"
     else:
-        con.execute("create or replace temp table _lines (file_path varchar, line varchar)")
+        source = "select null::varchar as file_path, null::varchar as line where false"
+    con.execute(
+        f"create or replace temp table _validated as with lines as ({source}) {select_sql}",
+        {"paths": paths} if paths else None,
+    )
+    if paths:
+        con.execute(
+            """
+            create or replace temp table _line_rejects as
+            select s.file_path, e.line, e.error_type, e.csv_line
+            from _reader_errors e join _reader_scans s using (scan_id, file_id)
+            """
+        )
+    else:
         con.execute(
             "create or replace temp table _line_rejects "
             "(file_path varchar, line ubigint, error_type varchar, csv_line varchar)"
         )
-    return readable
 
 
-def _scan_lines(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
-    con.execute("drop table if exists _reader_errors")
-    con.execute("drop table if exists _reader_scans")
-    con.execute(
-        f"""
-        create or replace temp table _lines as
-        select filename as file_path, line
-        from read_csv($paths, columns = {{'line': 'VARCHAR'}}, header = false,
-                      delim = '\x1f', quote = '', escape = '', new_line = '\\n',
-                      auto_detect = false, filename = true, max_line_size = {MAX_LINE_BYTES},
-                      ignore_errors = true, store_rejects = true,
-                      rejects_table = '_reader_errors', rejects_scan = '_reader_scans')
-        """,
-        {"paths": paths},
-    )
-    con.execute(
-        """
-        create or replace temp table _line_rejects as
-        select s.file_path, e.line, e.error_type, e.csv_line
-        from _reader_errors e join _reader_scans s using (scan_id, file_id)
-        """
-    )
-
-
-def _stage_batch(
-    con: duckdb.DuckDBPyConnection,
-    kind: str,
-    batch: list[tuple[landing.LandingFile, str]],
-    report: LoadReport,
-) -> list[tuple[landing.LandingFile, str]]:
-    """Read and validate one kind's files into temp tables suffixed with the kind."""
-    con.execute(
-        f"create or replace temp table _batch_files_{kind} "
-        "(file_path varchar, landing_date date, sha256 varchar)"
-    )
-    con.executemany(
-        f"insert into _batch_files_{kind} values (?, ?, ?)",
-        [(str(f.path), f.partition_date, sha) for f, sha in batch],
-    )
-    readable = _read_lines(con, batch, report)
-    if kind == "events":
-        _validate_events(con)
-    else:
-        _validate_titles(con)
-    for table in ("_lines", "_line_rejects", "_validated"):
-        con.execute(f"drop table if exists {table}_{kind}")
-        con.execute(f"alter table {table} rename to {table}_{kind}")
-    return readable
-
-
-def _write_batch(
+def _write(
     con: duckdb.DuckDBPyConnection,
     kind: str,
     readable: list[tuple[landing.LandingFile, str]],
@@ -439,7 +473,7 @@ def _write_batch(
                                       || {MAX_LINE_BYTES} || ' bytes'
                                  else 'invalid_json: ' || e.error_type end,
                p.landing_date, $load_id, $loaded_at
-        from _line_rejects_{kind} e join _batch_files_{kind} p using (file_path)
+        from _line_rejects e join _batch_files p using (file_path)
         """,
         params,
     )
@@ -450,9 +484,9 @@ def _write_batch(
     con.execute(
         f"""
         insert into {RAW_SCHEMA}.{reject_table}
-        select v.file_path, null, v.line, v.reason_code, v.reason, p.landing_date,
+        select v.file_path, null, v.raw_line, v.reason_code, v.reason, p.landing_date,
                $load_id, $loaded_at
-        from _validated_{kind} v join _batch_files_{kind} p using (file_path)
+        from _validated v join _batch_files p using (file_path)
         where v.reason_code is not null
         """,
         params,
@@ -471,28 +505,33 @@ def _count_files(
     rows = con.execute(
         f"""
         with read_in as (
-            select file_path, count(*) as n from _lines_{kind} group by all
-            union all
-            select file_path, count(*) from _line_rejects_{kind} group by all
+            select file_path, count(*) as n,
+                   count(*) filter (where reason_code is null) as valid
+            from _validated group by all
         ),
-        valid as (
-            select file_path, count(*) as n from _validated_{kind}
-            where reason_code is null group by all
+        refused as (
+            select file_path, count(*) as n from _line_rejects group by all
         ),
         landed as (
             select source_file as file_path, count(*) as n from {RAW_SCHEMA}.{target}
-            where load_id = $load_id group by all
+            where load_id = $load_id and source_file in (select file_path from _batch_files)
+            group by all
         ),
         rejected as (
             select source_file as file_path, count(*) as n from {RAW_SCHEMA}.{reject_table}
-            where load_id = $load_id group by all
+            where load_id = $load_id and source_file in (select file_path from _batch_files)
+            group by all
         )
         select f.file_path,
-               coalesce((select sum(n) from read_in r where r.file_path = f.file_path), 0),
-               coalesce((select n from landed l where l.file_path = f.file_path), 0),
-               coalesce((select n from valid v where v.file_path = f.file_path), 0),
-               coalesce((select n from rejected j where j.file_path = f.file_path), 0)
-        from _batch_files_{kind} f
+               coalesce(r.n, 0) + coalesce(x.n, 0),
+               coalesce(l.n, 0),
+               coalesce(r.valid, 0),
+               coalesce(j.n, 0)
+        from _batch_files f
+        left join read_in r using (file_path)
+        left join refused x using (file_path)
+        left join landed l using (file_path)
+        left join rejected j using (file_path)
         """,
         {"load_id": report.load_id},
     ).fetchall()
@@ -507,8 +546,11 @@ def _count_files(
             )
         )
     for reason, n in con.execute(
-        f"select reason_code, count(*) from {RAW_SCHEMA}.{reject_table} "
-        "where load_id = $load_id group by all",
+        f"""
+        select reason_code, count(*) from {RAW_SCHEMA}.{reject_table}
+        where load_id = $load_id and source_file in (select file_path from _batch_files)
+        group by all
+        """,
         {"load_id": report.load_id},
     ).fetchall():
         report.rejected_by_reason[reason] = report.rejected_by_reason.get(reason, 0) + n
@@ -523,7 +565,16 @@ def _json_number(col: str) -> str:
     )
 
 
-def _validate_events(con: duckdb.DuckDBPyConnection) -> None:
+def _verdict_columns() -> str:
+    """reason_code and reason from a 'code|detail' verdict; the raw line kept only if rejected."""
+    return """
+        split_part(verdict, '|', 1) as reason_code,
+        regexp_replace(verdict, '\\|', ': ') as reason,
+        case when verdict is not null then line end as raw_line
+    """
+
+
+def _validate_events(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
     """Parse each line once and give the first reason it fails, or null if valid."""
     types_sql = ", ".join(f"'{t}'" for t in ALL_EVENT_TYPES)
     player_sql = ", ".join(f"'{t}'" for t in EVENT_TYPES["player"])
@@ -532,14 +583,15 @@ def _validate_events(con: duckdb.DuckDBPyConnection) -> None:
     )
     with_title_sql = ", ".join(f"'{t}'" for t in ("title_click",) + EVENT_TYPES["interest"])
     platforms_sql = ", ".join(f"'{p}'" for p in PLATFORMS)
-    con.execute(
+    _create_validated(
+        con,
+        paths,
         f"""
-        create or replace temp table _validated as
-        with parsed as (
+        , parsed as (
             select file_path, line,
                    case when line is not null and left(ltrim(line), 1) = '{{'
                         then try(json_transform(line, '{_EVENT_STRUCT}')) end as j
-            from _lines
+            from lines
         ),
         typed as (
             select file_path, line, j,
@@ -550,12 +602,10 @@ def _validate_events(con: duckdb.DuckDBPyConnection) -> None:
                    {_json_number('j.position_s')} as position_s,
                    {_json_number('j.duration_s')} as duration_s,
                    {_json_number('j.from_position_s')} as from_position_s,
-                   case when j.properties is null then null
-                        when left(j.properties::varchar, 1) = '{{' then j.properties end
+                   case when left(j.properties::varchar, 1) = '{{' then j.properties end
                        as properties,
                    j.properties is not null and left(j.properties::varchar, 1) <> '{{'
-                       and j.properties::varchar <> 'null' as properties_not_object,
-                   try_cast(j.properties->>'rating' as integer) as rating
+                       and j.properties::varchar <> 'null' as properties_not_object
             from parsed
         ),
         checked as (
@@ -577,7 +627,7 @@ def _validate_events(con: duckdb.DuckDBPyConnection) -> None:
                     when received_at is null then 'wrong_type|received_at is not a timestamp'
                     when properties_not_object then 'wrong_type|properties is not an object'
                     when not regexp_full_match(j.schema_version, '1\\.[0-9]+')
-                        then 'unsupported_schema_version|' || j.schema_version
+                        then 'unsupported_schema_version|' || left(j.schema_version, 50)
                     when event_type not in ({types_sql})
                         then 'unknown_event_type|' || left(event_type, 100)
                     when j.platform not in ({platforms_sql})
@@ -606,9 +656,11 @@ def _validate_events(con: duckdb.DuckDBPyConnection) -> None:
                         then 'missing_field|title_id'
                     when event_type in ({with_user_sql}) and j.user_id is null
                         then 'missing_field|user_id'
-                    when event_type = 'rating' and rating is null
+                    when event_type = 'rating' and properties->>'rating' is null
                         then 'missing_field|properties.rating'
-                    when event_type = 'rating' and rating not between 1 and 5
+                    when event_type = 'rating'
+                         and coalesce(try_cast(properties->>'rating' as integer), 0)
+                             not between 1 and 5
                         then 'invalid_value|rating outside 1..5'
                     when event_type = 'consent_update'
                          and try_cast(properties->>'marketing_opt_in' as boolean) is null
@@ -624,15 +676,15 @@ def _validate_events(con: duckdb.DuckDBPyConnection) -> None:
                 end as verdict
             from typed
         )
-        select file_path, line, j, event_id, event_type, occurred_at, received_at,
+        select file_path, event_id, event_type, j.schema_version as schema_version,
+               occurred_at, received_at, j.user_id as user_id, j.device_id as device_id,
+               j.platform as platform, j.app_version as app_version, j.country as country,
+               j.playback_id as playback_id, j.title_id as title_id,
                position_s, duration_s, from_position_s, properties,
-               split_part(verdict, '|', 1) as reason_code,
-               split_part(verdict, '|', 1) || ': ' || split_part(verdict, '|', 2) as reason
+               {_verdict_columns()}
         from checked
-        """
+        """,
     )
-    # split_part on null gives '' in some versions: normalise to null.
-    con.execute("update _validated set reason_code = null, reason = null where reason_code = ''")
 
 
 def _insert_events(con: duckdb.DuckDBPyConnection, load_id: str, loaded_at: datetime) -> None:
@@ -640,12 +692,12 @@ def _insert_events(con: duckdb.DuckDBPyConnection, load_id: str, loaded_at: date
     con.execute(
         f"""
         insert into {RAW_SCHEMA}.events
-        select v.event_id, v.event_type, v.j.schema_version, v.occurred_at, v.received_at,
-               v.j.user_id, v.j.device_id, v.j.platform, v.j.app_version, v.j.country,
-               v.j.playback_id, v.j.title_id, v.position_s, v.duration_s, v.from_position_s,
+        select v.event_id, v.event_type, v.schema_version, v.occurred_at, v.received_at,
+               v.user_id, v.device_id, v.platform, v.app_version, v.country,
+               v.playback_id, v.title_id, v.position_s, v.duration_s, v.from_position_s,
                v.properties, p.landing_date, v.file_path, $load_id, $loaded_at
-        from _validated_events v
-        join _batch_files_events p using (file_path)
+        from _validated v
+        join _batch_files p using (file_path)
         anti join {RAW_SCHEMA}.events e on e.event_id = v.event_id
         where v.reason_code is null
         qualify row_number() over (
@@ -656,15 +708,16 @@ def _insert_events(con: duckdb.DuckDBPyConnection, load_id: str, loaded_at: date
     )
 
 
-def _validate_titles(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(
+def _validate_titles(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
+    _create_validated(
+        con,
+        paths,
         f"""
-        create or replace temp table _validated as
-        with parsed as (
+        , parsed as (
             select file_path, line,
                    case when line is not null and left(ltrim(line), 1) = '{{'
                         then try(json_transform(line, '{_TITLE_STRUCT}')) end as j
-            from _lines
+            from lines
         ),
         typed as (
             select *,
@@ -703,12 +756,13 @@ def _validate_titles(con: duckdb.DuckDBPyConnection) -> None:
                 end as verdict
             from typed
         )
-        select *, split_part(verdict, '|', 1) as reason_code,
-               split_part(verdict, '|', 1) || ': ' || split_part(verdict, '|', 2) as reason
+        select file_path, j.title_id as title_id, j.name as name, j.category as category,
+               keywords, j.kind as kind, j.series_id as series_id, season, episode,
+               duration_s, release_year, available_from, is_available,
+               {_verdict_columns()}
         from checked
-        """
+        """,
     )
-    con.execute("update _validated set reason_code = null, reason = null where reason_code = ''")
 
 
 def _insert_titles(con: duckdb.DuckDBPyConnection, load_id: str, loaded_at: datetime) -> None:
@@ -716,12 +770,12 @@ def _insert_titles(con: duckdb.DuckDBPyConnection, load_id: str, loaded_at: date
     con.execute(
         f"""
         insert into {RAW_SCHEMA}.titles
-        select v.j.title_id, v.j.name, v.j.category, v.keywords, v.j.kind, v.j.series_id,
+        select v.title_id, v.name, v.category, v.keywords, v.kind, v.series_id,
                v.season, v.episode, v.duration_s, v.release_year, v.available_from,
                v.is_available, p.landing_date, v.file_path, $load_id, $loaded_at
-        from _validated_catalog v join _batch_files_catalog p using (file_path)
+        from _validated v join _batch_files p using (file_path)
         where v.reason_code is null
-        qualify row_number() over (partition by v.file_path, v.j.title_id order by v.line) = 1
+        qualify row_number() over (partition by v.file_path, v.title_id) = 1
         """,
         {"load_id": load_id, "loaded_at": loaded_at},
     )
@@ -729,21 +783,20 @@ def _insert_titles(con: duckdb.DuckDBPyConnection, load_id: str, loaded_at: date
 
 def _write_manifest(
     con: duckdb.DuckDBPyConnection,
-    report: LoadReport,
+    results: list[FileResult],
+    load_id: str,
     loaded_at: datetime,
 ) -> None:
-    rows = []
-    for r in report.files:
-        # Unreadable files stay out so a fixed re-delivery is loaded; files
-        # loaded before have their row already.
-        if r.status in ("unreadable", "already_loaded"):
-            continue
-        rows.append(
-            (
-                report.load_id, r.path, r.kind, r.landing_date, r.size_bytes, r.sha256, r.status,
-                r.lines_in, r.loaded, r.duplicates, r.rejected, loaded_at,
-            )
+    # Unreadable files stay out so a fixed re-delivery is loaded; files loaded
+    # before have their row already.
+    rows = [
+        (
+            load_id, r.path, r.kind, r.landing_date, r.size_bytes, r.sha256, r.status,
+            r.lines_in, r.loaded, r.duplicates, r.rejected, loaded_at,
         )
+        for r in results
+        if r.status in ("loaded", "duplicate_file")
+    ]
     if rows:
         con.executemany(
             f"insert into {RAW_SCHEMA}.load_manifest values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

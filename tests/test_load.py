@@ -201,11 +201,13 @@ def test_a_crash_mid_load_leaves_the_previous_state_and_the_next_run_completes(
         tmp_path / "landing", [make_event() for _ in range(7)] + [b"{oops"], day=date(2026, 8, 2)
     )
 
-    def crash(*args, **kwargs):
-        raise RuntimeError("killed while writing the manifest")
+    real = load._insert_events
 
-    real = load._write_manifest
-    monkeypatch.setattr(load, "_write_manifest", crash)
+    def crash(*args, **kwargs):
+        real(*args, **kwargs)
+        raise RuntimeError("killed after inserting events, before the manifest")
+
+    monkeypatch.setattr(load, "_insert_events", crash)
     with pytest.raises(RuntimeError):
         _load(tmp_path)
     # Events were inserted before the crash, but the transaction rolled back.
@@ -213,7 +215,7 @@ def test_a_crash_mid_load_leaves_the_previous_state_and_the_next_run_completes(
     assert _query(tmp_path, "select count(*) from raw.rejected_events") == [(0,)]
     assert _query(tmp_path, "select count(*) from raw.load_manifest") == [(1,)]
 
-    monkeypatch.setattr(load, "_write_manifest", real)
+    monkeypatch.setattr(load, "_insert_events", real)
     report = _load(tmp_path)
     assert (report.loaded, report.rejected, report.count("already_loaded")) == (7, 1, 1)
     assert _query(tmp_path, "select count(*) from raw.events") == [(17,)]
