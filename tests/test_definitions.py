@@ -25,7 +25,7 @@ def test_definitions_load_with_every_group_and_job(data_dir):
 
     for job in ("ingest", "build_warehouse"):
         assert d.resolve_job_def(job) is not None
-    checks = {c.key.name for c in d.resolve_all_asset_check_specs()}
+    checks = {key.name for key in d.resolve_asset_graph().asset_check_keys}
     assert "load_reconciliation" in checks
 
 
