@@ -18,67 +18,83 @@ from pathlib import Path
 
 import numpy as np
 
-from ottp._sim_util import NEVER, weighted_choice
+from ottp._sim_util import NEVER
 
 N_CLUSTERS = 4
 
-# title share, episode share, typical episode minutes, keywords (3 per cluster, then shared)
+# title share, episode share, typical episode minutes, keywords (3 for each sub-genre)
+# fmt: off
 _PROFILES: dict[str, tuple[float, float, tuple[int, ...], tuple[str, ...]]] = {
     "action": (0.11, 0.35, (42, 50, 55), (
-        "heist", "car-chase", "explosions", "martial-arts", "revenge", "bounty-hunter",
-        "spy", "military", "mercenary", "superhero", "disaster", "survival")),
+        "heist", "car-chase", "explosions", "martial-arts", "revenge", "bounty-hunter", "spy",
+        "military", "mercenary", "superhero", "disaster", "survival",
+    )),
     "comedy": (0.14, 0.60, (22, 25, 30), (
         "sitcom", "workplace", "family-comedy", "stand-up", "sketch", "satire",
-        "romantic-comedy", "buddy", "road-trip", "dark-comedy", "parody", "slapstick")),
+        "romantic-comedy", "buddy", "road-trip", "dark-comedy", "parody", "slapstick",
+    )),
     "drama": (0.16, 0.60, (45, 52, 58), (
-        "family", "coming-of-age", "melodrama", "legal", "medical", "political",
-        "period", "historical", "biopic", "social-issues", "addiction", "literary")),
+        "family", "coming-of-age", "melodrama", "legal", "medical", "political", "period",
+        "historical", "biopic", "social-issues", "addiction", "literary",
+    )),
     "thriller": (0.10, 0.45, (42, 48, 55), (
-        "crime", "detective", "whodunit", "psychological", "mystery", "noir",
-        "conspiracy", "espionage", "cyber", "serial-killer", "hostage", "courtroom")),
+        "crime", "detective", "whodunit", "psychological", "mystery", "noir", "conspiracy",
+        "espionage", "cyber", "serial-killer", "hostage", "courtroom",
+    )),
     "horror": (0.06, 0.30, (40, 45, 50), (
-        "haunted-house", "ghost", "possession", "zombie", "slasher", "creature",
-        "vampire", "occult", "folk-horror", "found-footage", "monster", "supernatural")),
+        "haunted-house", "ghost", "possession", "zombie", "slasher", "creature", "vampire",
+        "occult", "folk-horror", "found-footage", "monster", "supernatural",
+    )),
     "scifi": (0.07, 0.50, (45, 50, 58), (
         "space", "space-opera", "aliens", "time-travel", "clones", "virtual-reality",
-        "dystopia", "post-apocalyptic", "cyberpunk", "robots", "ai", "first-contact")),
+        "dystopia", "post-apocalyptic", "cyberpunk", "robots", "androids", "first-contact",
+    )),
     "romance": (0.06, 0.35, (30, 42, 48), (
         "wedding", "holiday", "summer", "love-triangle", "forbidden-love", "period-romance",
-        "second-chance", "reunion", "long-distance", "teen-romance", "royal", "workplace-romance")),
+        "second-chance", "reunion", "long-distance", "teen-romance", "royal",
+        "workplace-romance",
+    )),
     "documentary": (0.08, 0.50, (45, 50, 55), (
-        "nature", "wildlife", "ocean", "true-crime", "politics", "history",
-        "music", "food", "travel", "science", "biography", "sports-doc")),
+        "nature", "wildlife", "ocean", "true-crime", "politics", "history", "music", "food",
+        "travel", "science", "biography", "sports-doc",
+    )),
     "kids": (0.07, 0.70, (20, 22, 24), (
         "preschool", "educational", "bedtime", "adventure", "animals", "dinosaurs",
-        "fairy-tale", "musical", "puppets", "friendship", "school", "superheroes-kids")),
+        "fairy-tale", "musical", "puppets", "friendship", "school", "superheroes-kids",
+    )),
     "animation": (0.06, 0.60, (22, 24, 26), (
-        "anime", "mecha", "isekai", "family-animation", "cgi", "shorts",
-        "adult-animation", "stop-motion", "slice-of-life", "fantasy", "musical-animation",
-        "superhero-animation")),
+        "anime", "mecha", "isekai", "family-animation", "cgi", "shorts", "adult-animation",
+        "stop-motion", "slice-of-life", "fantasy", "musical-animation", "superhero-animation",
+    )),
     "reality": (0.05, 0.85, (40, 45, 52), (
-        "competition", "talent", "game-show", "dating", "docusoap", "prank",
-        "cooking", "makeover", "home-renovation", "survival-show", "travel-show", "talent-search")),
+        "competition", "talent", "game-show", "dating", "docusoap", "prank", "cooking",
+        "makeover", "home-renovation", "survival-show", "travel-show", "talent-search",
+    )),
     "sports": (0.04, 0.50, (45, 52, 58), (
-        "football", "basketball", "live-match", "tennis", "golf", "athletics",
-        "motorsport", "cycling", "olympics", "boxing", "esports", "highlights")),
+        "football", "basketball", "live-match", "tennis", "golf", "athletics", "motorsport",
+        "cycling", "olympics", "boxing", "esports", "highlights",
+    )),
 }
+# fmt: on
 _DEFAULT_PROFILE = (0.06, 0.5, (30, 45, 55), ())
 
+# fmt: off
 _ADJ = (
-    "Silent", "Last", "Broken", "Golden", "Hidden", "Crimson", "Lost", "Wild", "Frozen", "Burning",
-    "Quiet", "Dark", "Bright", "Secret", "Final", "Endless", "Savage", "Gentle", "Hollow", "Electric",
-    "Midnight", "Northern", "Restless", "Velvet", "Iron", "Paper", "Distant", "Sudden", "Little",
-    "Lucky", "Bitter", "Painted", "Fallen", "Rising", "Stolen", "Perfect", "Crooked", "Blue", "Red",
-    "Second",
+    "Silent", "Last", "Broken", "Golden", "Hidden", "Crimson", "Lost", "Wild", "Frozen",
+    "Burning", "Quiet", "Dark", "Bright", "Secret", "Final", "Endless", "Savage", "Gentle",
+    "Hollow", "Electric", "Midnight", "Northern", "Restless", "Velvet", "Iron", "Paper",
+    "Distant", "Sudden", "Little", "Lucky", "Bitter", "Painted", "Fallen", "Rising", "Stolen",
+    "Perfect", "Crooked", "Blue", "Red", "Second",
 )
 _NOUN = (
-    "Harbor", "Signal", "Garden", "Empire", "Promise", "Frontier", "Station", "Kingdom", "River",
-    "Witness", "Orchard", "Circuit", "Horizon", "Island", "Letter", "Mirror", "Canyon", "Summer",
-    "Winter", "Machine", "Crown", "Valley", "Storm", "Voyage", "Lantern", "Academy", "Ritual",
-    "Archive", "Tide", "Game", "Road", "Heart", "City", "House", "Line", "Code", "Season", "Shadow",
-    "Planet", "Street", "Bridge", "Family", "Engine", "Forest", "Ocean", "Dream", "Lesson", "Hour",
-    "Party", "Chase",
+    "Harbor", "Signal", "Garden", "Empire", "Promise", "Frontier", "Station", "Kingdom",
+    "River", "Witness", "Orchard", "Circuit", "Horizon", "Island", "Letter", "Mirror", "Canyon",
+    "Summer", "Winter", "Machine", "Crown", "Valley", "Storm", "Voyage", "Lantern", "Academy",
+    "Ritual", "Archive", "Tide", "Game", "Road", "Heart", "City", "House", "Line", "Code",
+    "Season", "Shadow", "Planet", "Street", "Bridge", "Family", "Engine", "Forest", "Ocean",
+    "Dream", "Lesson", "Hour", "Party", "Chase",
 )
+# fmt: on
 _SUFFIX = ("", "", "", "", " II", " Returns", ": Origins", " III")
 
 
@@ -87,7 +103,9 @@ RELEASE_WEEKDAYS = (2, 4, 6)  # new episodes come out on Wednesdays, Fridays and
 
 def _release_day(rng: np.random.Generator, start: dt.date, lo: int, hi: int) -> int:
     """A day offset in [lo, hi], on a release weekday when one is in range."""
-    days = [d for d in range(lo, hi + 1) if (start + dt.timedelta(days=d)).weekday() in RELEASE_WEEKDAYS]
+    days = [
+        d for d in range(lo, hi + 1) if (start + dt.timedelta(days=d)).weekday() in RELEASE_WEEKDAYS
+    ]
     if not days:
         days = list(range(lo, hi + 1))
     return int(days[rng.integers(len(days))])
@@ -199,8 +217,14 @@ def build_catalog(
         n_mov = tc - n_ep
         remaining = n_ep
         while remaining > 0:
-            eps_per = int(rng.integers(6, 11)) if cat != "kids" else int(rng.integers(10, 16))
-            n_seasons = int(min(5, rng.geometric(0.5)))
+            fmt = rng.random()
+            if fmt < 0.25:  # limited series
+                eps_per, n_seasons = int(rng.integers(6, 11)), 1
+            elif fmt < 0.75:  # a few seasons
+                eps_per = int(rng.integers(8, 11)) if cat != "kids" else int(rng.integers(10, 16))
+                n_seasons = int(min(4, rng.geometric(0.5)))
+            else:  # long-running show (sitcoms, soaps, anime, kids, reality)
+                eps_per, n_seasons = int(rng.integers(12, 25)), int(rng.integers(3, 9))
             u = rng.random()
             status = "ended"
             if in_window_ok and u < 0.10:
@@ -220,13 +244,20 @@ def build_catalog(
             pop = float(rng.lognormal(0.0, 1.1)) * (1.6 if status != "ended" else 1.0)
             s_cluster = int(rng.integers(N_CLUSTERS))
             ck = category_keywords(cat)
-            own = ck[3 * s_cluster: 3 * s_cluster + 3]
+            own = ck[3 * s_cluster : 3 * s_cluster + 3]
             s_kw = [own[j] for j in sorted(rng.choice(3, 2, replace=False))]
             s_kw.append(ck[rng.integers(len(ck))])
-            s_rows.append(dict(cat=c, cluster=s_cluster, pop=pop, keywords=list(dict.fromkeys(s_kw)),
-                               quality=float(rng.normal(0, 0.35)), status=status,
-                               name=f"The {_ADJ[rng.integers(len(_ADJ))]} "
-                                    f"{_NOUN[rng.integers(len(_NOUN))]}"))
+            s_rows.append(
+                dict(
+                    cat=c,
+                    cluster=s_cluster,
+                    pop=pop,
+                    keywords=list(dict.fromkeys(s_kw)),
+                    quality=float(rng.normal(0, 0.35)),
+                    status=status,
+                    name=f"The {_ADJ[rng.integers(len(_ADJ))]} {_NOUN[rng.integers(len(_NOUN))]}",
+                )
+            )
             season = np.arange(n) // eps_per + 1
             episode = np.arange(n) % eps_per + 1
             # release schedule: weekly within a season, ~a year between seasons
@@ -246,11 +277,22 @@ def build_catalog(
             else:
                 last = -int(rng.integers(14, 2500))
                 avail = rel - rel[-1] + last
-            dur = np.clip(base_min * 60 * rng.normal(1.0, 0.06, n), 20 * 60, 60 * 60).astype(np.int64)
+            dur = np.clip(base_min * 60 * rng.normal(1.0, 0.06, n), 20 * 60, 60 * 60).astype(
+                np.int64
+            )
             for i in range(n):
-                rows.append(dict(cat=c, kind=1, series=sidx, season=int(season[i]),
-                                 episode=int(episode[i]), ordinal=i, duration=int(dur[i]),
-                                 avail=int(avail[i])))
+                rows.append(
+                    dict(
+                        cat=c,
+                        kind=1,
+                        series=sidx,
+                        season=int(season[i]),
+                        episode=int(episode[i]),
+                        ordinal=i,
+                        duration=int(dur[i]),
+                        avail=int(avail[i]),
+                    )
+                )
         # movies
         if n_mov:
             mins = rng.normal(105, 17, n_mov)
@@ -268,10 +310,22 @@ def build_catalog(
                 pop = float(rng.lognormal(0.0, 1.1)) * (2.5 if avail >= 0 else 1.0)
                 if i == 0:
                     pop = max(pop, 3.0)
-                rows.append(dict(cat=c, kind=0, series=-1, season=0, episode=0, ordinal=-1,
-                                 duration=int(dur[i]), avail=avail, pop=pop,
-                                 quality=float(rng.normal(0, 0.35)),
-                                 cluster=int(rng.integers(N_CLUSTERS)), fallback=i == 0))
+                rows.append(
+                    dict(
+                        cat=c,
+                        kind=0,
+                        series=-1,
+                        season=0,
+                        episode=0,
+                        ordinal=-1,
+                        duration=int(dur[i]),
+                        avail=avail,
+                        pop=pop,
+                        quality=float(rng.normal(0, 0.35)),
+                        cluster=int(rng.integers(N_CLUSTERS)),
+                        fallback=i == 0,
+                    )
+                )
 
     n = len(rows)
     cat = np.array([r["cat"] for r in rows], dtype=np.int16)
@@ -282,7 +336,13 @@ def build_catalog(
     # title ids follow the order titles became available (ties: series, then order, then random)
     order = np.lexsort((rng.random(n), ordinal, series, avail))
     rows = [rows[i] for i in order]
-    cat, kind, series, avail, ordinal = cat[order], kind[order], series[order], avail[order], ordinal[order]
+    cat, kind, series, avail, ordinal = (
+        cat[order],
+        kind[order],
+        series[order],
+        avail[order],
+        ordinal[order],
+    )
 
     # series numbering by first availability
     seen: dict[int, int] = {}
@@ -307,8 +367,14 @@ def build_catalog(
     removed = np.full(n, NEVER, dtype=np.int32)
     release_days = sorted({int(d) for d in avail if d > 0})
     if release_days:
-        cand = np.array([i for i, r in enumerate(rows) if r["kind"] == 0 and r["avail"] < 0
-                         and not r.get("fallback")], dtype=np.int64)
+        cand = np.array(
+            [
+                i
+                for i, r in enumerate(rows)
+                if r["kind"] == 0 and r["avail"] < 0 and not r.get("fallback")
+            ],
+            dtype=np.int64,
+        )
         if len(cand):
             pick = cand[rng.random(len(cand)) < 0.025]
             removed[pick] = np.array(release_days)[rng.integers(0, len(release_days), len(pick))]
@@ -325,9 +391,9 @@ def build_catalog(
         if kind[i] == 1:
             key = (int(series[i]), int(season_arr[i]))
             season_first[key] = min(season_first.get(key, NEVER), int(avail[i]))
-    for i, r in enumerate(rows):
+    for i in range(n):
         ck = category_keywords(categories[cat[i]])
-        own = ck[3 * int(cluster[i]): 3 * int(cluster[i]) + 3]
+        own = ck[3 * int(cluster[i]) : 3 * int(cluster[i]) + 3]
         if kind[i] == 1:
             s = s_rows[series[i]]
             names.append(f"{s['name']} S{season_arr[i]}E{episode_arr[i]:02d}")
@@ -335,8 +401,10 @@ def build_catalog(
             first = season_first[(int(series[i]), int(season_arr[i]))]
             release_year[i] = (start + dt.timedelta(days=first)).year
         else:
-            names.append(f"{_ADJ[rng.integers(len(_ADJ))]} {_NOUN[rng.integers(len(_NOUN))]}"
-                         f"{_SUFFIX[rng.integers(len(_SUFFIX))]}")
+            names.append(
+                f"{_ADJ[rng.integers(len(_ADJ))]} {_NOUN[rng.integers(len(_NOUN))]}"
+                f"{_SUFFIX[rng.integers(len(_SUFFIX))]}"
+            )
             kw = [own[j] for j in sorted(rng.choice(3, 2, replace=False))]
             if rng.random() < 0.6:
                 kw.append(ck[rng.integers(len(ck))])
@@ -354,16 +422,32 @@ def build_catalog(
     duration = np.array([r["duration"] for r in rows], dtype=np.int32)
     width = max(5, len(str(n)))
     cat_obj = Catalog(
-        categories=categories, start=start, days=days, cat=cat, kind=kind, series=series,
-        season=season_arr, episode=episode_arr, ordinal=ordinal, duration=duration,
-        release_year=release_year, avail_day=avail, removed_day=removed, pop=pop,
-        quality=quality, cluster=cluster, names=names, keywords=keywords,
+        categories=categories,
+        start=start,
+        days=days,
+        cat=cat,
+        kind=kind,
+        series=series,
+        season=season_arr,
+        episode=episode_arr,
+        ordinal=ordinal,
+        duration=duration,
+        release_year=release_year,
+        avail_day=avail,
+        removed_day=removed,
+        pop=pop,
+        quality=quality,
+        cluster=cluster,
+        names=names,
+        keywords=keywords,
         s_cat=np.array([s["cat"] for s in s_rows], dtype=np.int16),
         s_cluster=np.array([s["cluster"] for s in s_rows], dtype=np.int8),
         s_pop=np.array([s["pop"] for s in s_rows]),
-        s_offsets=s_offsets, s_titles=eps.astype(np.int64),
+        s_offsets=s_offsets,
+        s_titles=eps.astype(np.int64),
         s_names=[s["name"] for s in s_rows],
-        id_width=width, series_width=max(4, len(str(len(s_rows)))),
+        id_width=width,
+        series_width=max(4, len(str(len(s_rows)))),
     )
     snap = {0}
     snap.update(int(d) for d in avail if 0 < d < days)
@@ -406,7 +490,10 @@ def write_catalog(catalog: Catalog, out_dir: Path) -> list[Path]:
         on = (catalog.removed_day > d).tolist()
         data = b"".join(prefixes[i] + (b"true}\n" if on[i] else b"false}\n") for i in released)
         path = folder / "titles.ndjson.gz"
-        with open(path, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0, filename="") as gz:
+        with (
+            open(path, "wb") as f,
+            gzip.GzipFile(fileobj=f, mode="wb", compresslevel=6, mtime=0, filename="") as gz,
+        ):
             gz.write(data)
         files.append(path)
     return files

@@ -186,8 +186,12 @@ _HMS = np.array(
 ).view(np.uint64)
 _MSS = np.array([f".{i:03d}".encode() for i in range(1000)], dtype="S4").view(np.uint32)
 _TS_DT = np.dtype(
-    {"names": ["d", "t", "m", "z"], "formats": ["S11", "<u8", "<u4", "S1"],
-     "offsets": [0, 11, 19, 23], "itemsize": 24}
+    {
+        "names": ["d", "t", "m", "z"],
+        "formats": ["S11", "<u8", "<u4", "S1"],
+        "offsets": [0, 11, 19, 23],
+        "itemsize": 24,
+    }
 )
 _EPOCH_DAY = np.datetime64("1970-01-01", "D")
 
@@ -225,7 +229,11 @@ class Progress:
         self.t0 = time.perf_counter()
         self.label = ""
 
-    def update(self, label: str | None = None, advance: int = 0) -> None:
+    def set(self, done: float, label: str | None = None) -> None:
+        self.done = 0
+        self.update(label, advance=done)
+
+    def update(self, label: str | None = None, advance: float = 0) -> None:
         if label is not None:
             self.label = label
         self.done = min(self.total, self.done + advance)
@@ -235,7 +243,7 @@ class Progress:
         frac = self.done / self.total if self.total else 1.0
         bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
         el = time.perf_counter() - self.t0
-        self.stream.write(f"\rsimulate [{bar}] {frac * 100:5.1f}% {el:6.1f}s {self.label[:40]:<40}")
+        self.stream.write(f"\rsimulate [{bar}] {frac * 100:5.1f}% {el:6.1f}s {self.label[:32]:<32}")
         self.stream.flush()
 
     def close(self) -> None:
