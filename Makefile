@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test dev lint bench lock clean
+.PHONY: setup browser run test dev lint bench lock clean
 
 setup: $(STAMP)
 
@@ -18,10 +18,18 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 
+# Debian's Chromium and ChromeDriver for the UI test (browsers downloaded by
+# test tools cannot be fetched on every machine).
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "The UI test needs Debian's chromium and chromium-driver: sudo apt-get install chromium chromium-driver"; fi
+
 run: setup
 	$(BIN)/ottp demo
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest
 
 dev: setup

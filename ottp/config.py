@@ -57,6 +57,9 @@ def export_dbt_env(s: Settings | None = None) -> None:
     s = s or settings()
     os.environ["OTTP_WAREHOUSE_PATH"] = str(s.warehouse_path)
     os.environ["OTTP_DATA_DIR"] = str(s.data_dir)
+    # Materializing a subset (one asset from the UI) runs only the tests whose
+    # parents are all selected, not tests of unbuilt downstream models.
+    os.environ.setdefault("DBT_INDIRECT_SELECTION", "cautious")
 
 
 def dbt_executable() -> str:
