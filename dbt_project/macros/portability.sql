@@ -1,13 +1,30 @@
 {#- Small cross-engine helpers the dbt.* cross-database macros do not cover.
     Each dispatches, so an adapter (Spark, Trino ...) adds its own spelling. -#}
 
-{#- Seconds since the Unix epoch, fractional, as a float. -#}
+{#- An 8-byte float (dbt.type_float() is 4 bytes on DuckDB). -#}
+{% macro type_double() -%}
+    {{ return(adapter.dispatch('type_double', 'ottp')()) }}
+{%- endmacro %}
+
+{% macro default__type_double() -%}
+    double precision
+{%- endmacro %}
+
+{% macro duckdb__type_double() -%}
+    double
+{%- endmacro %}
+
+{% macro spark__type_double() -%}
+    double
+{%- endmacro %}
+
+{#- Seconds since the Unix epoch, fractional, as a double. -#}
 {% macro epoch_s(timestamp) -%}
     {{ return(adapter.dispatch('epoch_s', 'ottp')(timestamp)) }}
 {%- endmacro %}
 
 {% macro default__epoch_s(timestamp) -%}
-    cast(extract(epoch from {{ timestamp }}) as {{ dbt.type_float() }})
+    cast(extract(epoch from {{ timestamp }}) as {{ ottp.type_double() }})
 {%- endmacro %}
 
 {% macro duckdb__epoch_s(timestamp) -%}
@@ -23,11 +40,11 @@
     ({{ ottp.epoch_s(end) }} - {{ ottp.epoch_s(start) }})
 {%- endmacro %}
 
-{#- A ratio as a float; null when the denominator is zero or null. -#}
+{#- A ratio as a double; null when the denominator is zero or null. -#}
 {% macro safe_ratio(numerator, denominator) -%}
     (
-        cast({{ numerator }} as {{ dbt.type_float() }})
-        / nullif(cast({{ denominator }} as {{ dbt.type_float() }}), 0)
+        cast({{ numerator }} as {{ ottp.type_double() }})
+        / nullif(cast({{ denominator }} as {{ ottp.type_double() }}), 0)
     )
 {%- endmacro %}
 
@@ -35,4 +52,81 @@
     without engine-specific boolean aggregates. -#}
 {% macro flag(condition) -%}
     case when {{ condition }} then 1 else 0 end
+{%- endmacro %}
+
+{#- A timestamp before any event. -#}
+{% macro epoch_start() -%}
+    cast('1970-01-01 00:00:00' as {{ dbt.type_timestamp() }})
+{%- endmacro %}
+
+{#- Microseconds since the Unix epoch as a bigint (exact, same digits on every engine). -#}
+{% macro epoch_us(timestamp) -%}
+    {{ return(adapter.dispatch('epoch_us', 'ottp')(timestamp)) }}
+{%- endmacro %}
+
+{% macro default__epoch_us(timestamp) -%}
+    cast(extract(epoch from {{ timestamp }}) * 1000000 as {{ dbt.type_bigint() }})
+{%- endmacro %}
+
+{% macro duckdb__epoch_us(timestamp) -%}
+    epoch_us({{ timestamp }})
+{%- endmacro %}
+
+{% macro spark__epoch_us(timestamp) -%}
+    unix_micros({{ timestamp }})
+{%- endmacro %}
+
+{#- Aggregate: the first non-null value in the given order (a list of
+    expressions; end it with a unique one where ties must not matter). -#}
+{% macro first_by(value, order_by) -%}
+    {{ return(adapter.dispatch('first_by', 'ottp')(value, order_by)) }}
+{%- endmacro %}
+
+{% macro default__first_by(value, order_by) -%}
+    (array_agg({{ value }} order by {{ order_by | join(', ') }})
+        filter (where {{ value }} is not null))[1]
+{%- endmacro %}
+
+{% macro duckdb__first_by(value, order_by) -%}
+    arg_min({{ value }}, {% if order_by | length == 1 %}{{ order_by[0] }}{% else %}({{ order_by | join(', ') }}){% endif %})
+{%- endmacro %}
+
+{% macro spark__first_by(value, order_by) -%}
+    min_by({{ value }}, struct({{ order_by | join(', ') }}))
+{%- endmacro %}
+
+{#- Put after "name as" in a CTE that several others read, where re-reading
+    its (cheap, filtered) source beats storing all its rows: DuckDB would
+    otherwise materialize it. Engines without the hint inline as they see fit. -#}
+{% macro inline_cte() -%}
+    {{ return(adapter.dispatch('inline_cte', 'ottp')()) }}
+{%- endmacro %}
+
+{% macro default__inline_cte() -%}
+{%- endmacro %}
+
+{% macro duckdb__inline_cte() -%}
+    not materialized
+{%- endmacro %}
+
+{% macro postgres__inline_cte() -%}
+    not materialized
+{%- endmacro %}
+
+{#- Aggregate: the last non-null value in the given order. -#}
+{% macro last_by(value, order_by) -%}
+    {{ return(adapter.dispatch('last_by', 'ottp')(value, order_by)) }}
+{%- endmacro %}
+
+{% macro default__last_by(value, order_by) -%}
+    (array_agg({{ value }} order by {{ order_by | join(' desc, ') }} desc)
+        filter (where {{ value }} is not null))[1]
+{%- endmacro %}
+
+{% macro duckdb__last_by(value, order_by) -%}
+    arg_max({{ value }}, {% if order_by | length == 1 %}{{ order_by[0] }}{% else %}({{ order_by | join(', ') }}){% endif %})
+{%- endmacro %}
+
+{% macro spark__last_by(value, order_by) -%}
+    max_by({{ value }}, struct({{ order_by | join(', ') }}))
 {%- endmacro %}

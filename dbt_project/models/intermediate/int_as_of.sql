@@ -1,27 +1,15 @@
--- The reference time of the marts: the as_of var, or the latest collector
--- time in the data. Client clocks can be skewed, so received_at is used.
+-- The reference time of the marts: the as_of var, or the end of the latest
+-- activity (sessions cover navigation, player and interest events), so a
+-- rebuild on the same data gives the same marts.
 with
 
 {% if var('as_of') is none %}
 
-latest_received as (
-
-    select max(received_at) as received_at from {{ ref('stg_player_events') }}
-    union all
-    select max(received_at) from {{ ref('stg_navigation_events') }}
-    union all
-    select max(received_at) from {{ ref('stg_interest_events') }}
-    union all
-    select max(received_at) from {{ ref('stg_account_events') }}
-    union all
-    select max(received_at) from {{ ref('stg_survey_responses') }}
-
-),
-
 as_of as (
 
-    select max(received_at) as as_of_at
-    from latest_received
+    -- before any event is loaded, the epoch keeps the marts buildable
+    select coalesce(max(ended_at), {{ ottp.epoch_start() }}) as as_of_at
+    from {{ ref('int_sessions') }}
 
 )
 

@@ -7,15 +7,18 @@
         incremental_strategy='delete+insert',
         unique_key='playback_id',
         on_schema_change='fail',
+        pre_hook="{{ ottp.disable_shared_subplans() }}",
+        post_hook="{{ ottp.restore_shared_subplans() }}",
     )
 }}
 
-{%- set heartbeat_s = var('heartbeat_interval_s') -%}
 {%- set scene_s = var('rewatch_scene_s') %}
 
 with
 
-player_events as (
+-- read several times; re-reading the (filtered) view is cheaper than
+-- storing every event
+player_events as {{ ottp.inline_cte() }} (
 
     select * from {{ ref('stg_player_events') }}
 
@@ -25,22 +28,44 @@ player_events as (
 
 previous_run as (
 
+    -- an empty table (nothing processed yet) takes every event
     select
-        max(loaded_at) as loaded_at_watermark,
-        {{ dbt.dateadd('day', -var('incremental_lookback_days'), 'max(ended_at)') }}
-            as lookback_from
+        coalesce(max(loaded_at), {{ ottp.epoch_start() }}) as loaded_at_watermark,
+        coalesce(
+            {{ dbt.dateadd('day', -var('incremental_lookback_days'), 'max(ended_at)') }},
+            {{ ottp.epoch_start() }}
+        ) as lookback_from
     from {{ this }}
 
 ),
 
-touched_playbacks as (
+new_events as (
 
-    select distinct player_events.playback_id
+    select
+        player_events.playback_id,
+        min(player_events.occurred_at) as first_new_at
     from player_events
     cross join previous_run
     where
         player_events.loaded_at > previous_run.loaded_at_watermark
         and player_events.occurred_at >= previous_run.lookback_from
+    group by player_events.playback_id
+
+),
+
+-- Playbacks to recompute, from their first event (stored or new).
+touched_playbacks as (
+
+    select
+        new_events.playback_id,
+        case
+            when previous_plays.started_at < new_events.first_new_at
+                then previous_plays.started_at
+            else new_events.first_new_at
+        end as first_event_at
+    from new_events
+    left join {{ this }} as previous_plays
+        on new_events.playback_id = previous_plays.playback_id
 
 ),
 
@@ -50,12 +75,16 @@ events as (
     from player_events
     inner join touched_playbacks
         on player_events.playback_id = touched_playbacks.playback_id
+    -- one bound for every playback lets the scan skip older row groups
+    where
+        player_events.occurred_at
+        >= (select min(touched_playbacks.first_event_at) from touched_playbacks)
 
 ),
 
 {% else %}
 
-events as (
+events as {{ ottp.inline_cte() }} (
 
     select * from player_events
 
@@ -63,77 +92,28 @@ events as (
 
 {% endif %}
 
--- The player's state after each event decides whether the time to the next
--- event was spent playing: a pause holds until a resume (or heartbeat); a
--- seek keeps the state it found.
-ordered as (
-
-    select
-        playback_id,
-        user_id,
-        device_id,
-        title_id,
-        platform,
-        event_type,
-        position_s,
-        duration_s,
-        from_position_s,
-        occurred_at,
-        loaded_at,
-        lead(occurred_at) over playback_events as next_at,
-        max(case when event_type = 'pause' then occurred_at end)
-            over playback_events as last_pause_at,
-        max(
-            case
-                when event_type in ('play_start', 'resume', 'heartbeat')
-                    then occurred_at
-            end
-        ) over playback_events as last_playing_at
-    from events
-    window playback_events as (
-        partition by playback_id
-        order by
-            occurred_at,
-            -- same-instant events in the order a player emits them
-            case event_type
-                when 'play_start' then 1
-                when 'resume' then 2
-                when 'heartbeat' then 3
-                when 'seek' then 4
-                when 'pause' then 5
-                when 'complete' then 6
-                else 7
-            end,
-            event_id
-    )
-
-),
-
-intervals as (
+-- Events with a code that orders same-instant events as a player emits them.
+coded_events as {{ ottp.inline_cte() }} (
 
     select
         *,
-        case
-            when next_at is null then 0
-            when event_type in ('pause', 'complete', 'stop') then 0
-            when
-                event_type = 'seek'
-                and last_pause_at is not null
-                and (last_playing_at is null or last_pause_at >= last_playing_at)
-                then 0
-            -- a heartbeat every heartbeat_interval_s of playback: a longer
-            -- silence is not all playback
-            else least(
-                {{ ottp.seconds_between('occurred_at', 'next_at') }}, {{ heartbeat_s }}
-            )
-        end as played_s,
+        case event_type
+            when 'play_start' then 1
+            when 'resume' then 2
+            when 'heartbeat' then 3
+            when 'seek' then 4
+            when 'pause' then 5
+            when 'complete' then 6
+            else 7
+        end as event_code,
         -- how far playing (not seeking) took the playhead
         case when event_type = 'seek' then from_position_s else position_s end
             as reached_position_s
-    from ordered
+    from events
 
 ),
 
+-- Everything that needs no event order: one pass, no sort.
 playbacks as (
 
     select
@@ -143,35 +123,114 @@ playbacks as (
         min(title_id) as title_id,
         min(platform) as platform,
         max(duration_s) as duration_s,
-        sum(played_s) as played_s,
         max(reached_position_s) as furthest_position_s,
-        max(case when next_at is null then position_s end) as last_position_s,
+        {{ ottp.last_by('position_s', ['occurred_at', 'event_code', 'position_s']) }}
+            as last_position_s,
         count(*) as event_count,
-        sum({{ ottp.flag("event_type = 'pause'") }}) as pause_count,
-        sum({{ ottp.flag("event_type = 'seek'") }}) as seek_count,
-        sum({{ ottp.flag("event_type = 'seek' and position_s < from_position_s") }})
+        sum({{ ottp.flag('event_code = 3') }}) as heartbeat_count,
+        sum({{ ottp.flag('event_code = 5') }}) as pause_count,
+        sum({{ ottp.flag('event_code = 4') }}) as seek_count,
+        sum({{ ottp.flag('event_code = 4 and position_s < from_position_s') }})
             as backward_seek_count,
-        max({{ ottp.flag("event_type = 'play_start'") }}) as has_start_event,
-        max({{ ottp.flag("event_type = 'complete'") }}) as has_complete_event,
-        max({{ ottp.flag("event_type in ('complete', 'stop')") }}) as has_end_event,
+        max({{ ottp.flag('event_code = 1') }}) as has_start_event,
+        max({{ ottp.flag('event_code = 6') }}) as has_complete_event,
+        max({{ ottp.flag('event_code >= 6') }}) as has_end_event,
         min(occurred_at) as started_at,
         max(occurred_at) as ended_at,
         max(loaded_at) as loaded_at
-    from intervals
+    from coded_events
+    group by playback_id
+
+),
+
+-- Play time. Heartbeats come every heartbeat_interval_s of playback and carry
+-- the position, so between two state changes (play_start, resume, seek, pause,
+-- complete, stop, or the last event) the time played is how far the playhead
+-- moved: a lost heartbeat changes nothing, and a silence without a pause (an
+-- app sent to the background) does not count as playing. Only the state
+-- changes need ordering, a few percent of the events.
+state_changes as (
+
+    select
+        playback_id,
+        occurred_at,
+        event_code,
+        position_s,
+        reached_position_s
+    from coded_events
+    where event_code <> 3
+
+    union all
+
+    -- the last event closes the last stretch (code 9 sorts after the rest)
+    select
+        playback_id,
+        ended_at as occurred_at,
+        9 as event_code,
+        last_position_s as position_s,
+        last_position_s as reached_position_s
+    from playbacks
+
+),
+
+-- play_start (1), resume (2) and a seek (4) while playing start a stretch of
+-- playing; a seek keeps the state it found: paused when it follows a pause (5)
+-- or is followed by a resume.
+stretches as (
+
+    select
+        playback_id,
+        occurred_at,
+        event_code,
+        position_s,
+        lag(event_code) over playback_changes as previous_code,
+        lead(event_code) over playback_changes as next_code,
+        lead(occurred_at) over playback_changes as next_at,
+        lead(reached_position_s) over playback_changes as next_reached_position_s
+    from state_changes
+    window playback_changes as (
+        -- identical events (one resent under another id) give the same
+        -- result in either order
+        partition by playback_id
+        order by occurred_at, event_code, position_s
+    )
+
+),
+
+play_time as (
+
+    select
+        playback_id,
+        sum(
+            case
+                when next_at is null or event_code >= 5 then 0
+                when event_code = 4 and (previous_code = 5 or next_code = 2) then 0
+                -- how far the playhead moved, within the wall-clock time
+                else greatest(
+                    least(
+                        next_reached_position_s - position_s,
+                        {{ ottp.seconds_between('occurred_at', 'next_at') }}
+                    ),
+                    0
+                )
+            end
+        ) as played_s
+    from stretches
     group by playback_id
 
 ),
 
 -- A backward seek re-watches the skipped-back span as far as playing then
 -- takes the playhead: up to the next seek, or to the last position.
-backward_seeks as (
+seeks as (
 
     select
         playback_id,
         position_s,
         from_position_s,
         lead(from_position_s) over (
-            partition by playback_id order by occurred_at, event_id
+            partition by playback_id
+            order by occurred_at, from_position_s, position_s
         ) as next_seek_from_s
     from events
     where event_type = 'seek'
@@ -181,20 +240,20 @@ backward_seeks as (
 rewatches as (
 
     select
-        backward_seeks.playback_id,
-        floor(backward_seeks.position_s / {{ scene_s }}) * {{ scene_s }} as scene_start_s,
+        seeks.playback_id,
+        floor(seeks.position_s / {{ scene_s }}) * {{ scene_s }} as scene_start_s,
         least(
-            backward_seeks.from_position_s - backward_seeks.position_s,
+            seeks.from_position_s - seeks.position_s,
             greatest(
-                coalesce(backward_seeks.next_seek_from_s, playbacks.last_position_s)
-                - backward_seeks.position_s,
+                coalesce(seeks.next_seek_from_s, playbacks.last_position_s)
+                - seeks.position_s,
                 0
             )
         ) as rewatched_s
-    from backward_seeks
+    from seeks
     inner join playbacks
-        on backward_seeks.playback_id = playbacks.playback_id
-    where backward_seeks.position_s < backward_seeks.from_position_s
+        on seeks.playback_id = playbacks.playback_id
+    where seeks.position_s < seeks.from_position_s
 
 ),
 
@@ -214,12 +273,16 @@ ranked_rewatches as (
 completion as (
 
     select
-        *,
+        playbacks.*,
+        play_time.played_s,
         (
-            has_complete_event = 1
-            or furthest_position_s >= {{ var('complete_min_pct') }} * duration_s
+            playbacks.has_complete_event = 1
+            or playbacks.furthest_position_s
+            >= {{ var('complete_min_pct') }} * playbacks.duration_s
         ) as is_complete
     from playbacks
+    inner join play_time
+        on playbacks.playback_id = play_time.playback_id
 
 ),
 
@@ -247,6 +310,12 @@ final as (
         case when not completion.is_complete then completion.last_position_s end
             as drop_off_position_s,
         completion.event_count,
+        -- heartbeats the play time calls for that never arrived
+        greatest(
+            floor(completion.played_s / {{ var('heartbeat_interval_s') }})
+            - completion.heartbeat_count,
+            0
+        ) as missing_heartbeat_count,
         completion.pause_count,
         completion.seek_count,
         completion.backward_seek_count,

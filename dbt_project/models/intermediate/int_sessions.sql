@@ -3,26 +3,31 @@
 -- earliest one a new event can join (or bridge) are rebuilt; earlier ones are
 -- kept. Rows are replaced per actor (delete+insert on actor_id), so sessions
 -- merged by a late event disappear, and the table equals a full refresh.
+-- Sessions longer than session_max_hours, or with more page views an hour
+-- than session_max_page_views_per_hour, are flagged as likely bots.
 {{
     config(
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key='actor_id',
         on_schema_change='fail',
+        pre_hook="{{ ottp.disable_shared_subplans() }}",
+        post_hook="{{ ottp.restore_shared_subplans() }}",
     )
 }}
 
 {%- set gap_s = var('session_gap_minutes') * 60 -%}
 {%- set max_s = var('session_max_hours') * 3600 %}
 
+-- Every CTE over events is inlined where the engine allows it: re-reading the
+-- (filtered) views is cheaper than storing millions of rows.
 with
 
-navigation_events as (
+navigation_events as {{ ottp.inline_cte() }} (
 
     select
         user_id,
         device_id,
-        event_id,
         platform,
         occurred_at,
         loaded_at,
@@ -35,12 +40,11 @@ navigation_events as (
 
 ),
 
-player_events as (
+player_events as {{ ottp.inline_cte() }} (
 
     select
         user_id,
         device_id,
-        event_id,
         platform,
         occurred_at,
         loaded_at,
@@ -53,12 +57,11 @@ player_events as (
 
 ),
 
-interest_events as (
+interest_events as {{ ottp.inline_cte() }} (
 
     select
         user_id,
         device_id,
-        event_id,
         cast(null as {{ dbt.type_string() }}) as platform,
         occurred_at,
         loaded_at,
@@ -71,7 +74,7 @@ interest_events as (
 
 ),
 
-activity_events as (
+activity_events as {{ ottp.inline_cte() }} (
 
     select
         coalesce(user_id, {{ dbt.concat(["'device:'", 'device_id']) }}) as actor_id,
@@ -90,10 +93,13 @@ activity_events as (
 
 previous_run as (
 
+    -- an empty table (nothing processed yet) takes every event
     select
-        max(loaded_at) as loaded_at_watermark,
-        {{ dbt.dateadd('day', -var('incremental_lookback_days'), 'max(ended_at)') }}
-            as lookback_from
+        coalesce(max(loaded_at), {{ ottp.epoch_start() }}) as loaded_at_watermark,
+        coalesce(
+            {{ dbt.dateadd('day', -var('incremental_lookback_days'), 'max(ended_at)') }},
+            {{ ottp.epoch_start() }}
+        ) as lookback_from
     from {{ this }}
 
 ),
@@ -145,6 +151,10 @@ events as (
         on
             activity_events.actor_id = rebuild_from.actor_id
             and activity_events.occurred_at >= rebuild_from.rebuild_from_at
+    -- the same bound for every actor lets the scan skip older row groups
+    where
+        activity_events.occurred_at
+        >= (select min(rebuild_from.rebuild_from_at) from rebuild_from)
 
 ),
 
@@ -169,93 +179,80 @@ events as (
 
 {% endif %}
 
--- One pass over each actor's events: neighbours and running counts, so a
--- session's totals are differences between its first and last event.
-ordered as (
+-- Events first collapse into buckets one gap wide. Two events in one bucket
+-- are less than a gap apart, so no session starts inside a bucket, and the
+-- gap between two buckets is the gap between their outer events: sessions of
+-- buckets are exactly sessions of events, for a fraction of the rows to sort.
+buckets as (
 
     select
-        *,
-        lag(occurred_at) over actor_events as previous_at,
-        lead(occurred_at) over actor_events as next_at,
-        row_number() over actor_events as event_number,
-        sum(is_page_view) over actor_events as page_views_to_date,
-        sum(is_title_click) over actor_events as title_clicks_to_date,
-        sum(is_search) over actor_events as searches_to_date,
-        sum(is_play_start) over actor_events as play_starts_to_date,
-        sum(is_interest) over actor_events as interests_to_date
+        actor_id,
+        floor({{ ottp.epoch_s('occurred_at') }} / {{ gap_s }}) as bucket,
+        min(user_id) as user_id,
+        {{ ottp.first_by('device_id', ['occurred_at', 'device_id']) }} as device_id,
+        {{ ottp.first_by('platform', ['occurred_at', 'platform']) }} as platform,
+        min(occurred_at) as first_at,
+        max(occurred_at) as last_at,
+        max(loaded_at) as loaded_at,
+        count(*) as event_count,
+        sum(is_page_view) as page_view_count,
+        sum(is_title_click) as title_click_count,
+        sum(is_search) as search_count,
+        sum(is_play_start) as play_start_count,
+        sum(is_interest) as interest_event_count
     from events
-    window actor_events as (partition by actor_id order by occurred_at, event_id)
+    group by actor_id, floor({{ ottp.epoch_s('occurred_at') }} / {{ gap_s }})
 
 ),
 
--- Only a session's first and last events are needed from here on.
-boundaries as (
+bucket_starts as (
 
     select
         *,
         {{ ottp.flag(
-            'previous_at is null or '
-            ~ ottp.seconds_between('previous_at', 'occurred_at') ~ ' > ' ~ gap_s
-        ) }} as is_session_start,
-        {{ ottp.flag(
-            'next_at is null or '
-            ~ ottp.seconds_between('occurred_at', 'next_at') ~ ' > ' ~ gap_s
-        ) }} as is_session_end
-    from ordered
+            'previous_last_at is null or '
+            ~ ottp.seconds_between('previous_last_at', 'first_at') ~ ' > ' ~ gap_s
+        ) }} as is_session_start
+    from (
+        select
+            *,
+            lag(last_at) over (partition by actor_id order by first_at) as previous_last_at
+        from buckets
+    ) as with_previous
 
 ),
 
-boundary_events as (
+numbered as (
 
     select
         *,
-        lead(occurred_at) over next_boundary as next_boundary_at,
-        lead(event_number) over next_boundary as next_boundary_number,
-        lead(loaded_at) over next_boundary as next_boundary_loaded_at,
-        lead(page_views_to_date) over next_boundary as next_page_views_to_date,
-        lead(title_clicks_to_date) over next_boundary as next_title_clicks_to_date,
-        lead(searches_to_date) over next_boundary as next_searches_to_date,
-        lead(play_starts_to_date) over next_boundary as next_play_starts_to_date,
-        lead(interests_to_date) over next_boundary as next_interests_to_date
-    from boundaries
-    where is_session_start = 1 or is_session_end = 1
-    window next_boundary as (partition by actor_id order by event_number)
+        sum(is_session_start) over (
+            partition by actor_id
+            order by first_at
+            rows between unbounded preceding and current row
+        ) as session_number
+    from bucket_starts
 
 ),
 
--- A start is followed by its own end, unless it is a one-event session.
-paired as (
+grouped as (
 
     select
-        *,
-        case when is_session_end = 1 then occurred_at else next_boundary_at end
-            as end_at,
-        case when is_session_end = 1 then event_number else next_boundary_number end
-            as end_number,
-        case when is_session_end = 1 then loaded_at else next_boundary_loaded_at end
-            as end_loaded_at,
-        case
-            when is_session_end = 1 then page_views_to_date
-            else next_page_views_to_date
-        end as end_page_views_to_date,
-        case
-            when is_session_end = 1 then title_clicks_to_date
-            else next_title_clicks_to_date
-        end as end_title_clicks_to_date,
-        case
-            when is_session_end = 1 then searches_to_date
-            else next_searches_to_date
-        end as end_searches_to_date,
-        case
-            when is_session_end = 1 then play_starts_to_date
-            else next_play_starts_to_date
-        end as end_play_starts_to_date,
-        case
-            when is_session_end = 1 then interests_to_date
-            else next_interests_to_date
-        end as end_interests_to_date
-    from boundary_events
-    where is_session_start = 1
+        actor_id,
+        min(user_id) as user_id,
+        {{ ottp.first_by('device_id', ['first_at']) }} as device_id,
+        {{ ottp.first_by('platform', ['first_at']) }} as platform,
+        min(first_at) as started_at,
+        max(last_at) as ended_at,
+        max(loaded_at) as loaded_at,
+        sum(event_count) as event_count,
+        sum(page_view_count) as page_view_count,
+        sum(title_click_count) as title_click_count,
+        sum(search_count) as search_count,
+        sum(play_start_count) as play_start_count,
+        sum(interest_event_count) as interest_event_count
+    from numbered
+    group by actor_id, session_number
 
 ),
 
@@ -263,43 +260,48 @@ sessions as (
 
     select
         -- ids
-        {{ dbt.hash(dbt.concat(["'session|'", 'event_id'])) }} as session_id,
+        {{ dbt.hash(dbt.concat([
+            'actor_id', "'|'",
+            'cast(' ~ ottp.epoch_us('started_at') ~ ' as ' ~ dbt.type_string() ~ ')'
+        ])) }} as session_id,
         actor_id,
         user_id,
         device_id,
-        event_id as first_event_id,
 
         -- descriptive
         platform,
 
-        -- counts: totals to date at the end minus those before the start
-        end_number - event_number + 1 as event_count,
-        end_page_views_to_date - page_views_to_date + is_page_view as page_view_count,
-        end_title_clicks_to_date - title_clicks_to_date + is_title_click
-            as title_click_count,
-        end_searches_to_date - searches_to_date + is_search as search_count,
-        end_play_starts_to_date - play_starts_to_date + is_play_start
-            as play_start_count,
-        end_interests_to_date - interests_to_date + is_interest as interest_event_count,
+        -- counts
+        event_count,
+        page_view_count,
+        title_click_count,
+        search_count,
+        play_start_count,
+        interest_event_count,
 
         -- numerics
-        {{ ottp.seconds_between('occurred_at', 'end_at') }} as duration_s,
+        {{ ottp.seconds_between('started_at', 'ended_at') }} as duration_s,
 
         -- booleans
         user_id is null as is_anonymous,
-        {{ ottp.seconds_between('occurred_at', 'end_at') }} > {{ max_s }}
-            as is_likely_bot,
+        (
+            {{ ottp.seconds_between('started_at', 'ended_at') }} > {{ max_s }}
+            -- scrapers: more page views than a person reads, over 10 minutes at least
+            or page_view_count
+            > {{ var('session_max_page_views_per_hour') }} / 3600.0 * greatest(
+                {{ ottp.seconds_between('started_at', 'ended_at') }}, 600
+            )
+        ) as is_likely_bot,
 
         -- timestamps
-        occurred_at as started_at,
-        end_at as ended_at,
-        cast(occurred_at as date) as session_date,
-        -- Load time of the later of the first and last event: never above the
-        -- newest load processed, so it serves as the incremental watermark.
-        case when end_loaded_at > loaded_at then end_loaded_at else loaded_at end
-            as loaded_at
+        started_at,
+        ended_at,
+        cast(started_at as date) as session_date,
+        -- latest load among the session's events; the maximum over the table
+        -- is the watermark of the next incremental run
+        loaded_at
 
-    from paired
+    from grouped
 
 ),
 
@@ -316,7 +318,6 @@ final as (
         actor_id,
         user_id,
         device_id,
-        first_event_id,
         platform,
         event_count,
         page_view_count,

@@ -1,0 +1,116 @@
+-- Every user's segments in one row: how many categories they are a fan or
+-- hardcore fan of, their highest segment and their top categories.
+with
+
+users as (
+
+    select * from {{ ref('users') }}
+
+),
+
+segments as (
+
+    select * from {{ ref('user_category_segments') }}
+
+),
+
+thresholds as (
+
+    select * from {{ ref('segment_thresholds') }}
+
+),
+
+affinity as (
+
+    select * from {{ ref('user_category_affinity') }}
+
+),
+
+-- The user's highest segment over all categories, ranked by its threshold.
+highest as (
+
+    select
+        segments.user_id,
+        max(segments.segment_min_titles) as highest_min_titles
+    from segments
+    where segments.is_fan
+    group by segments.user_id
+
+),
+
+segment_counts as (
+
+    select
+        segments.user_id,
+        sum({{ ottp.flag("segments.segment = 'fan'") }}) as fan_category_count,
+        sum({{ ottp.flag("segments.segment = 'hardcore_fan'") }})
+            as hardcore_fan_category_count,
+        sum({{ ottp.flag('segments.is_fan') }}) as segmented_category_count,
+        {{ dbt.listagg(
+            "case when segments.is_fan then segments.category end",
+            "','",
+            "order by segments.category"
+        ) }} as fan_categories
+    from segments
+    group by segments.user_id
+
+),
+
+top_categories as (
+
+    select
+        user_id,
+        max(case when category_rank = 1 then category end) as top_category,
+        {{ dbt.listagg(
+            "case when is_top_category then category end",
+            "','",
+            "order by category_rank"
+        ) }} as top_categories,
+        sum(titles_watched) as titles_watched,
+        sum(watch_time_s) as watch_time_s
+    from affinity
+    group by user_id
+
+),
+
+final as (
+
+    select
+        -- ids
+        users.user_id,
+
+        -- segments
+        case
+            when thresholds.segment is not null then thresholds.segment
+            when top_categories.watch_time_s > 0 then 'casual'
+            else 'non_viewer'
+        end as highest_segment,
+        segment_counts.fan_categories,
+        top_categories.top_category,
+        top_categories.top_categories,
+
+        -- numerics
+        coalesce(segment_counts.fan_category_count, 0) as fan_category_count,
+        coalesce(segment_counts.hardcore_fan_category_count, 0)
+            as hardcore_fan_category_count,
+        coalesce(segment_counts.segmented_category_count, 0) as segmented_category_count,
+        coalesce(top_categories.titles_watched, 0) as titles_watched,
+        coalesce(top_categories.watch_time_s, 0) as watch_time_s,
+
+        -- booleans
+        coalesce(segment_counts.segmented_category_count, 0) > 0 as is_fan_of_any,
+        users.is_deleted
+
+    from users
+    left join highest
+        on users.user_id = highest.user_id
+    left join thresholds
+        on highest.highest_min_titles = thresholds.min_titles_watched
+    left join segment_counts
+        on users.user_id = segment_counts.user_id
+    left join top_categories
+        on users.user_id = top_categories.user_id
+
+)
+
+select * from final

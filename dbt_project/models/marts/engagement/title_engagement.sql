@@ -1,0 +1,127 @@
+-- Engagement per catalog title over all plays and the latest interests.
+{%- set scene_s = var('rewatch_scene_s') %}
+
+with
+
+titles as (
+
+    select * from {{ ref('titles') }}
+
+),
+
+plays as (
+
+    select * from {{ ref('plays') }}
+
+),
+
+interests as (
+
+    select * from {{ ref('user_title_interests') }}
+
+),
+
+play_metrics as (
+
+    select
+        title_id,
+        count(*) as play_count,
+        sum({{ ottp.flag('is_valid_play') }}) as valid_play_count,
+        count(distinct user_id) as viewer_count,
+        sum({{ ottp.flag('is_complete') }}) as completed_play_count,
+        sum(played_s) as played_s,
+        avg(furthest_pct) as avg_percent_watched,
+        sum({{ ottp.flag('rewatched_s > 0') }}) as rewatched_play_count,
+        {{ ottp.retention_curve_columns('furthest_pct', 'has_reached_100_pct') }}
+    from plays
+    group by title_id
+
+),
+
+-- Each play adds its rewatched seconds to its most rewatched scene.
+scenes as (
+
+    select
+        title_id,
+        most_rewatched_scene_s as scene_start_s,
+        sum(rewatched_s) as rewatched_s,
+        row_number() over (
+            partition by title_id
+            order by sum(rewatched_s) desc, most_rewatched_scene_s
+        ) as scene_rank
+    from plays
+    where most_rewatched_scene_s is not null
+    group by title_id, most_rewatched_scene_s
+
+),
+
+interest_metrics as (
+
+    select
+        title_id,
+        sum({{ ottp.flag('is_liked') }}) as like_count,
+        sum({{ ottp.flag('is_disliked') }}) as dislike_count,
+        sum({{ ottp.flag('is_rated') }}) as rating_count,
+        avg(rating) as avg_rating,
+        sum(share_count) as share_count,
+        sum({{ ottp.flag('is_on_watchlist') }}) as watchlist_count
+    from interests
+    group by title_id
+
+),
+
+final as (
+
+    select
+        -- ids
+        titles.title_id,
+
+        -- descriptive
+        titles.title_name,
+        titles.category,
+        titles.title_kind,
+
+        -- plays
+        coalesce(play_metrics.play_count, 0) as play_count,
+        coalesce(play_metrics.valid_play_count, 0) as valid_play_count,
+        coalesce(play_metrics.viewer_count, 0) as viewer_count,
+        coalesce(play_metrics.completed_play_count, 0) as completed_play_count,
+        {{ ottp.safe_ratio('play_metrics.completed_play_count', 'play_metrics.play_count') }}
+            as completion_rate,
+        coalesce(play_metrics.played_s, 0) as played_s,
+        play_metrics.avg_percent_watched,
+
+        -- retention curve: share of plays still watching at each 10%
+        {%- for step in range(10, 101, 10) %}
+        play_metrics.retention_{{ step }}_pct,
+        {%- endfor %}
+
+        -- rewatching
+        coalesce(play_metrics.rewatched_play_count, 0) as rewatched_play_count,
+        scenes.scene_start_s as most_rewatched_scene_s,
+        scenes.scene_start_s + {{ scene_s }} as most_rewatched_scene_end_s,
+        scenes.rewatched_s as most_rewatched_scene_rewatched_s,
+
+        -- expressed interests
+        coalesce(interest_metrics.like_count, 0) as like_count,
+        coalesce(interest_metrics.dislike_count, 0) as dislike_count,
+        {{ ottp.safe_ratio(
+            'interest_metrics.like_count',
+            'interest_metrics.like_count + interest_metrics.dislike_count'
+        ) }} as like_ratio,
+        coalesce(interest_metrics.rating_count, 0) as rating_count,
+        interest_metrics.avg_rating,
+        coalesce(interest_metrics.share_count, 0) as share_count,
+        coalesce(interest_metrics.watchlist_count, 0) as watchlist_count
+
+    from titles
+    left join play_metrics
+        on titles.title_id = play_metrics.title_id
+    left join scenes
+        on titles.title_id = scenes.title_id and scenes.scene_rank = 1
+    left join interest_metrics
+        on titles.title_id = interest_metrics.title_id
+
+)
+
+select * from final

@@ -1,0 +1,385 @@
+"""The dbt models on a small simulated data set.
+
+One session-scoped warehouse: days 1..N-1 are loaded and the incremental models
+built, day N (late events included) arrives and they run incrementally, their
+rows are kept aside, then a full-refresh ``dbt build`` (every model, data test
+and unit test) runs on the same data. The tests then check that build, that the
+incremental run equals the full refresh, that the manifest holds the tests the
+yml files declare, a few invariants straight from the tables, and the same build
+on a real PostgreSQL server.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+from ottp import landing
+from ottp.config import DBT_PROJECT_DIR, SEEDS_DIR, dbt_executable
+from ottp.load import load_files
+
+SIM = dict(users=200, titles=150, days=21, seed=7, dirty_rate=0.01)
+INCREMENTAL_MODELS = ("int_sessions", "int_plays")
+MODEL_DIRS = ("intermediate", "marts")
+# The CRM exports read the recommender's tables, which Dagster writes outside dbt.
+SCOPE = ["--exclude", "exports"]
+PG = dict(host="127.0.0.1", port=5432, user="postgres", dbname="test")
+# Keys a column may carry in a models yml; anything else is a typo that
+# silently drops what it was meant to declare (a test, most of the time).
+COLUMN_KEYS = {
+    "name",
+    "description",
+    "data_tests",
+    "data_type",
+    "meta",
+    "config",
+    "constraints",
+    "quote",
+    "tags",
+}
+MODEL_KEYS = {
+    "name",
+    "description",
+    "columns",
+    "data_tests",
+    "config",
+    "meta",
+    "docs",
+    "access",
+    "constraints",
+    "latest_version",
+    "versions",
+    "deprecation_date",
+}
+
+
+@dataclass
+class Built:
+    root: Path
+    warehouse: Path
+    env: dict[str, str]
+    target_path: Path
+    build: subprocess.CompletedProcess
+    late_events_last_day: int
+
+
+def run_dbt(
+    args: list[str], env: dict[str, str], target_path: Path, check: bool = True
+) -> subprocess.CompletedProcess:
+    cmd = [
+        dbt_executable(),
+        *args,
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+        "--target-path",
+        str(target_path),
+        "--log-path",
+        str(target_path / "logs"),
+    ]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        pytest.fail(
+            f"dbt {' '.join(args)} failed:\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
+        )
+    return result
+
+
+def query(path: Path, sql: str, params: list | None = None) -> list[tuple]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory) -> Built:
+    from ottp.simulate import simulate
+
+    root = tmp_path_factory.mktemp("dbt_models")
+    landing_dir = root / "landing"
+    simulate(landing_dir, **SIM)
+    warehouse = root / "warehouse.duckdb"
+    target_path = root / "target"
+    env = dict(
+        os.environ,
+        OTTP_WAREHOUSE_PATH=str(warehouse),
+        OTTP_DBT_TARGET="duckdb",
+        DBT_SEND_ANONYMOUS_USAGE_STATS="false",
+    )
+
+    files = landing.discover(landing_dir)
+    last_day = max(f.partition_date for f in files)
+    load_files(warehouse, [f for f in files if f.partition_date < last_day])
+    selection = ["--select", *(f"+{m}" for m in INCREMENTAL_MODELS)]
+    run_dbt(["run", *selection], env, target_path)
+
+    load_files(warehouse, [f for f in files if f.partition_date == last_day])
+    late = query(
+        warehouse,
+        "select count(*) from raw.events where landing_date = ? "
+        "and epoch(received_at) - epoch(occurred_at) > 86400",
+        [last_day],
+    )[0][0]
+    run_dbt(["run", "--select", *INCREMENTAL_MODELS], env, target_path)
+    con = duckdb.connect(str(warehouse))
+    try:
+        con.execute("create schema if not exists compare")
+        for model in INCREMENTAL_MODELS:
+            con.execute(f"create table compare.{model} as select * from intermediate.{model}")
+    finally:
+        con.close()
+
+    build = run_dbt(["build", "--full-refresh", *SCOPE], env, target_path, check=False)
+    return Built(root, warehouse, env, target_path, build, late)
+
+
+def test_dbt_build_passes(built):
+    assert built.build.returncode == 0, built.build.stdout[-6000:]
+    results = json.loads((built.target_path / "run_results.json").read_text())["results"]
+    failed = [r["unique_id"] for r in results if r["status"] in ("error", "fail")]
+    assert not failed
+    assert len(results) > 300
+
+
+@pytest.mark.parametrize("model", INCREMENTAL_MODELS)
+def test_incremental_run_equals_full_refresh(built, model):
+    assert built.late_events_last_day > 0, "the last day should bring late events"
+    incremental = f"compare.{model}"
+    full = f"intermediate.{model}"
+    rows = query(built.warehouse, f"select count(*) from {full}")[0][0]
+    assert rows > 100
+    for a, b in ((incremental, full), (full, incremental)):
+        extra = query(
+            built.warehouse,
+            f"select count(*) from (select * from {a} except all select * from {b}) as d",
+        )[0][0]
+        assert extra == 0, f"{extra} rows of {a} are not in {b}"
+
+
+def _declared_tests() -> tuple[dict[str, int], int, list[str]]:
+    """Generic tests per model and unit tests, as the yml files declare them; and typos."""
+    per_model: dict[str, int] = {}
+    unit_tests = 0
+    problems: list[str] = []
+    for folder in MODEL_DIRS:
+        for path in sorted((DBT_PROJECT_DIR / "models" / folder).rglob("*.yml")):
+            doc = yaml.safe_load(path.read_text())
+            unit_tests += len(doc.get("unit_tests", []))
+            for model in doc.get("models", []):
+                problems += [f"{path.name}: {model['name']}.{k}" for k in set(model) - MODEL_KEYS]
+                n = len(model.get("data_tests", []))
+                for column in model.get("columns", []):
+                    problems += [
+                        f"{path.name}: {model['name']}.{column['name']}.{k}"
+                        for k in set(column) - COLUMN_KEYS
+                    ]
+                    n += len(column.get("data_tests", []))
+                per_model[model["name"]] = n
+    return per_model, unit_tests, problems
+
+
+def test_manifest_holds_every_declared_test(built):
+    declared, declared_unit_tests, problems = _declared_tests()
+    assert not problems, f"unknown keys (misspelled?): {problems}"
+    manifest = json.loads((built.target_path / "manifest.json").read_text())
+    model_files = {
+        n["name"]: n["original_file_path"]
+        for n in manifest["nodes"].values()
+        if n["resource_type"] == "model"
+        and n["original_file_path"].startswith(tuple(f"models/{d}/" for d in MODEL_DIRS))
+    }
+    assert set(declared) == set(model_files), "every model has a yml entry and vice versa"
+
+    generic: dict[str, int] = {name: 0 for name in model_files}
+    keyed: set[str] = set()
+    singular = 0
+    for node in manifest["nodes"].values():
+        if node["resource_type"] != "test":
+            continue
+        meta = node.get("test_metadata")
+        if not meta:
+            singular += 1
+            continue
+        attached = node.get("attached_node") or ""
+        name = attached.split(".")[-1]
+        if attached.startswith("model.") and name in generic:
+            generic[name] += 1
+            if meta["name"] in ("unique", "unique_combination_of_columns"):
+                keyed.add(name)
+    assert generic == declared
+    assert keyed == set(model_files), f"no primary-key test: {set(model_files) - keyed}"
+    unit = [n for n in manifest.get("unit_tests", {}).values() if n["model"] in model_files]
+    assert len(unit) == declared_unit_tests >= 12
+    assert singular == len(list((DBT_PROJECT_DIR / "tests").glob("*.sql"))) >= 3
+    assert sum(declared.values()) >= 250
+
+
+def _thresholds() -> list[tuple[int, str]]:
+    with open(SEEDS_DIR / "segment_thresholds.csv", newline="") as f:
+        return sorted((int(r["min_titles_watched"]), r["segment"]) for r in csv.DictReader(f))
+
+
+def test_fan_segments_follow_the_seed(built):
+    rows = query(
+        built.warehouse, "select titles_watched, segment from marts.user_category_segments"
+    )
+    assert rows
+    thresholds = _thresholds()
+    assert thresholds == [(6, "fan"), (50, "hardcore_fan")]
+    for titles_watched, segment in rows:
+        expected = "casual"
+        for minimum, name in thresholds:
+            if titles_watched >= minimum:
+                expected = name
+        assert segment == expected, (titles_watched, segment)
+    assert {s for _, s in rows} >= {"casual", "fan"}
+
+
+def test_sessions_do_not_overlap_and_respect_the_gap(built):
+    overlaps = query(
+        built.warehouse,
+        """
+        select count(*) from (
+            select
+                started_at,
+                lag(ended_at) over (partition by actor_id order by started_at) as prev
+            from intermediate.int_sessions
+        ) as s
+        where prev is not null and epoch(started_at) - epoch(prev) <= 30 * 60
+    """,
+    )[0][0]
+    assert overlaps == 0
+    longest = query(built.warehouse, "select max(duration_s) from marts.sessions")[0][0]
+    assert longest <= 12 * 3600
+    bots = query(
+        built.warehouse, "select count(*) from intermediate.int_sessions where is_likely_bot"
+    )[0][0]
+    assert bots > 0, "the simulator's bots should be flagged"
+
+
+def test_plays_are_consistent(built):
+    (bad_time, bad_pct, no_session, plays, valid) = query(
+        built.warehouse,
+        """
+        select
+            count(*) filter (where played_s > epoch(ended_at) - epoch(started_at) + 0.001),
+            count(*) filter (where furthest_pct < 0 or furthest_pct > 1),
+            count(*) filter (where is_valid_play and session_id is null),
+            count(*),
+            count(*) filter (where is_valid_play)
+        from marts.plays
+    """,
+    )[0]
+    assert plays > 500 and valid > plays / 2
+    assert bad_time == bad_pct == no_session == 0
+    engagement = query(built.warehouse, "select sum(play_count) from marts.title_engagement")[0][0]
+    assert engagement == plays
+
+
+def test_users_dimension_takes_the_latest_consent(built):
+    mismatches = query(
+        built.warehouse,
+        """
+        with latest as (
+            select user_id, is_marketing_opt_in,
+                   row_number() over (partition by user_id
+                                      order by occurred_at desc, event_id desc) as rn
+            from staging.stg_account_events where event_type = 'consent_update'
+        )
+        select count(*)
+        from latest join marts.users using (user_id)
+        where latest.rn = 1 and latest.is_marketing_opt_in <> users.is_marketing_opt_in
+    """,
+    )[0][0]
+    assert mismatches == 0
+    deleted_in_crm_marts = query(
+        built.warehouse,
+        """
+        select count(*) from marts.continue_watching join marts.users using (user_id)
+        where users.is_deleted
+    """,
+    )[0][0]
+    assert deleted_in_crm_marts == 0
+
+
+def _mart_counts_duckdb(path: Path) -> dict[str, int]:
+    tables = [
+        t
+        for (t,) in query(
+            path,
+            "select table_name from information_schema.tables "
+            "where table_schema = 'marts' order by 1",
+        )
+    ]
+    return {t: query(path, f'select count(*) from marts."{t}"')[0][0] for t in tables}
+
+
+def test_every_mart_has_rows(built):
+    counts = _mart_counts_duckdb(built.warehouse)
+    assert len(counts) >= 16
+    assert all(n > 0 for n in counts.values()), counts
+
+
+@pytest.fixture(scope="session")
+def postgres_database():
+    psycopg2 = pytest.importorskip("psycopg2")
+    try:
+        admin = psycopg2.connect(connect_timeout=3, **PG)
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"PostgreSQL is not reachable on {PG['host']}:{PG['port']}: {exc}")
+    admin.autocommit = True
+    # A database of its own: nothing another run (or another test) keeps in
+    # "test" is touched, and dropping it cleans everything.
+    name = f"ottp_dbt_{uuid.uuid4().hex[:12]}"
+    with admin.cursor() as cur:
+        cur.execute(f'create database "{name}"')
+    try:
+        yield name
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'drop database if exists "{name}" with (force)')
+        admin.close()
+
+
+def test_postgres_build_matches_duckdb(built, postgres_database):
+    import psycopg2
+
+    from ottp.pg_mirror import mirror_raw_to_postgres
+
+    dsn = " ".join(f"{k}={v}" for k, v in {**PG, "dbname": postgres_database}.items())
+    copied = mirror_raw_to_postgres(built.warehouse, dsn)
+    assert copied["events"] == query(built.warehouse, "select count(*) from raw.events")[0][0]
+    env = dict(built.env, OTTP_DBT_TARGET="postgres", OTTP_PG_DATABASE=postgres_database)
+    run_dbt(["build", *SCOPE], env, built.root / "target_pg")
+
+    expected = _mart_counts_duckdb(built.warehouse)
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            actual = {}
+            for table in expected:
+                cur.execute(f'select count(*) from marts."{table}"')
+                actual[table] = cur.fetchone()[0]
+            cur.execute(
+                "select round(sum(played_s)::numeric, 3), sum(backward_seek_count) from marts.plays"
+            )
+            pg_plays = tuple(float(x) for x in cur.fetchone())
+    finally:
+        conn.close()
+    assert actual == expected
+    duck_plays = query(
+        built.warehouse, "select round(sum(played_s), 3), sum(backward_seek_count) from marts.plays"
+    )[0]
+    assert pg_plays == pytest.approx(tuple(float(x) for x in duck_plays))
