@@ -50,6 +50,14 @@ def _loader(landing_dir: str, db: str, out) -> None:
              "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
 
 
+def _simulate(landing_dir: str, size: dict, out) -> None:
+    from ottp.simulate import simulate
+
+    started = time.perf_counter()
+    sim = simulate(Path(landing_dir), seed=1, dirty_rate=0.01, progress=False, **size)
+    out.put({"lines": sim.lines_written, "seconds": time.perf_counter() - started})
+
+
 def _in_child(target, *args) -> dict:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
@@ -69,17 +77,18 @@ def main() -> int:
     args = parser.parse_args()
 
     from ottp import landing
-    from ottp.simulate import simulate, suggest_size
+    from ottp.simulate import suggest_size
 
     with tempfile.TemporaryDirectory(prefix="ottp-bench-") as tmp:
         tmp = Path(tmp)
         landing_dir = Path(args.landing) if args.landing else tmp / "landing"
         if not args.landing:
+            # In a child, so this process stays small: a forked child's peak
+            # resident memory starts from its parent's.
             size = suggest_size(args.events)
             print(f"generating ~{args.events:,} events with {size} ...", flush=True)
-            t = time.perf_counter()
-            sim = simulate(landing_dir, seed=1, dirty_rate=0.01, progress=True, **size)
-            print(f"  {sim.lines_written:,} lines in {time.perf_counter() - t:.1f} s", flush=True)
+            sim = _in_child(_simulate, str(landing_dir), size)
+            print(f"  {sim['lines']:,} lines in {sim['seconds']:.1f} s", flush=True)
         files = [str(f.path) for f in landing.discover(landing_dir) if f.kind == "events"]
         size_mib = sum(Path(f).stat().st_size for f in files) / 2**20
         print(f"{len(files)} event files, {size_mib:,.0f} MiB gzip", flush=True)

@@ -48,8 +48,8 @@ REJECT_REASONS = (
     "timestamp_out_of_range",
 )
 MAX_LINE_BYTES = 1 << 20
-# Input per transaction: bounds memory (about 1.5 GiB per 64 MiB of gzip NDJSON).
-CHUNK_BYTES = 64 << 20
+# Input per transaction (gzip bytes): bounds memory, see docs/benchmarks.md.
+CHUNK_BYTES = 128 << 20
 # Landing file kind -> (table written, table of rejected lines).
 _TABLES = {"events": ("events", "rejected_events"), "catalog": ("titles", "rejected_titles")}
 # Client clocks drift; anything further off than this is not a real event time.
@@ -501,7 +501,7 @@ def _count_files(
     report: LoadReport,
 ) -> None:
     """Per-file counts, each from where the rows actually ended up."""
-    target, reject_table = _TABLES[kind]
+    _, reject_table = _TABLES[kind]
     rows = con.execute(
         f"""
         with read_in as (
@@ -513,9 +513,7 @@ def _count_files(
             select file_path, count(*) as n from _line_rejects group by all
         ),
         landed as (
-            select source_file as file_path, count(*) as n from {RAW_SCHEMA}.{target}
-            where load_id = $load_id and source_file in (select file_path from _batch_files)
-            group by all
+            select source_file as file_path, count(*) as n from _inserted group by all
         ),
         rejected as (
             select source_file as file_path, count(*) as n from {RAW_SCHEMA}.{reject_table}
@@ -689,13 +687,15 @@ def _validate_events(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
 
 def _insert_events(con: duckdb.DuckDBPyConnection, load_id: str, loaded_at: datetime) -> None:
     """Insert valid events not seen before; the first received copy of an id wins."""
+    # Staged first so the per-file counts need not scan the whole events table.
     con.execute(
         f"""
-        insert into {RAW_SCHEMA}.events
+        create or replace temp table _inserted as
         select v.event_id, v.event_type, v.schema_version, v.occurred_at, v.received_at,
                v.user_id, v.device_id, v.platform, v.app_version, v.country,
                v.playback_id, v.title_id, v.position_s, v.duration_s, v.from_position_s,
-               v.properties, p.landing_date, v.file_path, $load_id, $loaded_at
+               v.properties, p.landing_date, v.file_path as source_file,
+               $load_id as load_id, $loaded_at as loaded_at
         from _validated v
         join _batch_files p using (file_path)
         anti join {RAW_SCHEMA}.events e on e.event_id = v.event_id
@@ -706,6 +706,7 @@ def _insert_events(con: duckdb.DuckDBPyConnection, load_id: str, loaded_at: date
         """,
         {"load_id": load_id, "loaded_at": loaded_at},
     )
+    con.execute(f"insert into {RAW_SCHEMA}.events select * from _inserted")
 
 
 def _validate_titles(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
@@ -778,6 +779,11 @@ def _insert_titles(con: duckdb.DuckDBPyConnection, load_id: str, loaded_at: date
         qualify row_number() over (partition by v.file_path, v.title_id) = 1
         """,
         {"load_id": load_id, "loaded_at": loaded_at},
+    )
+    con.execute(
+        f"create or replace temp table _inserted as select * from {RAW_SCHEMA}.titles "
+        "where load_id = $load_id and source_file in (select file_path from _batch_files)",
+        {"load_id": load_id},
     )
 
 
