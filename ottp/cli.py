@@ -116,6 +116,29 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     return subprocess.call(cmd, cwd=config.REPO_ROOT)
 
 
+def _cmd_sync(args: argparse.Namespace) -> int:
+    from ottp import quality, sync
+
+    s = config.settings()
+    target = sync.target_from_url(args.target_url)
+    gates = quality.validate(warehouse_path=s.warehouse_path, target=target)
+    failed = [g for g in gates.values() if not g.success]
+    for gate in gates.values():
+        print(f"quality gate {gate.table}: {'passed' if gate.success else 'FAILED'}")
+        if not gate.success:
+            print(gate.summary_markdown())
+    if failed:
+        print("Nothing synced: the CRM target keeps its previous state.")
+        return 1
+    try:
+        result = sync.sync(target, warehouse_path=s.warehouse_path, dry_run=args.dry_run)
+    except sync.SyncError as e:
+        print(f"sync failed, nothing applied: {e}")
+        return 1
+    print(result.format_table())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ottp",
@@ -155,6 +178,28 @@ def build_parser() -> argparse.ArgumentParser:
     summ = sub.add_parser("summary", help="Print events loaded/rejected and rows per mart.")
     summ.add_argument("--json", action="store_true")
     summ.set_defaults(func=_cmd_summary)
+
+    from ml import movielens
+
+    bench = sub.add_parser(
+        "movielens-benchmark",
+        help="Run the recommender (popularity, ALS, tuned best) on a MovieLens folder.",
+    )
+    movielens.add_arguments(bench)
+    bench.set_defaults(func=movielens.run)
+
+    sy = sub.add_parser(
+        "sync",
+        help="Check the CRM export tables, then mirror them into the CRM database "
+        "(SQLite under OTTP_DATA_DIR, or CRM_DATABASE_URL).",
+    )
+    sy.add_argument("--dry-run", action="store_true", help="Print what would change.")
+    sy.add_argument(
+        "--target-url",
+        help="sqlite:///path or postgresql://... (default: CRM_DATABASE_URL, else the SQLite "
+        "file); a password belongs in PGPASSWORD or ~/.pgpass, not on the command line.",
+    )
+    sy.set_defaults(func=_cmd_sync)
 
     ui = sub.add_parser("ui", help="Open the Dagster UI on the same data.")
     ui.add_argument("--host", default="127.0.0.1")

@@ -1,0 +1,188 @@
+"""CRM sync benchmark: a first sync and a 1 % change re-sync, embedded and PostgreSQL.
+
+    .venv/bin/python benchmarks/bench_sync.py                 # 1M contacts, 10M recommendations
+    .venv/bin/python benchmarks/bench_sync.py --contacts 100000 --targets sqlite
+
+A synthetic warehouse holds the four export tables (recommendations: 10 per
+contact). The change set touches 1 % of the rows of each user-level table:
+a third updated, a third deleted, a third inserted. Targets: the re-sync costs
+at most 15 % of the first sync, and both finish under 60 s on PostgreSQL.
+Results are printed and written to bench-results/bench_sync.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ottp import sync  # noqa: E402
+
+PG_URL = os.environ.get("OTTP_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def build(path: Path, contacts: int, recs_per_contact: int) -> None:
+    con = duckdb.connect(str(path))
+    con.execute("create schema if not exists exports; create schema if not exists marts")
+    con.execute(
+        "create or replace table marts.user_lifecycle as "
+        "select timestamp '2026-09-30 12:00:00' as as_of_at"
+    )
+    con.execute(
+        f"""
+        create or replace table exports.crm_contacts as
+        select 'u_' || lpad(i::varchar, 8, '0') as user_id,
+            ['new', 'active', 'at_risk', 'churned', 'reactivated'][1 + i % 5] as lifecycle_stage,
+            ['active', 'cancelled', 'none'][1 + i % 3] as subscription_status,
+            ['hardcore_fan', 'fan', 'casual', 'non_viewer'][1 + i % 4] as highest_segment,
+            'drama,kids' as fan_categories, case when i % 7 = 0 then 'drama' end
+                as hardcore_fan_categories,
+            'drama' as top_category, 'drama,kids,comedy' as top_categories,
+            (i % 12)::integer as taste_cluster_id, 'Drama & Kids' as taste_cluster_name,
+            (i % 100) / 100.0 as churn_risk,
+            ['low', 'medium', 'high'][1 + i % 3] as churn_risk_band,
+            't_' || (i % 20000) as favourite_title_id, 'Title ' || (i % 20000)
+                as favourite_title_name,
+            i % 300 as titles_watched, i % 900 as valid_play_count, i % 4 as fan_category_count,
+            i % 2 as hardcore_fan_category_count, {recs_per_contact} as recommendation_count,
+            timestamp '2025-01-01' + to_seconds(i * 17) as signed_up_at,
+            timestamp '2026-09-01' + to_seconds(i % 2500000) as last_active_at
+        from range({contacts}) as t(i)
+        """
+    )
+    con.execute(
+        f"""
+        create or replace table exports.crm_recommendations as
+        select 'u_' || lpad((i // {recs_per_contact})::varchar, 8, '0') as user_id,
+            (i % {recs_per_contact} + 1)::integer as rank,
+            -- distinct titles within a user's list
+            't_' || ((i // {recs_per_contact}) * 7 + i % {recs_per_contact}) % 20000 as title_id,
+            'Title ' || (i % 20000) as title_name,
+            1.0 / (i % {recs_per_contact} + 1) as score,
+            'Because you watched Title ' || (i % 20000) as reason,
+            't_' || (i % 20000) as reason_title_id
+        from range({contacts * recs_per_contact}) as t(i)
+        """
+    )
+    con.execute(
+        """
+        create or replace table exports.crm_similar_titles as
+        select 't_' || i as title_id, r::integer as rank, 't_' || ((i + r) % 20000)
+            as similar_title_id, 'Title ' || ((i + r) % 20000) as similar_title_name,
+            0.5 as score
+        from range(20000) as a(i), range(1, 11) as b(r)
+        """
+    )
+    con.execute(
+        """
+        create or replace table exports.crm_triggers as
+        select md5(user_id) as trigger_id, user_id, 'became_fan' as scenario,
+            'category' as subject_type, 'drama' as subject_id, 'Drama' as subject_name,
+            'drama' as category, null::varchar as cancel_reason,
+            null::varchar as cancel_reason_description,
+            null::boolean as is_cancel_reason_addressable,
+            timestamp '2026-09-28' as occurred_at, timestamp '2026-09-30' as fired_at
+        from exports.crm_contacts using sample 2 percent (bernoulli, 7)
+        """
+    )
+    con.close()
+
+
+def change_one_percent(path: Path) -> None:
+    """1 % of the contacts and of the recommendation rows: update, delete, insert a third each."""
+    con = duckdb.connect(str(path))
+    con.execute(
+        """
+        -- contacts: ids ending in 01..33 / 34..66 / 67..99 of every 100 * 100
+        update exports.crm_contacts set churn_risk = 1 - churn_risk, churn_risk_band = 'high'
+            where hash(user_id) % 300 = 0;
+        delete from exports.crm_contacts where hash(user_id) % 300 = 1;
+        insert into exports.crm_contacts
+            select * replace ('n' || user_id as user_id) from exports.crm_contacts
+            where hash(user_id) % 300 = 2;
+        -- recommendations of those users follow them
+        delete from exports.crm_recommendations where hash(user_id) % 300 = 1;
+        insert into exports.crm_recommendations
+            select * replace ('n' || user_id as user_id) from exports.crm_recommendations
+            where hash(user_id) % 300 = 2;
+        -- and 1/3 % of the other rows get a new title
+        update exports.crm_recommendations set title_id = 't_x' || rank, title_name = 'New'
+            where hash(user_id, rank) % 300 = 3;
+        """
+    )
+    con.close()
+
+
+def clear_pg(schema: str) -> None:
+    import psycopg2
+
+    con = psycopg2.connect(PG_URL)
+    con.autocommit = True
+    with con.cursor() as cur:
+        cur.execute(f'drop schema if exists "{schema}" cascade')
+    con.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--contacts", type=int, default=1_000_000)
+    ap.add_argument("--recs-per-contact", type=int, default=10)
+    ap.add_argument("--targets", default="sqlite,postgresql")
+    ap.add_argument("--out", default="bench-results/bench_sync.json")
+    args = ap.parse_args()
+
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="ottp-bench-sync-") as tmp:
+        root = Path(tmp)
+        for kind in args.targets.split(","):
+            warehouse = root / f"{kind}.duckdb"
+            t = time.perf_counter()
+            build(warehouse, args.contacts, args.recs_per_contact)
+            print(f"[{kind}] warehouse built in {time.perf_counter() - t:.1f} s", flush=True)
+            if kind == "sqlite":
+                target = sync.SqliteTarget(root / "crm.sqlite")
+            else:
+                schema = "bench_crm_sync"
+                clear_pg(schema)
+                target = sync.PostgresTarget(PG_URL, schema)
+            first = sync.sync(target, warehouse_path=warehouse, state_dir=root / "state")
+            print(first.format_table(), flush=True)
+            change_one_percent(warehouse)
+            again = sync.sync(target, warehouse_path=warehouse, state_dir=root / "state")
+            print(again.format_table(), flush=True)
+            noop = sync.sync(target, warehouse_path=warehouse, state_dir=root / "state")
+            print(f"no-op re-sync: {noop.status} in {noop.seconds:.1f} s", flush=True)
+            changed = sum(t.changes for t in again.tables)
+            rows = sum(t.source_rows for t in again.tables)
+            runs.append(
+                {
+                    "target": kind,
+                    "rows": rows,
+                    "first_sync_s": first.seconds,
+                    "resync_1pct_s": again.seconds,
+                    "resync_changed_rows": changed,
+                    "resync_changed_share": round(changed / rows, 4),
+                    "noop_resync_s": noop.seconds,
+                    "first_sync_phases": first.timings,
+                    "resync_phases": again.timings,
+                    "resync_over_first": round(again.seconds / first.seconds, 3),
+                }
+            )
+            if kind == "postgresql":
+                clear_pg("bench_crm_sync")
+    print(json.dumps(runs, indent=2))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"contacts": args.contacts, "runs": runs}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

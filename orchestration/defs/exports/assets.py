@@ -1,0 +1,133 @@
+"""CRM exports: the export dbt models, their quality gates and the sync to the CRM.
+
+Order within a run: the recommender's tables and the pseudonymisation of
+deleted users -> export models (dbt) -> blocking GX checks -> sync. A failed
+check stops the sync, so the CRM target keeps its previous state.
+"""
+
+import dagster as dg
+from dagster_dbt import DbtCliResource, dbt_assets
+
+from orchestration.defs.dbt.assets import EXPORTS_SELECTION, build_with_row_counts, translator
+from orchestration.defs.dbt.project import dbt_project
+from orchestration.defs.resources import WarehouseResource
+from ottp import quality, sync
+
+# The export tables the CRM receives (crm_trigger_log stays in the warehouse).
+SYNCED = [t.name for t in sync.TABLES]
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    dagster_dbt_translator=translator,
+    select=EXPORTS_SELECTION,
+    pool="warehouse_writer",
+)
+def export_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    """dbt build of the CRM export models (models/exports/) with their dbt tests."""
+    yield from build_with_row_counts(context, dbt)
+
+
+EXPORT_KEYS = {key.path[-1]: key for key in export_models.keys}
+
+
+@dg.asset(
+    key=["raw", "deleted_users"],
+    deps=[dg.AssetKey(["raw", "events"])],
+    group_name="exports",
+    kinds={"duckdb", "python"},
+    owners=["team:data-platform"],
+    tags={"layer": "raw"},
+    pool="warehouse_writer",
+    description="One row per pseudonym that replaced a deleted user's id: every row of a "
+    "user who asked for deletion, except the deletion request itself, is pseudonymised "
+    "across raw, intermediate, marts, ml and exports (docs/crm-exports.md).",
+)
+def deleted_users(warehouse: WarehouseResource) -> dg.MaterializeResult:
+    report = sync.pseudonymise_deleted_users(warehouse.warehouse)
+    return dg.MaterializeResult(
+        metadata={
+            "users_pseudonymised": report.users,
+            "rows_pseudonymised": sum(report.rows.values()),
+            "rows_by_table": dg.MetadataValue.json(report.rows),
+        }
+    )
+
+
+@dg.multi_asset_check(
+    specs=[
+        dg.AssetCheckSpec(
+            "crm_quality_gate",
+            asset=EXPORT_KEYS[table],
+            blocking=True,
+            description="Great Expectations suite of the export table (ottp/quality.py): "
+            "keys, allowed values, consent, recommendations, circuit breaker, freshness.",
+        )
+        for table in SYNCED
+    ],
+    pool="warehouse_writer",
+)
+def crm_quality_gates(warehouse: WarehouseResource):
+    results = quality.validate(SYNCED, warehouse_path=warehouse.warehouse)
+    for table, result in results.items():
+        yield dg.AssetCheckResult(
+            asset_key=EXPORT_KEYS[table],
+            check_name="crm_quality_gate",
+            passed=result.success,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "summary": dg.MetadataValue.md(result.summary_markdown()),
+                "failed_expectations": len(result.failures),
+                "evaluated_expectations": result.evaluated,
+                "rows": result.row_count,
+                "last_sync_rows": result.last_sync_rows or 0,
+                "results": dg.MetadataValue.path(str(result.results_path)),
+                "seconds": result.seconds,
+            },
+        )
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            ["crm", table],
+            deps=[EXPORT_KEYS[table]],
+            group_name="exports",
+            kinds={"python", "sqlite", "postgres"},
+            owners=["team:data-platform"],
+            tags={"layer": "crm"},
+            description=f"The CRM target's {table} table: a mirror of exports.{table}, "
+            "synced by primary key (ottp/sync.py).",
+        )
+        for table in SYNCED
+    ],
+    pool="warehouse_writer",
+)
+def crm_sync(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+    """Mirror the checked export tables into the CRM target in one transaction."""
+    try:
+        result = sync.sync(warehouse_path=warehouse.warehouse)
+    except sync.SyncError as e:
+        raise dg.Failure(f"CRM sync failed; the target keeps its previous state: {e}") from e
+    context.log.info(result.format_table())
+    rejected = {}
+    for r in result.rejections:
+        rejected.setdefault(r.table, []).append({"key": r.key, "reason": r.reason})
+    for t in result.tables:
+        yield dg.MaterializeResult(
+            asset_key=["crm", t.table],
+            metadata={
+                "target": result.target,
+                "sync_run_id": result.run_id,
+                "status": result.status,
+                "inserted": t.inserted,
+                "updated": t.updated,
+                "deleted": t.deleted,
+                "unchanged": t.unchanged,
+                "rejected": t.rejected,
+                "rejected_rows": dg.MetadataValue.json(rejected.get(t.table, [])[:20]),
+                "dagster/row_count": t.row_count,
+                "seconds": result.seconds,
+            },
+        )
