@@ -39,7 +39,12 @@ lint: setup
 	$(BIN)/ruff check ottp ml orchestration tests benchmarks
 
 bench: setup
+	$(BIN)/python benchmarks/bench_simulate.py
 	$(BIN)/python benchmarks/bench_load.py
+	$(BIN)/python benchmarks/bench_dbt.py --workdir $${TMPDIR:-/tmp}/ottp-bench-dbt
+	$(BIN)/python benchmarks/bench_ml.py
+	$(BIN)/python benchmarks/bench_quality.py
+	$(BIN)/python benchmarks/bench_sync.py
 
 # Regenerate the lock after changing dependencies in pyproject.toml.
 lock: setup
