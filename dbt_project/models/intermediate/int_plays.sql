@@ -1,6 +1,7 @@
 -- Plays: one row per playback_id, from its player events in occurred_at order.
 -- Incremental: playbacks with events loaded since the last run (within the
--- lookback) are recomputed from all their events and replace their row.
+-- lookback), or with events on the days a backfill asks for, are recomputed
+-- from all their events and replace their row.
 {{
     config(
         materialized='incremental',
@@ -47,8 +48,12 @@ new_events as (
     from player_events
     cross join previous_run
     where
-        player_events.loaded_at > previous_run.loaded_at_watermark
-        and player_events.occurred_at >= previous_run.lookback_from
+        (
+            player_events.loaded_at > previous_run.loaded_at_watermark
+            and player_events.occurred_at >= previous_run.lookback_from
+        )
+        -- days a partitioned run (a backfill) asked for, lookback or not
+        or {{ ottp.partition_window('player_events.occurred_at') }}
     group by player_events.playback_id
 
 ),

@@ -105,7 +105,7 @@ previous_run as (
 ),
 
 -- Events loaded since the last run; older than the lookback they wait for a
--- full refresh.
+-- full refresh or a backfill of their days (partition_window).
 new_events as (
 
     select
@@ -114,8 +114,12 @@ new_events as (
     from activity_events
     cross join previous_run
     where
-        activity_events.loaded_at > previous_run.loaded_at_watermark
-        and activity_events.occurred_at >= previous_run.lookback_from
+        (
+            activity_events.loaded_at > previous_run.loaded_at_watermark
+            and activity_events.occurred_at >= previous_run.lookback_from
+        )
+        -- days a partitioned run (a backfill) asked for, lookback or not
+        or {{ ottp.partition_window('activity_events.occurred_at') }}
     group by activity_events.actor_id
 
 ),
