@@ -8,6 +8,7 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtC
 
 from ottp import config, load
 from orchestration.defs.dbt.project import dbt_project
+from orchestration.defs.partitions import landing_days
 
 # Model folder -> asset group shown in the UI.
 _GROUPS = {"staging": "staging", "intermediate": "marts", "marts": "marts", "exports": "exports"}
@@ -64,11 +65,28 @@ def _row_counts(relations: dict[dg.AssetKey, str]) -> dict[dg.AssetKey, int]:
 # CRM export models read the recommender's tables, which read the marts: they are a
 # separate dbt asset set so the op graph has no cycle.
 EXPORTS_SELECTION = "path:models/exports"
+# The per-day layer: staging views and the incremental intermediate models, partitioned
+# by landing day like the raw loader they read (no seed or other model upstream).
+DAILY_SELECTION = "path:models/staging config.materialized:incremental,path:models/intermediate"
 
 
-def build_with_row_counts(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+def partition_vars(context: dg.AssetExecutionContext) -> dict[str, str]:
+    """min_date/max_date (max exclusive) of the selected landing days, for dbt --vars."""
+    window = context.partition_time_window
+    return {
+        "min_date": window.start.date().isoformat(),
+        "max_date": window.end.date().isoformat(),
+    }
+
+
+def build_with_row_counts(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, dbt_vars: dict | None = None
+):
     """`dbt build` of the selected assets, with row counts read once dbt has exited."""
-    invocation = dbt.cli(["build"], context=context, raise_on_error=False)
+    args = ["build"]
+    if dbt_vars:
+        args += ["--vars", json.dumps(dbt_vars)]
+    invocation = dbt.cli(args, context=context, raise_on_error=False)
     events = list(invocation.stream())
     relations = _table_relations()
     built = {
@@ -94,9 +112,24 @@ def build_with_row_counts(context: dg.AssetExecutionContext, dbt: DbtCliResource
     manifest=dbt_project.manifest_path,
     project=dbt_project,
     dagster_dbt_translator=translator,
-    exclude=EXPORTS_SELECTION,
+    select=DAILY_SELECTION,
+    partitions_def=landing_days,
+    # a 90-day backfill is one dbt invocation with min_date/max_date spanning it
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool="warehouse_writer",
+)
+def daily_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    """dbt build of staging and the incremental models for the selected landing days."""
+    yield from build_with_row_counts(context, dbt, partition_vars(context))
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    dagster_dbt_translator=translator,
+    exclude=f"{EXPORTS_SELECTION} {DAILY_SELECTION}",
     pool="warehouse_writer",
 )
 def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-    """dbt build: seeds, staging, intermediate and mart models with their tests."""
+    """dbt build: seeds, the other intermediate models and the marts, with their tests."""
     yield from build_with_row_counts(context, dbt)

@@ -1,0 +1,50 @@
+"""Automation policies for the whole graph, applied in one place (definitions.py).
+
+A new landing file starts an `ingest` run (the sensor in defs/schedules.py): raw
+tables, staging and the incremental models for its day. Everything after that
+layer is materialized by declarative automation, with nobody clicking:
+
+- marts, the CRM exports, the BI snapshot and the report: as soon as what they
+  read has changed;
+- the recommender's evaluation and training: once a day (RETRAIN_CRON), after the
+  marts have been updated since; recommendations, similar titles, rails,
+  clusters and churn risk are re-scored from the promoted model on every change;
+- the CRM sync: like the exports, and only when every blocking check upstream
+  (the GX gates) passed.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from orchestration.defs.jobs import DAILY_ASSETS
+
+# Retraining cadence: evaluation and training of a new candidate, daily at 04:00 UTC
+# (after the 02:00 ingest of the previous day).
+RETRAIN_CRON = "0 4 * * *"
+
+# Eager, except that a missing upstream partition does not hold an unpartitioned
+# asset back: the daily layer has a partition for every calendar day, including
+# days no file has arrived for yet.
+ON_CHANGE = dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
+
+RETRAIN_KEYS = {dg.AssetKey(["ml", "model_evaluation"]), dg.AssetKey(["ml", "recommender_model"])}
+
+
+
+def condition_for(spec: dg.AssetSpec) -> dg.AutomationCondition:
+    if spec.key in RETRAIN_KEYS:
+        # a fresh install trains at once rather than waiting for the first 04:00
+        return dg.AutomationCondition.on_cron(RETRAIN_CRON) | dg.AutomationCondition.on_missing()
+    if spec.key.path[0] == "crm":
+        return ON_CHANGE & dg.AutomationCondition.all_deps_blocking_checks_passed()
+    return ON_CHANGE
+
+
+def apply(defs: dg.Definitions) -> dg.Definitions:
+    """Give every asset after the daily layer its automation condition."""
+    automated = dg.AssetSelection.all() - DAILY_ASSETS
+    return defs.map_resolved_asset_specs(
+        func=lambda spec: spec.replace_attributes(automation_condition=condition_for(spec)),
+        selection=automated,
+    )
