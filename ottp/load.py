@@ -11,9 +11,13 @@ in DuckDB; Python only lists files, hashes them and issues statements.
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 import uuid
+import zlib
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -22,6 +26,8 @@ import duckdb
 
 from ottp import landing
 from ottp.config import RAW_SCHEMA
+
+logger = logging.getLogger(__name__)
 
 EVENT_TYPES = {
     "navigation": ("page_view", "rail_impression", "title_click", "search"),
@@ -55,6 +61,9 @@ _TABLES = {"events": ("events", "rejected_events"), "catalog": ("titles", "rejec
 # Client clocks drift; anything further off than this is not a real event time.
 MAX_CLOCK_AHEAD_HOURS = 24
 MIN_EVENT_TIME = "2000-01-01"
+# How long a loader waits for another process to release the warehouse file
+# (DuckDB allows one writing process) before it gives up with WarehouseBusy.
+LOCK_WAIT_S = 300.0
 
 # Every field is read as text (numbers keep their digits) or raw JSON (to check
 # its JSON type), so a wrong type is told apart from a missing field.
@@ -127,6 +136,16 @@ create table if not exists {RAW_SCHEMA}.rejected_events (
 );
 create table if not exists {RAW_SCHEMA}.rejected_titles as
     select * from {RAW_SCHEMA}.rejected_events limit 0;
+create table if not exists {RAW_SCHEMA}.rejected_files (
+    file_path varchar not null,
+    file_kind varchar not null,
+    landing_date date not null,
+    size_bytes bigint not null,
+    sha256 varchar not null,
+    reason varchar not null,
+    load_id varchar not null,
+    rejected_at timestamp not null
+);
 create table if not exists {RAW_SCHEMA}.load_manifest (
     load_id varchar not null,
     file_path varchar not null,
@@ -247,9 +266,48 @@ class LoadReport:
         return "\n".join(lines)
 
 
-def connect(warehouse_path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+class WarehouseBusy(RuntimeError):
+    """Another process kept the warehouse file open for longer than the wait allowed."""
+
+
+def is_lock_conflict(exc: BaseException) -> bool:
+    """True for DuckDB's refusal to open a file another process holds."""
+    return isinstance(exc, duckdb.IOException) and "Could not set lock" in str(exc)
+
+
+def wait_for_lock(open_, what: str, wait_s: float):
+    """Call ``open_()`` until no other process holds the file, for at most ``wait_s`` seconds."""
+    deadline = time.monotonic() + wait_s
+    delay = 0.05
+    logged = False
+    while True:
+        try:
+            return open_()
+        except duckdb.IOException as e:
+            if not is_lock_conflict(e):
+                raise
+            if time.monotonic() + delay > deadline:
+                raise WarehouseBusy(
+                    f"{what} is held by another process after waiting {wait_s:g} s: "
+                    f"{str(e).splitlines()[0]}"
+                ) from None
+            if not logged:
+                logger.info("%s is held by another process; waiting", what)
+                logged = True
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+def connect(
+    warehouse_path: Path, read_only: bool = False, wait_s: float = 0.0
+) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse; with ``wait_s``, wait that long for another writer to finish."""
     Path(warehouse_path).parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(warehouse_path), read_only=read_only)
+    con = wait_for_lock(
+        lambda: duckdb.connect(str(warehouse_path), read_only=read_only),
+        f"warehouse {warehouse_path}",
+        wait_s,
+    )
     con.execute("set TimeZone = 'UTC'")
     # Row order within a table carries no meaning here; not keeping it saves memory.
     con.execute("set preserve_insertion_order = false")
@@ -261,29 +319,35 @@ def ensure_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def load_landing(
-    warehouse_path: Path, landing_dir: Path, day: date | None = None
+    warehouse_path: Path,
+    landing_dir: Path,
+    day: date | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> LoadReport:
     """Load every landing file (of one day, if given) that is not loaded yet."""
-    return load_files(warehouse_path, landing.discover(landing_dir, day))
+    return load_files(warehouse_path, landing.discover(landing_dir, day), chunk_bytes)
 
 
 def load_files(
     warehouse_path: Path,
     files: Sequence[landing.LandingFile],
     chunk_bytes: int = CHUNK_BYTES,
+    lock_wait_s: float = LOCK_WAIT_S,
 ) -> LoadReport:
     """Load the given files; files already loaded are skipped.
 
     Files are loaded in chunks of whole files (at most ``chunk_bytes`` of input
     each, so memory stays bounded); each chunk is one transaction together with
     its manifest rows, so a file is either fully loaded and recorded, or not at all.
+    A second loader started meanwhile waits (up to ``lock_wait_s``) for the file.
     """
     started = time.perf_counter()
     report = LoadReport(load_id=uuid.uuid4().hex)
-    con = connect(warehouse_path)
+    con = connect(warehouse_path, wait_s=lock_wait_s)
     try:
         ensure_raw_schema(con)
         pending = _skip_known_files(con, files, report)
+        pending = _drop_corrupt_files(pending, report)
         loaded_at = datetime.now(UTC).replace(tzinfo=None)
         _commit(con, lambda: _write_manifest(con, report.files, report.load_id, loaded_at))
         for kind in landing.FILE_KINDS:
@@ -298,6 +362,14 @@ def load_files(
                     _write_manifest(con, report.files[before:], report.load_id, loaded_at)
 
                 _commit(con, write)
+                done = report.files[before:]
+                logger.info(
+                    "committed %d %s files (%d lines) of load %s",
+                    sum(1 for f in done if f.status == "loaded"),
+                    kind,
+                    sum(f.lines_in for f in done),
+                    report.load_id,
+                )
     finally:
         con.close()
     report.seconds = time.perf_counter() - started
@@ -363,6 +435,73 @@ def _skip_known_files(
         seen_now.add(sha)
         pending.append((f, sha))
     return pending
+
+
+_ZLIB_MEANING = {
+    "incorrect data check": " (CRC-32 mismatch)",
+    "incorrect length check": " (length mismatch)",
+    "incorrect header check": " (not gzip data)",
+}
+
+
+def gzip_problem(path: Path, chunk_size: int = 1 << 20) -> str | None:
+    """Why a gzip file is corrupt (bad CRC or length, truncated, not gzip), or None.
+
+    DuckDB's gzip reader checks neither the CRC nor the length of a member, so a
+    flipped bit would reach the warehouse as a wrong value; zlib checks both.
+    Multi-member files (concatenated gzip) are valid.
+    """
+    if not str(path).endswith(".gz"):
+        return None
+    inflate, started, empty = zlib.decompressobj(wbits=31), False, True
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(chunk_size):
+                empty = False
+                data = chunk
+                while data:
+                    started = True
+                    inflate.decompress(data, 1 << 24)  # output discarded, memory bounded
+                    data = inflate.unconsumed_tail
+                    if inflate.eof:
+                        # A member ended; another may follow in the same file.
+                        data = inflate.unused_data
+                        inflate, started = zlib.decompressobj(wbits=31), False
+    except zlib.error as e:
+        # "Error -3 while decompressing data: incorrect data check" -> the reason
+        detail = str(e).split(": ", 1)[-1]
+        return f"corrupt gzip: {detail}{_ZLIB_MEANING.get(detail, '')}"
+    except OSError as e:
+        return f"unreadable file: {e}"
+    if empty:
+        return "corrupt gzip: empty file"
+    if started:
+        return "corrupt gzip: truncated (unexpected end of stream)"
+    return None
+
+
+def _drop_corrupt_files(
+    pending: list[tuple[landing.LandingFile, str]], report: LoadReport
+) -> list[tuple[landing.LandingFile, str]]:
+    """Check every pending gzip file in parallel (zlib releases the GIL); keep the sound ones."""
+    if not pending:
+        return pending
+    workers = max(1, min(len(pending), os.cpu_count() or 1, 8))
+    with ThreadPoolExecutor(workers) as pool:
+        problems = list(pool.map(lambda item: gzip_problem(item[0].path), pending))
+    sound = []
+    for (f, sha), problem in zip(pending, problems, strict=True):
+        if problem is None:
+            sound.append((f, sha))
+            continue
+        logger.warning("rejected landing file %s: %s", f.path, problem)
+        report.files.append(
+            FileResult(
+                str(f.path), f.kind, f.partition_date, "unreadable",
+                error=problem, sha256=sha, size_bytes=f.size_bytes,
+            )
+        )
+    return sound
 
 
 def _reader(paths_param: str = "$paths") -> str:
@@ -807,6 +946,24 @@ def _write_manifest(
         con.executemany(
             f"insert into {RAW_SCHEMA}.load_manifest values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
+        )
+    # An unreadable file is recorded once per content with its reason.
+    rejected = [
+        (r.path, r.kind, r.landing_date, r.size_bytes, r.sha256, r.error or "unreadable",
+         load_id, loaded_at)
+        for r in results
+        if r.status == "unreadable"
+    ]
+    if rejected:
+        con.executemany(
+            f"""
+            insert into {RAW_SCHEMA}.rejected_files
+            select ?, ?, ?, ?, ?, ?, ?, ?
+            where not exists (
+                select 1 from {RAW_SCHEMA}.rejected_files where file_path = $1 and sha256 = $5
+            )
+            """,
+            rejected,
         )
 
 
