@@ -139,6 +139,13 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from ottp import bench
+
+    args.argv = sys.argv[2:]
+    return bench.run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ottp",
@@ -200,6 +207,16 @@ def build_parser() -> argparse.ArgumentParser:
         "file); a password belongs in PGPASSWORD or ~/.pgpass, not on the command line.",
     )
     sy.set_defaults(func=_cmd_sync)
+
+    from ottp import bench as bench_suite
+
+    bn = sub.add_parser(
+        "bench",
+        help="Benchmark every stage (generate, load, dbt, train, recommend, quality, sync) "
+        "on generated data against peers in the same run; prints a table, writes JSON.",
+    )
+    bench_suite.add_arguments(bn)
+    bn.set_defaults(func=_cmd_bench)
 
     ui = sub.add_parser("ui", help="Open the Dagster UI on the same data.")
     ui.add_argument("--host", default="127.0.0.1")
