@@ -130,3 +130,66 @@
 {% macro spark__last_by(value, order_by) -%}
     max_by({{ value }}, struct({{ order_by | join(', ') }}))
 {%- endmacro %}
+
+{#- A timestamp moved by a number of days or seconds. Spark's dbt.dateadd goes
+    through whole Unix seconds (sub-second digits lost) and fails on a null
+    input (assert_not_null); timestampadd keeps microseconds and nulls. -#}
+{% macro dateadd(datepart, interval, from_timestamp) -%}
+    {{ return(adapter.dispatch('dateadd', 'ottp')(datepart, interval, from_timestamp)) }}
+{%- endmacro %}
+
+{% macro default__dateadd(datepart, interval, from_timestamp) -%}
+    {{ dbt.dateadd(datepart, interval, from_timestamp) }}
+{%- endmacro %}
+
+{% macro spark__dateadd(datepart, interval, from_timestamp) -%}
+    timestampadd({{ datepart | upper }}, {{ interval }}, {{ from_timestamp }})
+{%- endmacro %}
+
+{#- Whole days from one timestamp's date to another's (date boundaries
+    crossed); null when either is null. Spark's dbt.datediff raises on null. -#}
+{% macro datediff_days(first_timestamp, second_timestamp) -%}
+    {{ return(adapter.dispatch('datediff_days', 'ottp')(first_timestamp, second_timestamp)) }}
+{%- endmacro %}
+
+{% macro default__datediff_days(first_timestamp, second_timestamp) -%}
+    {{ dbt.datediff(first_timestamp, second_timestamp, 'day') }}
+{%- endmacro %}
+
+{% macro spark__datediff_days(first_timestamp, second_timestamp) -%}
+    datediff(cast({{ second_timestamp }} as date), cast({{ first_timestamp }} as date))
+{%- endmacro %}
+
+{#- Aggregate: the non-null values joined with a delimiter in the given order
+    (order_by: a list of expressions); null when there are none. Spark's
+    dbt.listagg ignores the order and returns '' for no values. -#}
+{% macro listagg(measure, delimiter_text, order_by) -%}
+    {{ return(adapter.dispatch('listagg', 'ottp')(measure, delimiter_text, order_by)) }}
+{%- endmacro %}
+
+{% macro default__listagg(measure, delimiter_text, order_by) -%}
+    {{ dbt.listagg(measure, delimiter_text, 'order by ' ~ (order_by | join(', '))) }}
+{%- endmacro %}
+
+{% macro spark__listagg(measure, delimiter_text, order_by) -%}
+    nullif(
+        array_join(
+            transform(
+                array_sort(
+                    filter(
+                        collect_list(named_struct(
+                            {%- for expression in order_by %}
+                            'k{{ loop.index }}', {{ expression }},
+                            {%- endfor %}
+                            'value', cast({{ measure }} as string)
+                        )),
+                        item -> item.value is not null
+                    )
+                ),
+                item -> item.value
+            ),
+            {{ delimiter_text }}
+        ),
+        ''
+    )
+{%- endmacro %}

@@ -46,10 +46,10 @@ segment_counts as (
         sum({{ ottp.flag("segments.segment = 'hardcore_fan'") }})
             as hardcore_fan_category_count,
         sum({{ ottp.flag('segments.is_fan') }}) as segmented_category_count,
-        {{ dbt.listagg(
+        {{ ottp.listagg(
             "case when segments.is_fan then segments.category end",
             "','",
-            "order by segments.category"
+            ["segments.category"]
         ) }} as fan_categories
     from segments
     group by segments.user_id
@@ -61,10 +61,10 @@ top_categories as (
     select
         user_id,
         max(case when category_rank = 1 then category end) as top_category,
-        {{ dbt.listagg(
+        {{ ottp.listagg(
             "case when is_top_category then category end",
             "','",
-            "order by category_rank"
+            ["category_rank"]
         ) }} as top_categories,
         sum(titles_watched) as titles_watched,
         sum(watch_time_s) as watch_time_s

@@ -1,0 +1,598 @@
+"""Exactly-once loading of landing files into Spark's raw tables (Parquet).
+
+The Spark counterpart of :mod:`ottp.load`, with the same contract: every line
+of every file ends up in ``raw.events`` (or ``raw.titles``), counted as a
+duplicate, or in ``raw.rejected_events`` (``raw.rejected_titles``) with the
+same reason codes; files are known by SHA-256 in ``raw.load_manifest``; a
+re-delivered file under another name counts all its lines as duplicates; a
+corrupt gzip file is reported unreadable and stays out of the manifest.
+
+Spark reads the files itself (``spark.read.text``, gzip included) and does the
+parsing, validation and deduplication in SQL; Python lists and hashes files.
+
+Parquet has no multi-table transaction, so a load is made atomic another way:
+every raw table is partitioned by ``load_id`` and the manifest rows, written
+last in one file, are the commit. A load that stopped before them leaves
+partitions no manifest row names; the next load drops those partitions first
+and loads the files again.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ottp import landing
+from ottp.config import RAW_SCHEMA
+from ottp.load import (
+    ALL_EVENT_TYPES,
+    EVENT_TYPES,
+    MAX_CLOCK_AHEAD_HOURS,
+    MAX_LINE_BYTES,
+    MIN_EVENT_TIME,
+    PLATFORMS,
+    FileResult,
+    LoadReport,
+    gzip_problem,
+)
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+RAW_DDL = (
+    f"create database if not exists {RAW_SCHEMA}",
+    f"""create table if not exists {RAW_SCHEMA}.events (
+        event_id string, event_type string, schema_version string,
+        occurred_at timestamp, received_at timestamp, user_id string,
+        device_id string, platform string, app_version string, country string,
+        playback_id string, title_id string, position_s double, duration_s double,
+        from_position_s double, properties string, landing_date date,
+        source_file string, loaded_at timestamp, load_id string
+    ) using parquet partitioned by (load_id)""",
+    f"""create table if not exists {RAW_SCHEMA}.titles (
+        title_id string, name string, category string, keywords array<string>,
+        kind string, series_id string, season int, episode int, duration_s double,
+        release_year int, available_from date, is_available boolean,
+        snapshot_date date, source_file string, loaded_at timestamp, load_id string
+    ) using parquet partitioned by (load_id)""",
+    *(
+        f"""create table if not exists {RAW_SCHEMA}.{table} (
+            source_file string, line_number bigint, raw_line string,
+            reason_code string, reason string, landing_date date,
+            rejected_at timestamp, load_id string
+        ) using parquet partitioned by (load_id)"""
+        for table in ("rejected_events", "rejected_titles")
+    ),
+    f"""create table if not exists {RAW_SCHEMA}.load_manifest (
+        load_id string, file_path string, file_kind string, landing_date date,
+        size_bytes bigint, sha256 string, status string, lines_in bigint,
+        loaded bigint, duplicates bigint, rejected bigint, loaded_at timestamp
+    ) using parquet""",
+    # Written by the deletion pass (ottp/sync.py) on DuckDB; the exports read it.
+    f"""create table if not exists {RAW_SCHEMA}.deleted_users (
+        user_id string, pseudonym string, deleted_at timestamp
+    ) using parquet""",
+)
+_PARTITIONED = ("events", "titles", "rejected_events", "rejected_titles")
+_TABLES = {"events": ("events", "rejected_events"), "catalog": ("titles", "rejected_titles")}
+
+# Every field as text: numbers keep their digits, objects their JSON. The
+# number fields are parsed a second time as doubles; present as text but not
+# a double means the wrong JSON type.
+_EVENT_TEXT = (
+    "event_id string, event_type string, schema_version string, occurred_at string, "
+    "received_at string, user_id string, device_id string, platform string, "
+    "app_version string, country string, playback_id string, title_id string, "
+    "position_s string, duration_s string, from_position_s string, properties string, "
+    "_corrupt_record string"
+)
+_EVENT_NUMBERS = "position_s double, duration_s double, from_position_s double"
+_TITLE_TEXT = (
+    "title_id string, name string, category string, keywords string, kind string, "
+    "series_id string, season string, episode string, duration_s string, "
+    "release_year string, available_from string, is_available string, "
+    "_corrupt_record string"
+)
+_TITLE_TYPED = "duration_s double, keywords array<string>"
+_JSON_OPTIONS = "map('columnNameOfCorruptRecord', '_corrupt_record', 'mode', 'PERMISSIVE')"
+_UUID = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+_TIMESTAMP = "^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}"
+
+
+def ensure_raw_schema(spark: SparkSession) -> None:
+    for statement in RAW_DDL:
+        spark.sql(statement)
+
+
+def load_landing(spark: SparkSession, landing_dir: Path, day: date | None = None) -> LoadReport:
+    """Load every landing file (of one day, if given) that is not loaded yet."""
+    return load_files(spark, landing.discover(landing_dir, day))
+
+
+def load_files(spark: SparkSession, files: Sequence[landing.LandingFile]) -> LoadReport:
+    """Load the given files into Spark's raw tables; files already loaded are skipped."""
+    started = time.perf_counter()
+    report = LoadReport(load_id=uuid.uuid4().hex)
+    ensure_raw_schema(spark)
+    _drop_uncommitted_loads(spark)
+    pending = _skip_known_files(spark, files, report)
+    pending = _drop_corrupt_files(pending, report)
+    loaded_at = datetime.now(UTC).replace(tzinfo=None)
+    for kind in landing.FILE_KINDS:
+        batch = [item for item in pending if item[0].kind == kind]
+        if batch:
+            _load_kind(spark, kind, batch, report, loaded_at)
+    _write_manifest(spark, report, loaded_at)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _drop_uncommitted_loads(spark: SparkSession) -> None:
+    """Drop the partitions of loads that never wrote their manifest rows."""
+    manifest = spark.sql(f"select distinct load_id from {RAW_SCHEMA}.load_manifest")
+    committed = {r[0] for r in manifest.collect()}
+    for table in _PARTITIONED:
+        for row in spark.sql(f"show partitions {RAW_SCHEMA}.{table}").collect():
+            load_id = row[0].split("=", 1)[1]
+            if load_id not in committed:
+                # load ids are hex uuids we generated: safe to inline
+                spark.sql(
+                    f"alter table {RAW_SCHEMA}.{table} drop if exists "
+                    f"partition (load_id = '{_hex(load_id)}')"
+                )
+
+
+def _hex(value: str) -> str:
+    if not value or any(c not in "0123456789abcdef" for c in value):
+        raise ValueError(f"not a load id: {value!r}")
+    return value
+
+
+def _skip_known_files(
+    spark: SparkSession, files: Sequence[landing.LandingFile], report: LoadReport
+) -> list[tuple[landing.LandingFile, str]]:
+    """Drop files whose content was loaded before, under this path or another."""
+    known = {
+        r.sha256: (r.file_path, r.lines_in)
+        for r in spark.sql(
+            f"select file_path, sha256, lines_in from {RAW_SCHEMA}.load_manifest "
+            "where status = 'loaded'"
+        ).collect()
+    }
+    pending: list[tuple[landing.LandingFile, str]] = []
+    seen_now: set[str] = set()
+    for f in files:
+        sha = landing.sha256_of(f.path)
+        if sha in known or sha in seen_now:
+            old_path, old_lines = known.get(sha, (str(f.path), 0))
+            if old_path == str(f.path):
+                status, lines = "already_loaded", 0
+            else:
+                status, lines = "duplicate_file", old_lines
+            report.files.append(
+                FileResult(
+                    str(f.path), f.kind, f.partition_date, status,
+                    lines_in=lines, duplicates=lines, sha256=sha, size_bytes=f.size_bytes,
+                )
+            )
+            continue
+        seen_now.add(sha)
+        pending.append((f, sha))
+    return pending
+
+
+def _drop_corrupt_files(
+    pending: list[tuple[landing.LandingFile, str]], report: LoadReport
+) -> list[tuple[landing.LandingFile, str]]:
+    """Check gzip integrity first: Spark's reader fails the whole job on one bad file."""
+    if not pending:
+        return pending
+    with ThreadPoolExecutor(min(8, len(pending))) as pool:
+        problems = list(pool.map(lambda item: gzip_problem(item[0].path), pending))
+    sound = []
+    for (f, sha), problem in zip(pending, problems, strict=True):
+        if problem is None:
+            sound.append((f, sha))
+        else:
+            report.files.append(
+                FileResult(
+                    str(f.path), f.kind, f.partition_date, "unreadable",
+                    error=problem, sha256=sha, size_bytes=f.size_bytes,
+                )
+            )
+    return sound
+
+
+def _lines(spark: SparkSession, batch: list[tuple[landing.LandingFile, str]]) -> DataFrame:
+    """Every line with its file, landing day and line number, in one read of the files.
+
+    Each file gets a task of its own (the open cost of a file is set above any
+    split size), so a gzip file's line number is its row's place in the task.
+    Plain files may be split across tasks; their line numbers are left null.
+    """
+    from pyspark.sql import functions as F
+
+    spark.conf.set("spark.sql.files.openCostInBytes", str(1 << 40))
+    files = spark.createDataFrame(
+        [(str(f.path), f.partition_date, str(f.path).endswith(".gz")) for f, _ in batch],
+        "file_path string, landing_date date, is_gzip boolean",
+    )
+    lines = spark.read.text([str(f.path) for f, _ in batch]).select(
+        F.col("value").alias("line"),
+        # Spark names a file by its URI; decode it back to the path ("+" stays "+")
+        F.expr(
+            "url_decode(replace(regexp_replace(_metadata.file_path, '^file:(//)?', ''), "
+            "'+', '%2B'))"
+        ).alias("file_path"),
+        (
+            F.monotonically_increasing_id()
+            - F.shiftleft(F.spark_partition_id().cast("long"), 33)
+            + 1
+        ).alias("row_in_file"),
+    )
+    return lines.join(F.broadcast(files), "file_path").select(
+        "file_path",
+        "landing_date",
+        F.when(F.col("is_gzip"), F.col("row_in_file")).alias("line_number"),
+        "line",
+    )
+
+
+def _reader_checks() -> str:
+    """Reasons the DuckDB loader's line reader gives (encoding, length, empty)."""
+    return f"""
+        when not is_valid_utf8(line) then 'invalid_encoding|not UTF-8'
+        when octet_length(line) > {MAX_LINE_BYTES} then 'line_too_long|over {MAX_LINE_BYTES} bytes'
+        when trim(line) = '' then 'empty_line|empty line'
+        when left(ltrim(line), 1) <> '{{' and try_parse_json(line) is not null
+            then 'not_an_object|not a JSON object'
+        when left(ltrim(line), 1) <> '{{' or j._corrupt_record is not null
+            then 'invalid_json|unparsable JSON'
+    """
+
+
+def _validated_events_sql() -> str:
+    types_sql = ", ".join(f"'{t}'" for t in ALL_EVENT_TYPES)
+    player_sql = ", ".join(f"'{t}'" for t in EVENT_TYPES["player"])
+    with_user_sql = ", ".join(
+        f"'{t}'" for t in EVENT_TYPES["interest"] + EVENT_TYPES["account"] + EVENT_TYPES["survey"]
+    )
+    with_title_sql = ", ".join(f"'{t}'" for t in ("title_click",) + EVENT_TYPES["interest"])
+    platforms_sql = ", ".join(f"'{p}'" for p in PLATFORMS)
+    return f"""
+    with parsed as (
+        select *,
+            case when left(ltrim(line), 1) = '{{'
+                then from_json(line, '{_EVENT_TEXT}', {_JSON_OPTIONS}) end as j,
+            case when left(ltrim(line), 1) = '{{'
+                then from_json(line, '{_EVENT_NUMBERS}') end as n
+        from _spark_lines
+    ),
+    typed as (
+        select *,
+            case when j.event_id rlike '{_UUID}' then lower(j.event_id) end as event_id,
+            j.event_type as event_type,
+            case when j.occurred_at rlike '{_TIMESTAMP}'
+                then cast(j.occurred_at as timestamp) end as occurred_at,
+            case when j.received_at rlike '{_TIMESTAMP}'
+                then cast(j.received_at as timestamp) end as received_at,
+            n.position_s as position_s,
+            n.duration_s as duration_s,
+            n.from_position_s as from_position_s,
+            case when left(j.properties, 1) = '{{' then j.properties end as properties,
+            j.properties is not null and left(j.properties, 1) <> '{{' as properties_not_object
+        from parsed
+    ),
+    checked as (
+        select *,
+            case
+                {_reader_checks()}
+                when j.event_id is null then 'missing_field|event_id'
+                when j.event_type is null then 'missing_field|event_type'
+                when j.schema_version is null then 'missing_field|schema_version'
+                when j.occurred_at is null then 'missing_field|occurred_at'
+                when j.received_at is null then 'missing_field|received_at'
+                when j.device_id is null then 'missing_field|device_id'
+                when j.platform is null then 'missing_field|platform'
+                when event_id is null then 'wrong_type|event_id is not a uuid'
+                when occurred_at is null then 'wrong_type|occurred_at is not a timestamp'
+                when received_at is null then 'wrong_type|received_at is not a timestamp'
+                when properties_not_object then 'wrong_type|properties is not an object'
+                when not j.schema_version rlike '^1\\\\.[0-9]+$'
+                    then 'unsupported_schema_version|' || left(j.schema_version, 50)
+                when event_type not in ({types_sql})
+                    then 'unknown_event_type|' || left(event_type, 100)
+                when j.platform not in ({platforms_sql})
+                    then 'invalid_value|platform ' || left(j.platform, 50)
+                when (j.position_s is not null and position_s is null)
+                    or isnan(position_s) or position_s in (double('inf'), double('-inf'))
+                    then 'wrong_type|position_s is not a number'
+                when (j.duration_s is not null and duration_s is null)
+                    or isnan(duration_s) or duration_s in (double('inf'), double('-inf'))
+                    then 'wrong_type|duration_s is not a number'
+                when (j.from_position_s is not null and from_position_s is null)
+                    or isnan(from_position_s)
+                    or from_position_s in (double('inf'), double('-inf'))
+                    then 'wrong_type|from_position_s is not a number'
+                when event_type in ({player_sql}) and j.user_id is null
+                    then 'missing_field|user_id'
+                when event_type in ({player_sql}) and j.playback_id is null
+                    then 'missing_field|playback_id'
+                when event_type in ({player_sql}) and j.title_id is null
+                    then 'missing_field|title_id'
+                when event_type in ({player_sql}) and position_s is null
+                    then 'missing_field|position_s'
+                when event_type in ({player_sql}) and duration_s is null
+                    then 'missing_field|duration_s'
+                when event_type = 'seek' and from_position_s is null
+                    then 'missing_field|from_position_s'
+                when position_s < 0 or from_position_s < 0 or duration_s <= 0
+                    then 'invalid_value|negative position or non-positive duration'
+                when event_type in ({with_title_sql}) and j.title_id is null
+                    then 'missing_field|title_id'
+                when event_type in ({with_user_sql}) and j.user_id is null
+                    then 'missing_field|user_id'
+                when event_type = 'rating' and get_json_object(properties, '$.rating') is null
+                    then 'missing_field|properties.rating'
+                when event_type = 'rating'
+                     and coalesce(cast(get_json_object(properties, '$.rating') as int), 0)
+                         not between 1 and 5
+                    then 'invalid_value|rating outside 1..5'
+                when event_type = 'consent_update'
+                     and cast(get_json_object(properties, '$.marketing_opt_in') as boolean)
+                         is null
+                    then 'missing_field|properties.marketing_opt_in'
+                when occurred_at < timestamp '{MIN_EVENT_TIME}'
+                     or received_at < timestamp '{MIN_EVENT_TIME}'
+                    then 'timestamp_out_of_range|before {MIN_EVENT_TIME}'
+                when received_at > current_timestamp() + interval {MAX_CLOCK_AHEAD_HOURS} hours
+                    then 'timestamp_out_of_range|received_at in the future'
+                when occurred_at > received_at + interval {MAX_CLOCK_AHEAD_HOURS} hours
+                    then 'timestamp_out_of_range|occurred_at after received_at'
+            end as verdict
+        from typed
+    )
+    select file_path, landing_date, line_number, event_id, event_type,
+           j.schema_version as schema_version, occurred_at, received_at,
+           j.user_id as user_id, j.device_id as device_id, j.platform as platform,
+           j.app_version as app_version, j.country as country,
+           j.playback_id as playback_id, j.title_id as title_id,
+           position_s, duration_s, from_position_s, properties,
+           {_verdict_columns()}
+    from checked
+    """
+
+
+def _validated_titles_sql() -> str:
+    return f"""
+    with parsed as (
+        select *,
+            case when left(ltrim(line), 1) = '{{'
+                then from_json(line, '{_TITLE_TEXT}', {_JSON_OPTIONS}) end as j,
+            case when left(ltrim(line), 1) = '{{'
+                then from_json(line, '{_TITLE_TYPED}') end as n
+        from _spark_lines
+    ),
+    typed as (
+        select *,
+            n.duration_s as duration_s,
+            cast(j.season as int) as season,
+            cast(j.episode as int) as episode,
+            cast(j.release_year as int) as release_year,
+            cast(j.available_from as date) as available_from,
+            coalesce(cast(j.is_available as boolean), true) as is_available,
+            n.keywords as keywords
+        from parsed
+    ),
+    checked as (
+        select *,
+            case
+                {_reader_checks()}
+                when j.title_id is null then 'missing_field|title_id'
+                when j.name is null then 'missing_field|name'
+                when j.category is null then 'missing_field|category'
+                when j.kind is null then 'missing_field|kind'
+                when j.duration_s is null then 'missing_field|duration_s'
+                when duration_s is null or isnan(duration_s)
+                    or duration_s in (double('inf'), double('-inf'))
+                    then 'wrong_type|duration_s is not a number'
+                when duration_s <= 0 then 'invalid_value|duration_s not positive'
+                when j.kind not in ('movie', 'episode')
+                    then 'invalid_value|kind ' || left(j.kind, 50)
+                when j.kind = 'episode' and j.series_id is null
+                    then 'missing_field|series_id'
+                when j.available_from is not null and available_from is null
+                    then 'wrong_type|available_from is not a date'
+                when j.keywords is not null and keywords is null
+                    then 'wrong_type|keywords is not a list of strings'
+            end as verdict
+        from typed
+    )
+    select file_path, landing_date, line_number, j.title_id as title_id, j.name as name,
+           j.category as category, keywords, j.kind as kind, j.series_id as series_id,
+           season, episode, duration_s, release_year, available_from, is_available,
+           {_verdict_columns()}
+    from checked
+    """
+
+
+def _verdict_columns() -> str:
+    return """
+        split_part(verdict, '|', 1) as reason_code,
+        regexp_replace(verdict, '\\\\|', ': ') as reason,
+        case when verdict is not null then line end as raw_line
+    """
+
+
+def _load_kind(
+    spark: SparkSession,
+    kind: str,
+    batch: list[tuple[landing.LandingFile, str]],
+    report: LoadReport,
+    loaded_at: datetime,
+) -> None:
+    from pyspark.sql import functions as F
+
+    table, reject_table = _TABLES[kind]
+    _lines(spark, batch).createOrReplaceTempView("_spark_lines")
+    sql = _validated_events_sql() if kind == "events" else _validated_titles_sql()
+    validated = spark.sql(sql).withColumn("loaded_at", F.lit(loaded_at))
+    # Read once: the inserts, the rejects and the counts all come from it.
+    validated = validated.persist()
+    validated.createOrReplaceTempView("_spark_validated")
+    load_id = _hex(report.load_id)
+    try:
+        if kind == "events":
+            spark.sql(
+                f"""
+                insert into {RAW_SCHEMA}.events partition (load_id = '{load_id}')
+                select event_id, event_type, schema_version, occurred_at, received_at,
+                       user_id, device_id, platform, app_version, country, playback_id,
+                       title_id, position_s, duration_s, from_position_s, properties,
+                       landing_date, source_file, loaded_at
+                from (
+                    select v.*, v.file_path as source_file,
+                           row_number() over (
+                               partition by v.event_id order by v.received_at, v.file_path
+                           ) as copy_rank
+                    from _spark_validated as v
+                    left anti join {RAW_SCHEMA}.events as e on e.event_id = v.event_id
+                    where v.reason_code is null
+                ) as fresh
+                where copy_rank = 1
+                """
+            )
+        else:
+            spark.sql(
+                f"""
+                insert into {RAW_SCHEMA}.titles partition (load_id = '{load_id}')
+                select title_id, name, category, keywords, kind, series_id, season,
+                       episode, duration_s, release_year, available_from, is_available,
+                       landing_date as snapshot_date, file_path as source_file, loaded_at
+                from (
+                    select *, row_number() over (
+                        partition by file_path, title_id order by line_number
+                    ) as copy_rank
+                    from _spark_validated
+                    where reason_code is null
+                ) as fresh
+                where copy_rank = 1
+                """
+            )
+        spark.sql(
+            f"""
+            insert into {RAW_SCHEMA}.{reject_table} partition (load_id = '{load_id}')
+            select file_path, line_number, raw_line, reason_code, reason, landing_date,
+                   loaded_at as rejected_at
+            from _spark_validated
+            where reason_code is not null
+            """
+        )
+        counts = {
+            r.file_path: r
+            for r in spark.sql(
+                f"""
+                select lines.file_path, lines.lines_in, lines.rejected,
+                       coalesce(inserted.loaded, 0) as loaded
+                from (
+                    select file_path, count(*) as lines_in,
+                           count(reason_code) as rejected
+                    from _spark_validated group by file_path
+                ) as lines
+                left join (
+                    select source_file, count(*) as loaded
+                    from {RAW_SCHEMA}.{table} where load_id = '{load_id}'
+                    group by source_file
+                ) as inserted on lines.file_path = inserted.source_file
+                """
+            ).collect()
+        }
+        for reason, n in spark.sql(
+            "select reason_code, count(*) from _spark_validated "
+            "where reason_code is not null group by reason_code"
+        ).collect():
+            report.rejected_by_reason[reason] = report.rejected_by_reason.get(reason, 0) + n
+    finally:
+        validated.unpersist()
+    for f, sha in batch:
+        row = counts.get(str(f.path))
+        lines_in, rejected, loaded = (row.lines_in, row.rejected, row.loaded) if row else (0, 0, 0)
+        report.files.append(
+            FileResult(
+                str(f.path), f.kind, f.partition_date, "loaded",
+                lines_in=lines_in, loaded=loaded, rejected=rejected,
+                duplicates=lines_in - loaded - rejected, sha256=sha, size_bytes=f.size_bytes,
+            )
+        )
+
+
+def _write_manifest(spark: SparkSession, report: LoadReport, loaded_at: datetime) -> None:
+    """The commit of the load: its manifest rows, in one file."""
+    rows = [
+        (
+            report.load_id, r.path, r.kind, r.landing_date, r.size_bytes, r.sha256, r.status,
+            r.lines_in, r.loaded, r.duplicates, r.rejected, loaded_at,
+        )
+        for r in report.files
+        if r.status in ("loaded", "duplicate_file")
+    ]
+    if not rows:
+        return
+    schema = spark.table(f"{RAW_SCHEMA}.load_manifest").schema
+    spark.createDataFrame(rows, schema).coalesce(1).write.insertInto(f"{RAW_SCHEMA}.load_manifest")
+
+
+def reconciliation(spark: SparkSession) -> dict:
+    """Totals over the manifest, with the reconciliation recomputed from the tables."""
+    m = spark.sql(
+        f"""
+        select coalesce(sum(lines_in), 0) as lines_in, coalesce(sum(loaded), 0) as loaded,
+               coalesce(sum(duplicates), 0) as duplicates,
+               coalesce(sum(rejected), 0) as rejected,
+               count(case when status = 'loaded' then 1 end) as files
+        from {RAW_SCHEMA}.load_manifest where file_kind = 'events'
+        """
+    ).first()
+    events = spark.table(f"{RAW_SCHEMA}.events").count()
+    rejected = spark.table(f"{RAW_SCHEMA}.rejected_events").count()
+    return {
+        "event_files": m.files,
+        "lines_in": m.lines_in,
+        "events_loaded": m.loaded,
+        "duplicates": m.duplicates,
+        "rejected": m.rejected,
+        "events_in_table": events,
+        "rejected_in_table": rejected,
+        "reconciles": m.lines_in == m.loaded + m.duplicates + m.rejected
+        and events == m.loaded
+        and rejected == m.rejected,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ottp.spark_load [--landing DIR] [--day YYYY-MM-DD] [--json]``."""
+    import argparse
+    import json
+
+    from ottp.config import settings
+    from ottp.spark import session
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--landing", type=Path)
+    parser.add_argument("--day", type=date.fromisoformat)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    s = settings()
+    spark = session("ottp-spark-load", s)
+    report = load_landing(spark, args.landing or s.landing_dir, args.day)
+    print(json.dumps(report.to_dict(), default=str) if args.json else report.format_table())
+    return 0 if report.reconciles else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
