@@ -475,11 +475,16 @@ _CHILDREN = {
 
 
 def _c_dbt(args: list[str], target_path: str) -> dict:
-    """dbt in a small wrapper process, so its peak memory is measured like the others'."""
+    """dbt in a small wrapper process, so its peak memory is measured like the others'.
+
+    A failing dbt test does not stop the benchmark: the failed nodes are reported.
+    """
+    results = Path(target_path) / "run_results.json"
+    results.unlink(missing_ok=True)
     proc = subprocess.run(_dbt_command(args, Path(target_path)), env=dict(os.environ))
-    if proc.returncode != 0:
+    if proc.returncode != 0 and not results.exists():
         raise RuntimeError(f"dbt {' '.join(args)} exited with {proc.returncode}")
-    return {}
+    return {"returncode": proc.returncode}
 
 
 _CHILDREN["dbt"] = _c_dbt
@@ -609,6 +614,10 @@ def _dbt_stage(
     models = [r for r in nodes if r["unique_id"].startswith("model.")]
     tests = [r for r in nodes if r["unique_id"].startswith(("test.", "unit_test."))]
     by_time = sorted(nodes, key=lambda r: -r["execution_time"])
+    failed = [r["unique_id"] for r in nodes if r["status"] in ("error", "fail", "runtime error")]
+    if failed:
+        m["failed_nodes"] = failed
+        _log(f"{label}: dbt reported {len(failed)} failed nodes: {', '.join(failed[:5])}")
     m.update(
         {
             "dbt_elapsed_s": round(results["elapsed_time"], 3),
@@ -1182,6 +1191,8 @@ def format_table(report: dict) -> str:
                     f"{m.get('items', 0):>13,}  {m.get('unit', ''):<16}{m.get('per_s', 0):>12,.0f}"
                     f"{m['peak_rss_mib']:>10,.0f}{m['load_avg'][0]:>6.1f}"
                 )
+                if m.get("failed_nodes"):
+                    lines.append(f"    dbt failed: {', '.join(m['failed_nodes'])}")
         s = r["summary"]
         lines.append(
             f"  end to end (landing -> CRM): {s['end_to_end_s']:.1f} s wall, "
@@ -1254,7 +1265,8 @@ def run(args: argparse.Namespace) -> int:
     runs = sorted(report["runs"], key=lambda r: r["events"])
     if len(runs) >= 2:
         a, b = runs[0], runs[-1]
-        factor = b["events"] / a["events"]
+        # The simulator hits the asked size within ~10 %: grow by the lines it wrote.
+        factor = b["stages"]["load"]["items"] / a["stages"]["load"]["items"]
         ratio = round(b["summary"]["end_to_end_s"] / a["summary"]["end_to_end_s"], 3)
         limit = TARGETS["growth_10x"] * factor / 10
         report["growth"] = {
