@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 import uuid
 import zlib
@@ -33,7 +34,14 @@ EVENT_TYPES = {
     "navigation": ("page_view", "rail_impression", "title_click", "search"),
     "player": ("play_start", "heartbeat", "pause", "resume", "seek", "complete", "stop"),
     "interest": ("like", "dislike", "rating", "add_to_watchlist", "share"),
-    "account": ("signup", "subscribe", "cancel", "reactivate", "consent_update", "deletion_request"),
+    "account": (
+        "signup",
+        "subscribe",
+        "cancel",
+        "reactivate",
+        "consent_update",
+        "deletion_request",
+    ),
     "survey": ("survey_response",),
 }
 ALL_EVENT_TYPES = tuple(t for family in EVENT_TYPES.values() for t in family)
@@ -65,22 +73,79 @@ MIN_EVENT_TIME = "2000-01-01"
 # (DuckDB allows one writing process) before it gives up with WarehouseBusy.
 LOCK_WAIT_S = 300.0
 
-# Every field is read as text (numbers keep their digits) or raw JSON (to check
-# its JSON type), so a wrong type is told apart from a missing field.
-_EVENT_STRUCT = (
-    '{"event_id":"VARCHAR","event_type":"VARCHAR","schema_version":"VARCHAR",'
-    '"occurred_at":"VARCHAR","received_at":"VARCHAR","user_id":"VARCHAR",'
-    '"device_id":"VARCHAR","platform":"VARCHAR","app_version":"VARCHAR",'
-    '"country":"VARCHAR","playback_id":"VARCHAR","title_id":"VARCHAR",'
-    '"position_s":"JSON","duration_s":"JSON","from_position_s":"JSON",'
-    '"properties":"JSON"}'
+# Every field is read as raw JSON, so a wrong type is told apart from a missing
+# field: strings are unwrapped only when they are JSON strings (a number or an
+# object where text belongs is a wrong type, not its JSON text).
+_EVENT_STRINGS = (
+    "event_id",
+    "event_type",
+    "schema_version",
+    "occurred_at",
+    "received_at",
+    "user_id",
+    "device_id",
+    "platform",
+    "app_version",
+    "country",
+    "playback_id",
+    "title_id",
 )
-_TITLE_STRUCT = (
-    '{"title_id":"VARCHAR","name":"VARCHAR","category":"VARCHAR","keywords":"JSON",'
-    '"kind":"VARCHAR","series_id":"VARCHAR","season":"JSON","episode":"JSON",'
-    '"duration_s":"JSON","release_year":"JSON","available_from":"VARCHAR",'
-    '"is_available":"JSON"}'
-)
+_EVENT_JSON = ("position_s", "duration_s", "from_position_s", "properties")
+_TITLE_STRINGS = ("title_id", "name", "category", "kind", "series_id", "available_from")
+_TITLE_JSON = ("keywords", "season", "episode", "duration_s", "release_year", "is_available")
+
+
+def _struct(fields: Sequence[str]) -> str:
+    return "{" + ",".join(f'"{f}":"JSON"' for f in fields) + "}"
+
+
+_EVENT_STRUCT = _struct(_EVENT_STRINGS + _EVENT_JSON)
+_TITLE_STRUCT = _struct(_TITLE_STRINGS + _TITLE_JSON)
+# An escaped NUL (\u0000) preceded by an even number of backslashes: neither
+# PostgreSQL text nor jsonb can hold it, so it never enters the warehouse.
+_ESCAPED_NUL = r"(^|[^\\])(\\\\)*\\u0000"
+# JSON string literals, removed before looking for NaN and Infinity outside them.
+_JSON_STRING = r'"(?:[^"\\]|\\.)*"'
+
+
+def _parsed_lines(struct: str, strings: Sequence[str], json_fields: Sequence[str]) -> str:
+    """CTEs ``raw_parsed`` and ``parsed``: one JSON parse per line, strings unwrapped.
+
+    ``j`` is null for a line that is not a JSON object; ``not_a_string`` names the
+    first text field holding another JSON type; ``bad_json`` flags NaN, Infinity
+    (DuckDB's parser accepts them, JSON and PostgreSQL do not) and escaped NULs.
+    """
+    unwrap = ", ".join(
+        f"{f} := case when left(t.{f}::varchar, 1) = '\"' then t.{f}->>'$' end" for f in strings
+    )
+    keep = ", ".join(f"{f} := t.{f}" for f in json_fields)
+    wrong = " ".join(f"when left(t.{f}::varchar, 1) <> '\"' then '{f}'" for f in strings)
+    return f"""
+        , raw_parsed as (
+            select file_path, line,
+                   case when line is not null and left(ltrim(line), 1) = '{{'
+                        then try(json_transform(line, '{struct}')) end as t
+            from lines
+        ),
+        parsed as (
+            select file_path, line,
+                   case when t is not null then struct_pack({unwrap}, {keep}) end as j,
+                   case when t is not null then case {wrong} end end as not_a_string,
+                   case
+                       when t is null then null
+                       when contains(line, 'NaN') or contains(line, 'Infinity') then
+                           regexp_matches(
+                               regexp_replace(line, '{_JSON_STRING}', '""', 'g'),
+                               'NaN|Infinity'
+                           )
+                       else false
+                   end as has_non_finite,
+                   t is not null and contains(line, '\\u0000')
+                       and regexp_matches(line, '{_ESCAPED_NUL}') as has_nul
+            from raw_parsed
+        )
+    """
+
 
 RAW_DDL = f"""
 create schema if not exists {RAW_SCHEMA};
@@ -344,10 +409,16 @@ def load_files(
     started = time.perf_counter()
     report = LoadReport(load_id=uuid.uuid4().hex)
     con = connect(warehouse_path, wait_s=lock_wait_s)
+    scratch = tempfile.TemporaryDirectory(prefix="ottp-load-")
     try:
         ensure_raw_schema(con)
         pending = _skip_known_files(con, files, report)
-        pending = _drop_corrupt_files(pending, report)
+        pending, with_cr = _drop_corrupt_files(pending, report)
+        # What the reader reads instead of a file that holds a CR.
+        read_paths = {}
+        for i, path in enumerate(sorted(with_cr)):
+            read_paths[path] = str(Path(scratch.name) / f"{i}.ndjson.gz")
+            _without_cr(Path(path), Path(read_paths[path]))
         loaded_at = datetime.now(UTC).replace(tzinfo=None)
         _commit(con, lambda: _write_manifest(con, report.files, report.load_id, loaded_at))
         for kind in landing.FILE_KINDS:
@@ -355,7 +426,7 @@ def load_files(
                 # Reading and validating fill temp tables only, outside the
                 # transaction: a file that cannot be read must not abort it.
                 before = len(report.files)
-                readable = _stage(con, kind, chunk, report)
+                readable = _stage(con, kind, chunk, report, read_paths)
 
                 def write(kind=kind, readable=readable, before=before) -> None:
                     _write(con, kind, readable, report, loaded_at)
@@ -372,6 +443,7 @@ def load_files(
                 )
     finally:
         con.close()
+        scratch.cleanup()
     report.seconds = time.perf_counter() - started
     return report
 
@@ -427,8 +499,14 @@ def _skip_known_files(
                 status, lines = "duplicate_file", old_lines
             report.files.append(
                 FileResult(
-                    str(f.path), f.kind, f.partition_date, status,
-                    lines_in=lines, duplicates=lines, sha256=sha, size_bytes=f.size_bytes,
+                    str(f.path),
+                    f.kind,
+                    f.partition_date,
+                    status,
+                    lines_in=lines,
+                    duplicates=lines,
+                    sha256=sha,
+                    size_bytes=f.size_bytes,
                 )
             )
             continue
@@ -444,24 +522,28 @@ _ZLIB_MEANING = {
 }
 
 
-def gzip_problem(path: Path, chunk_size: int = 1 << 20) -> str | None:
-    """Why a gzip file is corrupt (bad CRC or length, truncated, not gzip), or None.
+def inspect_file(path: Path, chunk_size: int = 1 << 20) -> tuple[str | None, bool]:
+    """(why the file is corrupt or None, whether it holds a carriage return).
 
     DuckDB's gzip reader checks neither the CRC nor the length of a member, so a
     flipped bit would reach the warehouse as a wrong value; zlib checks both.
-    Multi-member files (concatenated gzip) are valid.
+    Multi-member files (concatenated gzip) are valid. DuckDB's CSV reader
+    refuses a whole file for one CR byte, hence the second answer.
     """
-    if not str(path).endswith(".gz"):
-        return None
-    inflate, started, empty = zlib.decompressobj(wbits=31), False, True
+    gz = str(path).endswith(".gz")
+    inflate, started, empty, has_cr = zlib.decompressobj(wbits=31), False, True, False
     try:
         with open(path, "rb") as handle:
             while chunk := handle.read(chunk_size):
                 empty = False
+                if not gz:
+                    has_cr = has_cr or b"\r" in chunk
+                    continue
                 data = chunk
                 while data:
                     started = True
-                    inflate.decompress(data, 1 << 24)  # output discarded, memory bounded
+                    out = inflate.decompress(data, 1 << 24)  # memory bounded
+                    has_cr = has_cr or b"\r" in out
                     data = inflate.unconsumed_tail
                     if inflate.eof:
                         # A member ended; another may follow in the same file.
@@ -470,38 +552,75 @@ def gzip_problem(path: Path, chunk_size: int = 1 << 20) -> str | None:
     except zlib.error as e:
         # "Error -3 while decompressing data: incorrect data check" -> the reason
         detail = str(e).split(": ", 1)[-1]
-        return f"corrupt gzip: {detail}{_ZLIB_MEANING.get(detail, '')}"
+        return f"corrupt gzip: {detail}{_ZLIB_MEANING.get(detail, '')}", False
     except OSError as e:
-        return f"unreadable file: {e}"
+        return f"unreadable file: {e}", False
+    if not gz:
+        return None, has_cr
     if empty:
-        return "corrupt gzip: empty file"
+        return "corrupt gzip: empty file", False
     if started:
-        return "corrupt gzip: truncated (unexpected end of stream)"
-    return None
+        return "corrupt gzip: truncated (unexpected end of stream)", False
+    return None, has_cr
+
+
+def gzip_problem(path: Path) -> str | None:
+    """Why a landing file is corrupt (bad CRC or length, truncated, not gzip), or None."""
+    return inspect_file(path)[0]
+
+
+def _without_cr(path: Path, out: Path) -> None:
+    """A gzip copy of ``path`` whose CRLF line ends are LF and whose other CRs are 0x1F.
+
+    NDJSON allows CRLF; a CR inside a line is not JSON whitespace the reader can
+    keep, so it becomes the reader's delimiter and the line is rejected with a reason.
+    """
+    import gzip
+
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as src, gzip.open(out, "wb", compresslevel=1) as dst:
+        carry = b""
+        while chunk := src.read(1 << 22):
+            chunk = carry + chunk
+            carry = b"\r" if chunk.endswith(b"\r") else b""
+            chunk = chunk[:-1] if carry else chunk
+            dst.write(chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\x1f"))
+        if carry:
+            dst.write(b"\x1f")
 
 
 def _drop_corrupt_files(
     pending: list[tuple[landing.LandingFile, str]], report: LoadReport
-) -> list[tuple[landing.LandingFile, str]]:
-    """Check every pending gzip file in parallel (zlib releases the GIL); keep the sound ones."""
+) -> tuple[list[tuple[landing.LandingFile, str]], set[str]]:
+    """Check every pending file in parallel (zlib releases the GIL).
+
+    Returns the sound files and the paths of those that hold a CR.
+    """
     if not pending:
-        return pending
+        return pending, set()
     workers = max(1, min(len(pending), os.cpu_count() or 1, 8))
     with ThreadPoolExecutor(workers) as pool:
-        problems = list(pool.map(lambda item: gzip_problem(item[0].path), pending))
-    sound = []
-    for (f, sha), problem in zip(pending, problems, strict=True):
+        checks = list(pool.map(lambda item: inspect_file(item[0].path), pending))
+    sound, with_cr = [], set()
+    for (f, sha), (problem, has_cr) in zip(pending, checks, strict=True):
         if problem is None:
             sound.append((f, sha))
+            if has_cr:
+                with_cr.add(str(f.path))
             continue
         logger.warning("rejected landing file %s: %s", f.path, problem)
         report.files.append(
             FileResult(
-                str(f.path), f.kind, f.partition_date, "unreadable",
-                error=problem, sha256=sha, size_bytes=f.size_bytes,
+                str(f.path),
+                f.kind,
+                f.partition_date,
+                "unreadable",
+                error=problem,
+                sha256=sha,
+                size_bytes=f.size_bytes,
             )
         )
-    return sound
+    return sound, with_cr
 
 
 def _reader(paths_param: str = "$paths") -> str:
@@ -520,35 +639,59 @@ def _stage(
     kind: str,
     chunk: list[tuple[landing.LandingFile, str]],
     report: LoadReport,
+    read_paths: dict[str, str] | None = None,
 ) -> list[tuple[landing.LandingFile, str]]:
     """Parse and validate a chunk into ``_validated`` and ``_line_rejects``.
 
     A file that cannot be read at all (corrupt gzip) is reported unreadable and
     left out of the manifest, so a fixed re-delivery is picked up later.
     """
+    read_paths = read_paths or {}
     validate = _validate_events if kind == "events" else _validate_titles
+
+    def run(files: list[tuple[landing.LandingFile, str]]) -> None:
+        _set_batch_files(con, files)
+        validate(con, [read_paths.get(str(f.path), str(f.path)) for f, _ in files])
+        _restore_paths(con, {r: p for p, r in read_paths.items()})
+
     try:
-        _set_batch_files(con, chunk)
-        validate(con, [str(f.path) for f, _ in chunk])
+        run(chunk)
         return chunk
     except duckdb.Error:
         pass
     readable = []
     for f, sha in chunk:
         try:
-            con.execute(f"select count(*) from {_reader()}", {"paths": [str(f.path)]})
+            path = read_paths.get(str(f.path), str(f.path))
+            con.execute(f"select count(*) from {_reader()}", {"paths": [path]})
             readable.append((f, sha))
         except duckdb.Error as exc:
             report.files.append(
                 FileResult(
-                    str(f.path), f.kind, f.partition_date, "unreadable",
+                    str(f.path),
+                    f.kind,
+                    f.partition_date,
+                    "unreadable",
                     error=str(exc).splitlines()[0][:500],
-                    sha256=sha, size_bytes=f.size_bytes,
+                    sha256=sha,
+                    size_bytes=f.size_bytes,
                 )
             )
-    _set_batch_files(con, readable)
-    validate(con, [str(f.path) for f, _ in readable])
+    run(readable)
     return readable
+
+
+def _restore_paths(con: duckdb.DuckDBPyConnection, originals: dict[str, str]) -> None:
+    """Name the landing file, not the CR-free copy the reader read, in staged rows."""
+    if not originals:
+        return
+    con.execute("create or replace temp table _read_paths (read_path varchar, file_path varchar)")
+    con.executemany("insert into _read_paths values (?, ?)", list(originals.items()))
+    for table in ("_validated", "_line_rejects"):
+        con.execute(
+            f"update {table} set file_path = r.file_path from _read_paths as r "
+            f"where {table}.file_path = r.read_path"
+        )
 
 
 def _set_batch_files(
@@ -558,6 +701,8 @@ def _set_batch_files(
         "create or replace temp table _batch_files "
         "(file_path varchar, landing_date date, sha256 varchar)"
     )
+    if not chunk:
+        return  # every file of the chunk was unreadable
     con.executemany(
         "insert into _batch_files values (?, ?, ?)",
         [(str(f.path), f.partition_date, sha) for f, sha in chunk],
@@ -582,6 +727,10 @@ def _create_validated(con: duckdb.DuckDBPyConnection, paths: list[str], select_s
             create or replace temp table _line_rejects as
             select s.file_path, e.line, e.error_type, e.csv_line
             from _reader_errors e join _reader_scans s using (scan_id, file_id)
+            -- the reader reports a line once per surplus delimiter: count it once
+            qualify row_number() over (
+                partition by s.file_path, e.line order by e.error_type
+            ) = 1
             """
         )
     else:
@@ -610,6 +759,8 @@ def _write(
                case e.error_type when 'INVALID ENCODING' then 'invalid_encoding: not UTF-8'
                                  when 'LINE SIZE OVER MAXIMUM' then 'line_too_long: over '
                                       || {MAX_LINE_BYTES} || ' bytes'
+                                 when 'TOO MANY COLUMNS' then 'invalid_json: a raw control '
+                                      || 'character (CR or 0x1F) inside the line'
                                  else 'invalid_json: ' || e.error_type end,
                p.landing_date, $load_id, $loaded_at
         from _line_rejects e join _batch_files p using (file_path)
@@ -677,9 +828,16 @@ def _count_files(
         lines_in, loaded, valid, rejected = counts[str(f.path)]
         report.files.append(
             FileResult(
-                str(f.path), kind, f.partition_date, "loaded",
-                lines_in=lines_in, loaded=loaded, duplicates=valid - loaded, rejected=rejected,
-                sha256=sha, size_bytes=f.size_bytes,
+                str(f.path),
+                kind,
+                f.partition_date,
+                "loaded",
+                lines_in=lines_in,
+                loaded=loaded,
+                duplicates=valid - loaded,
+                rejected=rejected,
+                sha256=sha,
+                size_bytes=f.size_bytes,
             )
         )
     for reason, n in con.execute(
@@ -724,21 +882,16 @@ def _validate_events(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
         con,
         paths,
         f"""
-        , parsed as (
-            select file_path, line,
-                   case when line is not null and left(ltrim(line), 1) = '{{'
-                        then try(json_transform(line, '{_EVENT_STRUCT}')) end as j
-            from lines
-        ),
+        {_parsed_lines(_EVENT_STRUCT, _EVENT_STRINGS, _EVENT_JSON)},
         typed as (
-            select file_path, line, j,
+            select file_path, line, j, not_a_string, has_non_finite, has_nul,
                    try_cast(j.event_id as uuid) as event_id,
                    j.event_type as event_type,
                    try_cast(j.occurred_at as timestamptz) at time zone 'UTC' as occurred_at,
                    try_cast(j.received_at as timestamptz) at time zone 'UTC' as received_at,
-                   {_json_number('j.position_s')} as position_s,
-                   {_json_number('j.duration_s')} as duration_s,
-                   {_json_number('j.from_position_s')} as from_position_s,
+                   {_json_number("j.position_s")} as position_s,
+                   {_json_number("j.duration_s")} as duration_s,
+                   {_json_number("j.from_position_s")} as from_position_s,
                    case when left(j.properties::varchar, 1) = '{{' then j.properties end
                        as properties,
                    j.properties is not null and left(j.properties::varchar, 1) <> '{{'
@@ -752,6 +905,10 @@ def _validate_events(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
                     when j is null and left(ltrim(line), 1) <> '{{' and json_valid(line)
                         then 'not_an_object|not a JSON object'
                     when j is null then 'invalid_json|unparsable JSON'
+                    when has_non_finite then 'invalid_json|NaN or Infinity is not JSON'
+                    when has_nul then 'invalid_value|NUL character (\\u0000) in a string'
+                    when not_a_string is not null
+                        then 'wrong_type|' || not_a_string || ' is not a string'
                     when j.event_id is null then 'missing_field|event_id'
                     when j.event_type is null then 'missing_field|event_type'
                     when j.schema_version is null then 'missing_field|schema_version'
@@ -764,11 +921,11 @@ def _validate_events(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
                     when received_at is null then 'wrong_type|received_at is not a timestamp'
                     when properties_not_object then 'wrong_type|properties is not an object'
                     when not regexp_full_match(j.schema_version, '1\\.[0-9]+')
-                        then 'unsupported_schema_version|' || left(j.schema_version, 50)
+                        then 'unsupported_schema_version|' || to_json(left(j.schema_version, 50))
                     when event_type not in ({types_sql})
-                        then 'unknown_event_type|' || left(event_type, 100)
+                        then 'unknown_event_type|' || to_json(left(event_type, 100))
                     when j.platform not in ({platforms_sql})
-                        then 'invalid_value|platform ' || left(j.platform, 50)
+                        then 'invalid_value|platform ' || to_json(left(j.platform, 50))
                     when isnan(position_s) or isinf(position_s)
                         then 'wrong_type|position_s is not a number'
                     when isnan(duration_s) or isinf(duration_s)
@@ -853,15 +1010,10 @@ def _validate_titles(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
         con,
         paths,
         f"""
-        , parsed as (
-            select file_path, line,
-                   case when line is not null and left(ltrim(line), 1) = '{{'
-                        then try(json_transform(line, '{_TITLE_STRUCT}')) end as j
-            from lines
-        ),
+        {_parsed_lines(_TITLE_STRUCT, _TITLE_STRINGS, _TITLE_JSON)},
         typed as (
             select *,
-                   {_json_number('j.duration_s')} as duration_s,
+                   {_json_number("j.duration_s")} as duration_s,
                    try_cast(j.season::varchar as integer) as season,
                    try_cast(j.episode::varchar as integer) as episode,
                    try_cast(j.release_year::varchar as integer) as release_year,
@@ -877,6 +1029,10 @@ def _validate_titles(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
                     when j is null and left(ltrim(line), 1) <> '{{' and json_valid(line)
                         then 'not_an_object|not a JSON object'
                     when j is null then 'invalid_json|unparsable JSON'
+                    when has_non_finite then 'invalid_json|NaN or Infinity is not JSON'
+                    when has_nul then 'invalid_value|NUL character (\\u0000) in a string'
+                    when not_a_string is not null
+                        then 'wrong_type|' || not_a_string || ' is not a string'
                     when j.title_id is null then 'missing_field|title_id'
                     when j.name is null then 'missing_field|name'
                     when j.category is null then 'missing_field|category'
@@ -886,7 +1042,7 @@ def _validate_titles(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
                         then 'wrong_type|duration_s is not a number'
                     when duration_s <= 0 then 'invalid_value|duration_s not positive'
                     when j.kind not in ('movie', 'episode')
-                        then 'invalid_value|kind ' || left(j.kind, 50)
+                        then 'invalid_value|kind ' || to_json(left(j.kind, 50))
                     when j.kind = 'episode' and j.series_id is null
                         then 'missing_field|series_id'
                     when j.available_from is not null and available_from is null
@@ -936,8 +1092,18 @@ def _write_manifest(
     # before have their row already.
     rows = [
         (
-            load_id, r.path, r.kind, r.landing_date, r.size_bytes, r.sha256, r.status,
-            r.lines_in, r.loaded, r.duplicates, r.rejected, loaded_at,
+            load_id,
+            r.path,
+            r.kind,
+            r.landing_date,
+            r.size_bytes,
+            r.sha256,
+            r.status,
+            r.lines_in,
+            r.loaded,
+            r.duplicates,
+            r.rejected,
+            loaded_at,
         )
         for r in results
         if r.status in ("loaded", "duplicate_file")
@@ -949,8 +1115,16 @@ def _write_manifest(
         )
     # An unreadable file is recorded once per content with its reason.
     rejected = [
-        (r.path, r.kind, r.landing_date, r.size_bytes, r.sha256, r.error or "unreadable",
-         load_id, loaded_at)
+        (
+            r.path,
+            r.kind,
+            r.landing_date,
+            r.size_bytes,
+            r.sha256,
+            r.error or "unreadable",
+            load_id,
+            loaded_at,
+        )
         for r in results
         if r.status == "unreadable"
     ]
