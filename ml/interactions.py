@@ -18,8 +18,9 @@ with every play counted alike (the `VARIANTS`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 import duckdb
 import numpy as np
@@ -244,14 +245,53 @@ def _params(weights: Weights, start_at: datetime | None, end_at: datetime) -> di
     }
 
 
+# The same statements in Spark SQL: named parameters, and Spark's spelling of
+# the two DuckDB-only constructs they use.
+_SPARK_SPELLING = {
+    "date_diff('second', last_interaction_at, $end_at)": (
+        "timestampdiff(SECOND, last_interaction_at, $end_at)"
+    ),
+    "anti join disliked": "left anti join disliked",
+}
+
+
+def spark_sql(sql: str) -> str:
+    """A statement of this module in Spark SQL ($name parameters become :name)."""
+    for duckdb_spelling, spark_spelling in _SPARK_SPELLING.items():
+        sql = sql.replace(duckdb_spelling, spark_spelling)
+    return re.sub(r"\$([a-z_]+)", r":\1", sql)
+
+
+def _run(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> pa.Table:
+    """Run on the engine that holds the marts: DuckDB, or Spark for a Spark-backed con."""
+    from ml.warehouse import spark_session_of
+
+    spark = spark_session_of(con)
+    if spark is None:
+        return con.sql(sql, params=params).to_arrow_table()
+    # Spark reads naive datetimes in the Python process's zone: pass UTC instants.
+    args = {
+        k: v.replace(tzinfo=UTC) if isinstance(v, datetime) and v.tzinfo is None else v
+        for k, v in params.items()
+    }
+    table = spark.sql(spark_sql(sql), args=args).toArrow()
+    for i, f in enumerate(table.schema):
+        if pa.types.is_timestamp(f.type) and f.type.tz is not None:
+            table = table.set_column(i, f.name, table.column(i).cast(pa.timestamp(f.type.unit)))
+    return table
+
+
 def interactions(
     con: duckdb.DuckDBPyConnection,
     end_at: datetime,
     start_at: datetime | None = None,
     weights: Weights = GRADED,
 ) -> pa.Table:
-    """One row per user × title with evidence in [start_at, end_at), and its value."""
-    return con.sql(INTERACTIONS_SQL, params=_params(weights, start_at, end_at)).to_arrow_table()
+    """One row per user × title with evidence in [start_at, end_at), and its value.
+
+    On a Spark-backed connection (ml.warehouse.connect_spark) Spark computes it.
+    """
+    return _run(con, INTERACTIONS_SQL, _params(weights, start_at, end_at))
 
 
 def heldout(
@@ -262,7 +302,7 @@ def heldout(
 ) -> pa.Table:
     """Relevant pairs of a held-out window: watched past abandon_pct, not disliked."""
     params = {"start_at": start_at, "end_at": end_at, "abandon_pct": abandon_pct}
-    return con.sql(HELDOUT_SQL, params=params).to_arrow_table()
+    return _run(con, HELDOUT_SQL, params)
 
 
 def catalog(con: duckdb.DuckDBPyConnection) -> pa.Table:

@@ -1,9 +1,13 @@
-"""Reading the marts' reference time and writing the `ml` schema, in one transaction."""
+"""Reading the marts' reference time and writing the `ml` schema, in one transaction.
+
+The marts may live in DuckDB (the warehouse file) or on Spark (connect_spark).
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from contextlib import contextmanager
 from datetime import datetime
 
 import duckdb
@@ -61,6 +65,10 @@ def write_tables(
     except BaseException:
         con.execute("rollback")
         raise
+    spark = spark_session_of(con)
+    if spark is not None:
+        # Spark has no transaction over several tables: each is replaced whole.
+        _write_spark(spark, con, list(tables))
     return counts
 
 
@@ -73,3 +81,106 @@ def table_exists(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool
             {"schema": schema, "name": name},
         )
     )
+
+
+# --------------------------------------------------------------------------- Spark
+#
+# When the marts live on Spark, the recommender runs against a Spark-backed
+# connection: an in-process DuckDB holding, in columns (Arrow), the marts and
+# ml tables the recommender reads, so its SQL and numpy code run unchanged.
+# The interactions, the aggregate over every play, are computed by Spark
+# itself (ml.interactions); write_tables replaces the tables on Spark too.
+
+SPARK_INPUTS = (
+    "marts.plays",
+    "marts.sessions",
+    "marts.titles",
+    "marts.title_engagement",
+    "marts.user_title_interests",
+    "marts.users",
+    "marts.user_lifecycle",
+    "marts.user_segments",
+    "marts.user_category_affinity",
+    "marts.user_category_segments",
+    "marts.continue_watching",
+    "marts.next_episodes",
+    "staging.stg_navigation_events",
+)
+# id(connection) -> the Spark session it mirrors
+_SPARK_BACKED: dict[int, object] = {}
+
+
+def spark_session_of(con: duckdb.DuckDBPyConnection):
+    """The Spark session a Spark-backed connection reads from, or None (plain DuckDB)."""
+    return _SPARK_BACKED.get(id(con))
+
+
+def _naive_utc(table: pa.Table) -> pa.Table:
+    """Spark hands timestamps over as UTC instants; the recommender keeps naive UTC."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_timestamp(f.type) and f.type.tz is not None:
+            naive = table.column(i).cast(pa.timestamp(f.type.unit, tz="UTC")).cast(
+                pa.timestamp(f.type.unit)
+            )
+            table = table.set_column(i, f.name, naive)
+    return table
+
+
+def _utc_instants(table: pa.Table) -> pa.Table:
+    """Naive UTC timestamps as instants, so Spark stores them as its TIMESTAMP type."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_timestamp(f.type) and f.type.tz is None:
+            table = table.set_column(
+                i, f.name, table.column(i).cast(pa.timestamp(f.type.unit, tz="UTC"))
+            )
+    return table
+
+
+def connect_spark(spark, inputs: tuple[str, ...] = SPARK_INPUTS) -> duckdb.DuckDBPyConnection:
+    """A Spark-backed connection: the given Spark tables and every `ml` table, copied in.
+
+    Close it with close_spark (or use spark_warehouse).
+    """
+    con = duckdb.connect()
+    con.execute("set TimeZone = 'UTC'")
+    names = [n for n in inputs if spark.catalog.tableExists(n)]
+    if spark.catalog.databaseExists(SCHEMA):
+        names += [f"{SCHEMA}.{t.name}" for t in spark.catalog.listTables(SCHEMA)]
+    for qualified in names:
+        schema, name = qualified.split(".")
+        if not (_NAME.match(schema) and _NAME.match(name)):
+            raise ValueError(f"invalid table name {qualified!r}")
+        table = _naive_utc(spark.table(qualified).toArrow())
+        con.execute(f"create schema if not exists {schema}")
+        view = f"_spark_{schema}_{name}"
+        con.register(view, table)
+        try:
+            con.execute(f"create table {schema}.{name} as select * from {view}")
+        finally:
+            con.unregister(view)
+    _SPARK_BACKED[id(con)] = spark
+    return con
+
+
+def close_spark(con: duckdb.DuckDBPyConnection) -> None:
+    _SPARK_BACKED.pop(id(con), None)
+    con.close()
+
+
+def _write_spark(spark, con: duckdb.DuckDBPyConnection, names) -> None:
+    """Replace `ml.<name>` on Spark with what write_tables just committed locally."""
+    spark.sql(f"create database if not exists {SCHEMA}")
+    for name in names:
+        table = _utc_instants(con.table(f"{SCHEMA}.{name}").to_arrow_table())
+        frame = spark.createDataFrame(table)
+        frame.write.mode("overwrite").format("parquet").saveAsTable(f"{SCHEMA}.{name}")
+
+
+@contextmanager
+def spark_warehouse(spark, inputs: tuple[str, ...] = SPARK_INPUTS):
+    """A Spark-backed connection for the duration of a block."""
+    con = connect_spark(spark, inputs)
+    try:
+        yield con
+    finally:
+        close_spark(con)

@@ -35,6 +35,7 @@ def spark_conf(s: Settings | None = None) -> dict[str, str]:
     return {
         "spark.master": env("OTTP_SPARK_MASTER", "local[2]"),
         "spark.sql.session.timeZone": "UTC",
+        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
         "spark.sql.shuffle.partitions": env("OTTP_SPARK_SHUFFLE_PARTITIONS", "4"),
         "spark.driver.memory": env("OTTP_SPARK_DRIVER_MEMORY", "2g"),
         "spark.ui.enabled": "false",

@@ -134,44 +134,44 @@
 {#- A timestamp moved by a number of days or seconds. Spark's dbt.dateadd goes
     through whole Unix seconds (sub-second digits lost) and fails on a null
     input (assert_not_null); timestampadd keeps microseconds and nulls. -#}
-{% macro dateadd(datepart, interval, from_timestamp) -%}
-    {{ return(adapter.dispatch('dateadd', 'ottp')(datepart, interval, from_timestamp)) }}
+{% macro shift_timestamp(datepart, interval, from_timestamp) -%}
+    {{ return(adapter.dispatch('shift_timestamp', 'ottp')(datepart, interval, from_timestamp)) }}
 {%- endmacro %}
 
-{% macro default__dateadd(datepart, interval, from_timestamp) -%}
+{% macro default__shift_timestamp(datepart, interval, from_timestamp) -%}
     {{ dbt.dateadd(datepart, interval, from_timestamp) }}
 {%- endmacro %}
 
-{% macro spark__dateadd(datepart, interval, from_timestamp) -%}
+{% macro spark__shift_timestamp(datepart, interval, from_timestamp) -%}
     timestampadd({{ datepart | upper }}, {{ interval }}, {{ from_timestamp }})
 {%- endmacro %}
 
 {#- Whole days from one timestamp's date to another's (date boundaries
     crossed); null when either is null. Spark's dbt.datediff raises on null. -#}
-{% macro datediff_days(first_timestamp, second_timestamp) -%}
-    {{ return(adapter.dispatch('datediff_days', 'ottp')(first_timestamp, second_timestamp)) }}
+{% macro days_between(first_timestamp, second_timestamp) -%}
+    {{ return(adapter.dispatch('days_between', 'ottp')(first_timestamp, second_timestamp)) }}
 {%- endmacro %}
 
-{% macro default__datediff_days(first_timestamp, second_timestamp) -%}
+{% macro default__days_between(first_timestamp, second_timestamp) -%}
     {{ dbt.datediff(first_timestamp, second_timestamp, 'day') }}
 {%- endmacro %}
 
-{% macro spark__datediff_days(first_timestamp, second_timestamp) -%}
+{% macro spark__days_between(first_timestamp, second_timestamp) -%}
     datediff(cast({{ second_timestamp }} as date), cast({{ first_timestamp }} as date))
 {%- endmacro %}
 
 {#- Aggregate: the non-null values joined with a delimiter in the given order
     (order_by: a list of expressions); null when there are none. Spark's
     dbt.listagg ignores the order and returns '' for no values. -#}
-{% macro listagg(measure, delimiter_text, order_by) -%}
-    {{ return(adapter.dispatch('listagg', 'ottp')(measure, delimiter_text, order_by)) }}
+{% macro ordered_listagg(measure, delimiter_text, order_by) -%}
+    {{ return(adapter.dispatch('ordered_listagg', 'ottp')(measure, delimiter_text, order_by)) }}
 {%- endmacro %}
 
-{% macro default__listagg(measure, delimiter_text, order_by) -%}
+{% macro default__ordered_listagg(measure, delimiter_text, order_by) -%}
     {{ dbt.listagg(measure, delimiter_text, 'order by ' ~ (order_by | join(', '))) }}
 {%- endmacro %}
 
-{% macro spark__listagg(measure, delimiter_text, order_by) -%}
+{% macro spark__ordered_listagg(measure, delimiter_text, order_by) -%}
     nullif(
         array_join(
             transform(

@@ -5,24 +5,35 @@
     then replaces the old one. It costs a pass over the table; rows and keys
     come out exactly as delete+insert leaves them on DuckDB and PostgreSQL.
     These override dbt-spark's two macros of the same name (the root project
-    wins) and hand every other strategy back to them. -#}
+    wins; its package cannot be named from here), so they repeat its handling
+    of append, insert_overwrite and merge. Microbatch is not offered. -#}
 {% macro dbt_spark_validate_get_incremental_strategy(raw_strategy, file_format) %}
-    {%- if raw_strategy == 'delete+insert' -%}
-        {%- if file_format != 'parquet' -%}
-            {{ exceptions.raise_compiler_error(
-                "delete+insert is implemented for parquet tables on Spark; for "
-                ~ file_format ~ " use the merge strategy") }}
-        {%- endif -%}
-        {{ return(raw_strategy) }}
+    {%- if raw_strategy == 'delete+insert' and file_format != 'parquet' -%}
+        {{ exceptions.raise_compiler_error(
+            "delete+insert is implemented for parquet tables on Spark; for "
+            ~ file_format ~ " use the merge strategy") }}
     {%- endif -%}
-    {{ return(dbt_spark.dbt_spark_validate_get_incremental_strategy(raw_strategy, file_format)) }}
+    {%- if raw_strategy not in ['append', 'merge', 'insert_overwrite', 'delete+insert'] -%}
+        {{ exceptions.raise_compiler_error(
+            "Invalid incremental strategy provided: " ~ raw_strategy
+            ~ "; expected one of 'append', 'merge', 'insert_overwrite', 'delete+insert'") }}
+    {%- endif -%}
+    {%- if raw_strategy == 'merge' and file_format not in ['delta', 'iceberg', 'hudi'] -%}
+        {{ exceptions.raise_compiler_error(
+            "the merge strategy needs file_format delta, iceberg or hudi") }}
+    {%- endif -%}
+    {{ return(raw_strategy) }}
 {% endmacro %}
 
 
 {% macro dbt_spark_get_incremental_sql(strategy, source, target, existing, unique_key, incremental_predicates) %}
-    {%- if strategy != 'delete+insert' -%}
-        {{ return(dbt_spark.dbt_spark_get_incremental_sql(
-            strategy, source, target, existing, unique_key, incremental_predicates)) }}
+    {%- if strategy == 'append' -%}
+        {{ return(get_insert_into_sql(source, target)) }}
+    {%- elif strategy == 'insert_overwrite' -%}
+        {{ return(get_insert_overwrite_sql(source, target, existing)) }}
+    {%- elif strategy == 'merge' -%}
+        {{ return(get_merge_sql(target, source, unique_key, dest_columns=none,
+                                incremental_predicates=incremental_predicates)) }}
     {%- endif -%}
     {%- if unique_key is none or unique_key is not string -%}
         {{ exceptions.raise_compiler_error("delete+insert on Spark takes one unique_key column") }}

@@ -80,7 +80,7 @@ hardcore_categories as (
 
     select
         user_id,
-        {{ ottp.listagg("category", "','", ["category"]) }}
+        {{ ottp.ordered_listagg("category", "','", ["category"]) }}
             as hardcore_fan_categories
     from category_segments
     where segment = 'hardcore_fan'

@@ -156,7 +156,7 @@ abandon_triggers as (
         cast(null as {{ dbt.type_string() }}) as cancel_reason,
         cast(null as {{ dbt.type_string() }}) as cancel_reason_description,
         cast(null as {{ dbt.type_boolean() }}) as is_cancel_reason_addressable,
-        {{ ottp.dateadd('day', var('crm_abandon_after_days'), 'continue_watching.last_watched_at') }}
+        {{ ottp.shift_timestamp('day', var('crm_abandon_after_days'), 'continue_watching.last_watched_at') }}
             as occurred_at
     from continue_watching
     inner join titles
@@ -207,7 +207,7 @@ risk_triggers as (
         cast(null as {{ dbt.type_string() }}) as cancel_reason,
         cast(null as {{ dbt.type_string() }}) as cancel_reason_description,
         cast(null as {{ dbt.type_boolean() }}) as is_cancel_reason_addressable,
-        {{ ottp.dateadd(
+        {{ ottp.shift_timestamp(
             'day',
             var('lifecycle_at_risk_days'),
             'coalesce(last_play_at, signed_up_at, first_active_at)'
@@ -270,7 +270,7 @@ detected as (
     where
         all_triggers.occurred_at <= as_of.as_of_at
         and all_triggers.occurred_at
-        > {{ ottp.dateadd('day', -window_days, 'as_of.as_of_at') }}
+        > {{ ottp.shift_timestamp('day', -window_days, 'as_of.as_of_at') }}
 
 ),
 

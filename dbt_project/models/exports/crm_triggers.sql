@@ -52,7 +52,7 @@ final as (
     where
         not trigger_log.is_suppressed
         and trigger_log.fired_at
-        > {{ ottp.dateadd('day', -var('crm_trigger_retention_days'), 'as_of.as_of_at') }}
+        > {{ ottp.shift_timestamp('day', -var('crm_trigger_retention_days'), 'as_of.as_of_at') }}
 
 )
 

@@ -33,7 +33,7 @@ previous_run as (
     select
         coalesce(max(loaded_at), {{ ottp.epoch_start() }}) as loaded_at_watermark,
         coalesce(
-            {{ ottp.dateadd('day', -var('incremental_lookback_days'), 'max(ended_at)') }},
+            {{ ottp.shift_timestamp('day', -var('incremental_lookback_days'), 'max(ended_at)') }},
             {{ ottp.epoch_start() }}
         ) as lookback_from
     from {{ this }}

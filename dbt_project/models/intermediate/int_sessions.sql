@@ -97,7 +97,7 @@ previous_run as (
     select
         coalesce(max(loaded_at), {{ ottp.epoch_start() }}) as loaded_at_watermark,
         coalesce(
-            {{ ottp.dateadd('day', -var('incremental_lookback_days'), 'max(ended_at)') }},
+            {{ ottp.shift_timestamp('day', -var('incremental_lookback_days'), 'max(ended_at)') }},
             {{ ottp.epoch_start() }}
         ) as lookback_from
     from {{ this }}
@@ -142,7 +142,7 @@ rebuild_from as (
         on
             new_events.actor_id = previous_sessions.actor_id
             and previous_sessions.ended_at >= {{
-                ottp.dateadd('second', -gap_s, 'new_events.first_new_at') }}
+                ottp.shift_timestamp('second', -gap_s, 'new_events.first_new_at') }}
     group by new_events.actor_id
 
 ),

@@ -77,7 +77,7 @@ comebacks as (
     from play_gaps
     where
         previous_started_at is not null
-        and {{ ottp.datediff_days('previous_started_at', 'started_at') }}
+        and {{ ottp.days_between('previous_started_at', 'started_at') }}
         >= {{ churned_days }}
     group by user_id
 
@@ -102,11 +102,11 @@ measured as (
         comebacks.last_comeback_at,
         segments.highest_segment,
         as_of.as_of_at,
-        {{ ottp.datediff_days('play_activity.last_play_at', 'as_of.as_of_at') }}
+        {{ ottp.days_between('play_activity.last_play_at', 'as_of.as_of_at') }}
             as days_since_last_play,
-        {{ ottp.datediff_days('users.signed_up_at', 'as_of.as_of_at') }}
+        {{ ottp.days_between('users.signed_up_at', 'as_of.as_of_at') }}
             as days_since_signup,
-        {{ ottp.datediff_days(
+        {{ ottp.days_between(
             'coalesce(play_activity.last_play_at, users.signed_up_at, users.first_active_at)',
             'as_of.as_of_at'
         ) }} as days_inactive,
@@ -137,7 +137,7 @@ staged as (
             when days_inactive >= {{ churned_days }} then 'churned'
             when
                 returned_at is not null
-                and {{ ottp.datediff_days('returned_at', 'as_of_at') }} < {{ new_days }}
+                and {{ ottp.days_between('returned_at', 'as_of_at') }} < {{ new_days }}
                 then 'reactivated'
             when days_since_signup < {{ new_days }} then 'new'
             when days_inactive >= {{ at_risk_days }} then 'at_risk'

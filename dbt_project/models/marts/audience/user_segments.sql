@@ -46,7 +46,7 @@ segment_counts as (
         sum({{ ottp.flag("segments.segment = 'hardcore_fan'") }})
             as hardcore_fan_category_count,
         sum({{ ottp.flag('segments.is_fan') }}) as segmented_category_count,
-        {{ ottp.listagg(
+        {{ ottp.ordered_listagg(
             "case when segments.is_fan then segments.category end",
             "','",
             ["segments.category"]
@@ -61,7 +61,7 @@ top_categories as (
     select
         user_id,
         max(case when category_rank = 1 then category end) as top_category,
-        {{ ottp.listagg(
+        {{ ottp.ordered_listagg(
             "case when is_top_category then category end",
             "','",
             ["category_rank"]
