@@ -38,10 +38,11 @@ dev: setup
 lint: setup
 	$(BIN)/ruff check ottp ml orchestration tests benchmarks
 
+# `ottp bench` covers generate, load, dbt, recommender, gates and sync on simulated
+# data; the scripts after it push the recommender, the gates and the sync to larger
+# synthetic sizes than 10M events produce.
 bench: setup
-	$(BIN)/python benchmarks/bench_simulate.py
-	$(BIN)/python benchmarks/bench_load.py
-	$(BIN)/python benchmarks/bench_dbt.py --workdir $${TMPDIR:-/tmp}/ottp-bench-dbt
+	$(BIN)/ottp bench --json bench-results/ottp-bench.json
 	$(BIN)/python benchmarks/bench_ml.py
 	$(BIN)/python benchmarks/bench_quality.py
 	$(BIN)/python benchmarks/bench_sync.py
