@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -41,6 +42,8 @@ import duckdb
 
 from ottp import config
 
+logger = logging.getLogger(__name__)
+
 # Environment variables this module reads (documented in docs/crm-exports.md).
 DATABASE_URL_VAR = "CRM_DATABASE_URL"
 DATABASE_SCHEMA_VAR = "CRM_DATABASE_SCHEMA"
@@ -56,6 +59,38 @@ _BULK_LOAD_ROWS = 50_000
 # Rejections kept in results and in the target per table (the count is exact).
 _MAX_REJECTIONS_KEPT = 1_000
 _SAMPLE_KEYS = 5
+# How long a sync waits for another process to release the warehouse file (a
+# loader or dbt writing it) or this target's local snapshot (another sync).
+LOCK_WAIT_S = 600.0
+# Environment variables overriding the retry policy (docs/crm-exports.md).
+ATTEMPTS_VAR = "CRM_SYNC_ATTEMPTS"
+FIRST_DELAY_VAR = "CRM_SYNC_RETRY_DELAY_S"
+MAX_DELAY_VAR = "CRM_SYNC_RETRY_MAX_DELAY_S"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Attempts and exponential backoff for a target that is unreachable or drops the
+    connection; other errors are not retried. Each attempt is one whole sync: the
+    target's transaction of a failed attempt was rolled back."""
+
+    attempts: int = 5
+    first_delay_s: float = 1.0
+    max_delay_s: float = 30.0
+
+    def delay(self, failed_attempts: int) -> float:
+        """Seconds to wait after the n-th failed attempt: 1, 2, 4, 8 ... up to the cap."""
+        return min(self.max_delay_s, self.first_delay_s * 2 ** (failed_attempts - 1))
+
+
+def retry_policy() -> RetryPolicy:
+    """The policy: the defaults above, or the environment's overrides."""
+    default = RetryPolicy()
+    return RetryPolicy(
+        attempts=max(1, int(os.environ.get(ATTEMPTS_VAR, default.attempts))),
+        first_delay_s=float(os.environ.get(FIRST_DELAY_VAR, default.first_delay_s)),
+        max_delay_s=float(os.environ.get(MAX_DELAY_VAR, default.max_delay_s)),
+    )
 
 
 def identifier(name: str) -> str:
@@ -269,6 +304,10 @@ class SyncResult:
     source_as_of: datetime | None = None
     # True when the local snapshot disagreed with the target and was re-read from it.
     reconciled: bool = False
+    # Attempts made (more than one when the target was unreachable or dropped
+    # the connection), and the waits between them in seconds.
+    attempts: int = 1
+    retry_waits: list[float] = field(default_factory=list)
     seconds: float = 0.0
     # Seconds per phase: prepare, reconcile, diff, read (changed rows), apply, snapshot.
     timings: dict[str, float] = field(default_factory=dict)
@@ -317,6 +356,43 @@ class SyncError(RuntimeError):
     """A sync that could not be applied; the target keeps its previous state."""
 
 
+class TargetUnavailable(SyncError):
+    """The target could not be reached or dropped the connection: worth retrying."""
+
+
+# SQLSTATE classes and codes of errors that a later attempt may not meet:
+# connection exceptions, operator intervention (shutdown, restart), too many
+# connections, serialization failures and deadlocks.
+_TRANSIENT_CLASSES = ("08", "57", "53")
+# Refusals at connect time that another attempt would meet again.
+_PERMANENT_CONNECT_ERRORS = (
+    "authentication failed",
+    "does not exist",
+    "no password supplied",
+    "no pg_hba.conf entry",
+    "permission denied",
+    "invalid",
+)
+_TRANSIENT_CODES = ("40001", "40P01")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures of the target's availability rather than of the data."""
+    if isinstance(exc, TargetUnavailable):
+        return True
+    try:
+        import psycopg2
+    except ImportError:  # pragma: no cover - psycopg2 is a dependency
+        return False
+    if not isinstance(exc, psycopg2.Error):
+        return False
+    code = exc.pgcode
+    if code is None:
+        # libpq errors without a SQLSTATE: refused, reset or closed connections.
+        return isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError)
+    return code[:2] in _TRANSIENT_CLASSES or code in _TRANSIENT_CODES
+
+
 # --------------------------------------------------------------------------- targets
 
 
@@ -356,6 +432,8 @@ class SqliteTarget(Target):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(self.path, isolation_level=None, timeout=60)
         con.execute("pragma journal_mode = wal")
+        # Deleted rows (an opt-out, a deletion) are overwritten, not left in free pages.
+        con.execute("pragma secure_delete = on")
         # In WAL mode NORMAL never corrupts the file; a power loss may lose the
         # last commit, which the next sync re-detects from sync_history.
         con.execute("pragma synchronous = normal")
@@ -381,12 +459,17 @@ class PostgresTarget(Target):
         try:
             return psycopg2.connect(self._url)
         except psycopg2.Error as e:
-            message = str(e).strip()
-            # libpq quotes parts of a malformed connection string back
-            for secret in (urlsplit(self._url).password, self._url):
-                if secret:
-                    message = message.replace(secret, "***")
-            raise SyncError(f"cannot connect to {self.describe()}: {message}") from None
+            message = self.scrub(str(e).strip())
+            permanent = any(m in message.lower() for m in _PERMANENT_CONNECT_ERRORS)
+            error = SyncError if permanent or not is_transient(e) else TargetUnavailable
+            raise error(f"cannot connect to {self.describe()}: {message}") from None
+
+    def scrub(self, text: str) -> str:
+        """``text`` without the URL or its password (libpq may quote them back)."""
+        for secret in (self._url, urlsplit(self._url).password):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
 
 
 def target_from_url(url: str | None = None, schema: str | None = None) -> Target:
@@ -488,16 +571,22 @@ def sync(
     tables: Sequence[TableSpec] = TABLES,
     source_schema: str = EXPORT_SCHEMA,
     on_table_applied: Callable[[str], None] | None = None,
+    retry: RetryPolicy | None = None,
+    lock_wait_s: float = LOCK_WAIT_S,
 ) -> SyncResult:
     """Mirror the export tables into ``target`` (default: from the environment).
 
     Returns the counts per table; a failed apply is rolled back, recorded in the
     target's ``sync_history`` with its error, and raised as :class:`SyncError`.
-    ``on_table_applied`` is called inside the transaction after each table
-    (tests use it to crash mid-sync).
+    A target that is unreachable or drops the connection is retried with
+    backoff (``retry``, default :func:`retry_policy`). ``on_table_applied`` is
+    called inside the transaction after each table (tests use it to crash mid-sync).
     """
+    from ottp import load
+
     started = time.perf_counter()
     target = target or target_from_url()
+    retry = retry or retry_policy()
     warehouse_path = Path(warehouse_path or config.settings().warehouse_path)
     state_dir = Path(state_dir or default_state_dir())
     source_schema = identifier(source_schema)
@@ -508,56 +597,153 @@ def sync(
         started_at=datetime.now(UTC).replace(tzinfo=None),
     )
     state_dir.mkdir(parents=True, exist_ok=True)
+    state_path = state_dir / (target.identity() + ".duckdb")
     duck = duckdb.connect()
     try:
         duck.execute("set TimeZone = 'UTC'")
         duck.execute("set preserve_insertion_order = false")
-        duck.execute(f"attach '{_sql_path(warehouse_path)}' as wh (read_only)")
-        duck.execute(f"attach '{_sql_path(state_dir / (target.identity() + '.duckdb'))}' as st")
+        # Another process writing the warehouse (a loader, dbt) or syncing to
+        # this target from this machine holds the file: wait for it.
+        load.wait_for_lock(
+            lambda: duck.execute(f"attach '{_sql_path(warehouse_path)}' as wh (read_only)"),
+            f"warehouse {warehouse_path}",
+            lock_wait_s,
+        )
+        load.wait_for_lock(
+            lambda: duck.execute(f"attach '{_sql_path(state_path)}' as st"),
+            f"sync state {state_path}",
+            lock_wait_s,
+        )
         _ensure_state(duck, tables)
         result.source_as_of = _source_as_of(duck)
-
-        applier = _applier(target, create=not dry_run)
-        with applier:
-            applier.ensure_tables(tables, create=not dry_run)
-            last = applier.last_success()
-            state_run = duck.execute("select run_id from st.sync_state").fetchall()[0][0]
-            lap = result.lap("prepare", started)
-            if last is None and state_run is None:
-                pass  # a first sync: both sides empty
-            elif last is None or state_run != last.run_id:
-                _reload_snapshot(duck, applier, tables, last.run_id if last else None)
-                result.reconciled = True
-                lap = result.lap("reconcile", lap)
-            plans = [_plan(duck, spec, source_schema, result) for spec in tables]
-            lap = result.lap("diff", lap)
-            if dry_run:
-                return _finish(result, started)
-            if result.changes == 0:
-                result.status = "unchanged"
-                return _finish(result, started)
-            for plan in plans:
-                _read_changes(duck, plan)
-            lap = result.lap("read", lap)
+        while True:
             try:
-                applier.apply(duck, plans, result, last, on_table_applied)
-                lap = result.lap("apply", lap)
-            except BaseException as e:
-                # The local snapshot may not match what a failed apply met in the
-                # target (rows edited by hand): re-read it next time.
-                duck.execute("update st.sync_state set run_id = null")
-                result.status = "failed"
-                result.error = _safe_error(e)
-                result.finished_at = datetime.now(UTC).replace(tzinfo=None)
-                if isinstance(e, Exception):
-                    _record_failure(applier, result)
-                    raise SyncError(result.error) from e
-                raise
+                plans = _attempt(
+                    duck,
+                    target,
+                    result,
+                    started,
+                    dry_run,
+                    tables,
+                    source_schema,
+                    on_table_applied,
+                )
+                break
+            except Exception as e:
+                if not is_transient(e):
+                    raise
+                if result.attempts >= retry.attempts:
+                    result.status = "failed"
+                    result.error = _scrub(target, _safe_error(e))
+                    raise SyncError(
+                        f"{target.describe()} unavailable after {result.attempts} attempts "
+                        f"(waited {sum(result.retry_waits):g} s); the target is unchanged: "
+                        f"{result.error}"
+                    ) from None
+                wait = retry.delay(result.attempts)
+                logger.warning(
+                    "sync %s: attempt %d of %d failed (%s); retrying in %g s",
+                    result.run_id,
+                    result.attempts,
+                    retry.attempts,
+                    _scrub(target, _safe_error(e)),
+                    wait,
+                )
+                time.sleep(wait)
+                result.retry_waits.append(wait)
+                result.attempts += 1
+        if plans is None:
+            return _finish(result, started)
+        lap = time.perf_counter()
         _save_snapshot(duck, plans, result.run_id)
         result.lap("snapshot", lap)
         return _finish(result, started)
     finally:
         duck.close()
+
+
+def _attempt(
+    duck, target, result, started, dry_run, tables, source_schema, on_table_applied
+) -> list[_Plan] | None:
+    """One try against the target; the plans applied, or None when nothing was written."""
+    committed = list(result.tables)  # what an earlier attempt applied, if it did
+    result.tables.clear()
+    result.rejections.clear()
+    applier = _applier(target, create=not dry_run)
+    with applier:
+        applier.ensure_tables(tables, create=not dry_run)
+        last = applier.last_success()
+        state_run = duck.execute("select run_id from st.sync_state").fetchall()[0][0]
+        lap = result.lap("prepare", started)
+        if last is not None and last.run_id == result.run_id:
+            # An earlier attempt committed but lost its answer: keep its counts.
+            _reload_snapshot(duck, applier, tables, last.run_id)
+            result.tables[:] = committed
+            result.reconciled = True
+            logger.info("sync %s: committed by an earlier attempt", result.run_id)
+            return None
+        if last is None and state_run is None:
+            pass  # a first sync: both sides empty
+        elif last is None or state_run != last.run_id:
+            _reload_snapshot(duck, applier, tables, last.run_id if last else None)
+            result.reconciled = True
+            lap = result.lap("reconcile", lap)
+        plans = [_plan(duck, spec, source_schema, result) for spec in tables]
+        lap = result.lap("diff", lap)
+        if dry_run:
+            return None
+        # Rejections are kept for the latest sync only, so a key that left the
+        # exports (an opted-out or deleted user) does not stay in the target.
+        stale = applier.stored_rejections() != _rejection_rows(result)
+        if result.changes == 0 and not stale:
+            result.status = "unchanged"
+            return None
+        for plan in plans:
+            _read_changes(duck, plan)
+        lap = result.lap("read", lap)
+
+        def applied(table: str) -> None:
+            t = next(t for t in result.tables if t.table == table)
+            logger.info(
+                "sync %s: applied %s (%d inserted, %d updated, %d deleted), not committed yet",
+                result.run_id,
+                table,
+                t.inserted,
+                t.updated,
+                t.deleted,
+            )
+            if on_table_applied:
+                on_table_applied(table)
+
+        try:
+            applier.apply(duck, plans, result, last, applied)
+            result.lap("apply", lap)
+            logger.info("sync %s: committed %d changes", result.run_id, result.changes)
+        except BaseException as e:
+            if isinstance(e, Exception) and is_transient(e):
+                raise  # rolled back by the server; the caller retries
+            # The local snapshot may not match what a failed apply met in the
+            # target (rows edited by hand): re-read it next time.
+            duck.execute("update st.sync_state set run_id = null")
+            result.status = "failed"
+            result.error = _scrub(target, _safe_error(e))
+            result.finished_at = datetime.now(UTC).replace(tzinfo=None)
+            if isinstance(e, Exception):
+                _record_failure(applier, result)
+                raise SyncError(result.error) from e
+            raise
+    return plans
+
+
+def _scrub(target: Target, text: str) -> str:
+    return target.scrub(text) if isinstance(target, PostgresTarget) else text
+
+
+def _rejection_rows(result: SyncResult) -> set[tuple[str, str, str]]:
+    return {
+        (r.table, json.dumps(r.key, default=str, sort_keys=True), r.reason)
+        for r in result.rejections
+    }
 
 
 def _record_failure(applier, result: SyncResult) -> None:
@@ -997,12 +1183,22 @@ class _SqliteApplier(_Applier):
             con.executemany(
                 "insert into sync_history_tables values (?, ?, ?, ?, ?, ?, ?, ?)", tables
             )
+            con.execute("delete from sync_rejections")
             con.executemany("insert into sync_rejections values (?, ?, ?, ?)", rejections)
             con.execute("commit")
         except BaseException:
             if con.in_transaction:
                 con.execute("rollback")
             raise
+        # Fold the WAL into the file and empty it, so the pages of deleted rows
+        # do not linger there; a reader holding an old snapshot only delays it.
+        con.execute("pragma busy_timeout = 2000")
+        con.execute("pragma wal_checkpoint(truncate)").fetchall()
+        con.execute("pragma busy_timeout = 60000")
+
+    def stored_rejections(self) -> set[tuple[str, str, str]]:
+        rows = self.con.execute("select table_name, row_key, reason from sync_rejections")
+        return {tuple(r) for r in rows.fetchall()}
 
     def record_failure(self, result: SyncResult) -> None:
         if not self.has_history():
@@ -1127,14 +1323,29 @@ class _PostgresApplier(_Applier):
                     f"({', '.join(['%s'] * 8)})",
                     tables,
                 )
+                cur.execute(f"delete from {self.qualify('sync_rejections')}")
                 cur.executemany(
                     f"insert into {self.qualify('sync_rejections')} values (%s, %s, %s, %s)",
                     rejections,
                 )
             con.commit()
         except BaseException:
-            con.rollback()
+            import psycopg2
+
+            try:
+                con.rollback()
+            except psycopg2.Error:
+                pass  # the connection is gone: the server rolled the transaction back
             raise
+
+    def stored_rejections(self) -> set[tuple[str, str, str]]:
+        with self.con.cursor() as cur:
+            cur.execute(
+                f"select table_name, row_key, reason from {self.qualify('sync_rejections')}"
+            )
+            rows = {tuple(r) for r in cur.fetchall()}
+        self.con.rollback()
+        return rows
 
     def last_success_in_tx(self, cur) -> str | None:
         cur.execute(
