@@ -9,12 +9,19 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 
 def _row(cells: list) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
 def render(report: dict) -> str:
+    """Summaries are recomputed from the stage figures with the current ottp.bench."""
+    from ottp.bench import _summarise
+
+    for r in report["runs"]:
+        r["summary"] = _summarise(r)
     out = []
     m = report["machine"]
     out.append(

@@ -1073,12 +1073,16 @@ def _summarise(r: dict) -> dict:
         "slowest_stage": max((k for k in END_TO_END if k in st), key=lambda k: st[k]["wall_s"]),
     }
     load_s = st["load"]["wall_s"]
+    load_cpu = st["load"]["cpu_s"]
+    # CPU ratios too: on a busy machine they show the work apart from the waiting.
     if "read_json" in pe:
         out["loader_vs_read_json"] = _ratio(pe["read_json"]["wall_s"], load_s)
+        out["loader_vs_read_json_cpu"] = _ratio(pe["read_json"]["cpu_s"], load_cpu)
     if "pandas_load" in pe:
-        ours = st["load"]["event_lines_in"] / load_s
-        theirs = pe["pandas_load"]["lines_kept"] / pe["pandas_load"]["wall_s"]
-        out["loader_vs_pandas"] = _ratio(ours, theirs)
+        p = pe["pandas_load"]
+        lines = st["load"]["event_lines_in"]
+        out["loader_vs_pandas"] = _ratio(lines / load_s, p["lines_kept"] / p["wall_s"])
+        out["loader_vs_pandas_cpu"] = _ratio(lines / load_cpu, p["lines_kept"] / p["cpu_s"])
     full, incr = st["dbt_full_build"], st["dbt_incremental_day"]
     out["incremental_vs_full"] = _ratio(incr["wall_s"], full["wall_s"])
     out["incremental_vs_full_cpu"] = _ratio(incr["cpu_s"], full["cpu_s"])
