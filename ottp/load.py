@@ -349,9 +349,10 @@ def wait_for_lock(open_, what: str, wait_s: float):
         try:
             return open_()
         except duckdb.IOException as e:
-            if not is_lock_conflict(e):
+            if not is_lock_conflict(e) or wait_s <= 0:
                 raise
-            if time.monotonic() + delay > deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise WarehouseBusy(
                     f"{what} is held by another process after waiting {wait_s:g} s: "
                     f"{str(e).splitlines()[0]}"
@@ -359,7 +360,7 @@ def wait_for_lock(open_, what: str, wait_s: float):
             if not logged:
                 logger.info("%s is held by another process; waiting", what)
                 logged = True
-            time.sleep(delay)
+            time.sleep(min(delay, remaining))
             delay = min(delay * 2, 1.0)
 
 
