@@ -1,0 +1,344 @@
+"""Privacy and security end to end: simulated events -> warehouse -> exports -> gates ->
+both CRM targets, over three deliveries.
+
+1. the first delivery is built and synced: the users below are contacts;
+2. one contact opts out, two ask for deletion (after they were exported), and a
+   fourth receives events full of personal data the contract does not list;
+3. events of the opted-out user and of a deleted user arrive late, after the
+   deletion was processed.
+
+After each sync, neither target holds the opted-out or deleted users anywhere
+(any table, any column, and for SQLite not even in the file's bytes), nor any
+personal value beyond the contract; the PostgreSQL password never shows in the
+output, the logs, the results or the target.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import subprocess
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import duckdb
+import psycopg2
+import pytest
+
+from ottp import cli, config, load, sync
+from tests.conftest import make_event, write_landing
+from tests.test_exports import STAND_IN_ML
+from tests.test_sync import PG, PG_URL
+
+PASSWORD = "canary-pw-5e1f"
+CANARIES = {
+    "device_id": "canary-device-7d3a",
+    "country": "canary-country",
+    "app_version": "canary-app-9.9",
+    "email": "canary.person@example.invalid",
+    "query": "canary search for my own name",
+}
+
+
+def _dbt(*args: str) -> None:
+    cmd = [
+        config.dbt_executable(),
+        *args,
+        "--quiet",
+        "--project-dir", str(config.DBT_PROJECT_DIR),
+        "--profiles-dir", str(config.DBT_PROJECT_DIR),
+        "--target-path", str(config.settings().data_dir / "dbt_target"),
+        "--log-path", str(config.settings().data_dir / "dbt_logs"),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=config.dbt_env(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+def _rebuild(warehouse: Path) -> None:
+    """A pipeline run: marts, recommender (stand-in), pseudonymisation, exports."""
+    _dbt(
+        "build", "--exclude", "path:models/exports",
+        "--exclude-resource-type", "test", "--exclude-resource-type", "unit_test",
+    )  # fmt: skip
+    con = duckdb.connect(str(warehouse))
+    con.execute(STAND_IN_ML)
+    con.close()
+    sync.pseudonymise_deleted_users(warehouse)
+    _dbt("build", "--select", "path:models/exports")
+
+
+def _query(warehouse: Path, sql: str, params=None) -> list[tuple]:
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+def _stamp(moment) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def _target_text(target: sync.Target) -> dict[str, list[str]]:
+    """Every value of every table of the target, as text, per table."""
+    out: dict[str, list[str]] = {}
+    if isinstance(target, sync.SqliteTarget):
+        con = sqlite3.connect(target.path)
+        tables = [r[0] for r in con.execute("select name from sqlite_master where type = 'table'")]
+        for t in tables:
+            out[t] = [str(v) for row in con.execute(f'select * from "{t}"') for v in row]
+        con.close()
+        return out
+    con = psycopg2.connect(PG_URL)
+    with con.cursor() as cur:
+        cur.execute(
+            "select table_name from information_schema.tables where table_schema = %s",
+            [target.schema],
+        )
+        for (t,) in cur.fetchall():
+            cur.execute(f'select * from "{target.schema}"."{t}"')
+            out[t] = [str(v) for row in cur.fetchall() for v in row]
+    con.close()
+    return out
+
+
+def _target_columns(target: sync.Target) -> dict[str, list[str]]:
+    if isinstance(target, sync.SqliteTarget):
+        con = sqlite3.connect(target.path)
+        cols = {
+            spec.name: [r[1] for r in con.execute(f'pragma table_info("{spec.name}")')]
+            for spec in sync.TABLES
+        }
+        con.close()
+        return cols
+    con = psycopg2.connect(PG_URL)
+    cols = {}
+    with con.cursor() as cur:
+        for spec in sync.TABLES:
+            cur.execute(
+                "select column_name from information_schema.columns "
+                "where table_schema = %s and table_name = %s order by ordinal_position",
+                [target.schema, spec.name],
+            )
+            cols[spec.name] = [r[0] for r in cur.fetchall()]
+    con.close()
+    return cols
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("privacy")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("OTTP_DATA_DIR", str(root))
+    mp.setenv("OTTP_WAREHOUSE_PATH", str(root / "warehouse.duckdb"))
+    mp.delenv("OTTP_LANDING_DIR", raising=False)
+    mp.delenv(sync.DATABASE_URL_VAR, raising=False)
+    from ottp.simulate import simulate
+
+    simulate(root / "landing", users=200, titles=60, days=16, seed=23, dirty_rate=0.0)
+    warehouse = root / "warehouse.duckdb"
+    load.load_landing(warehouse, root / "landing")
+    _rebuild(warehouse)
+    schema = f"test_privacy_{uuid.uuid4().hex[:8]}"
+    targets = [sync.SqliteTarget(root / "crm" / "crm.sqlite")]
+    if PG:
+        targets.append(sync.PostgresTarget(PG_URL, schema))
+    yield root, warehouse, targets, schema, mp
+    mp.undo()
+    if PG:
+        con = psycopg2.connect(PG_URL)
+        con.autocommit = True
+        with con.cursor() as cur:
+            cur.execute(f'drop schema if exists "{schema}" cascade')
+        con.close()
+
+
+def _sync_all(world, capsys, caplog) -> str:
+    """Sync the SQLite target in process and the PostgreSQL one through ``ottp sync``
+    with a password in CRM_DATABASE_URL; return everything printed and logged."""
+    root, warehouse, targets, schema, mp = world
+    result = sync.sync(targets[0], warehouse_path=warehouse)
+    assert result.status in ("success", "unchanged")
+    printed = result.format_table() + str(result.to_dict())
+    if PG:
+        url = PG_URL.replace("postgresql://postgres@", f"postgresql://postgres:{PASSWORD}@")
+        assert PASSWORD in url
+        mp.setenv(sync.DATABASE_URL_VAR, url)
+        mp.setenv(sync.DATABASE_SCHEMA_VAR, schema)
+        with caplog.at_level(logging.DEBUG):
+            code = cli.main(["sync"])
+        out = capsys.readouterr()
+        mp.delenv(sync.DATABASE_URL_VAR)
+        mp.delenv(sync.DATABASE_SCHEMA_VAR)
+        printed += out.out + out.err + caplog.text
+        assert code == 0, printed[-3000:]
+        assert "quality gate crm_contacts: passed" in out.out
+    return printed
+
+
+def _assert_nobody_leaks(world, users: list[str], printed: str) -> None:
+    root, warehouse, targets, _, _ = world
+    for target in targets:
+        text = _target_text(target)
+        assert set(sync.TABLES_BY_NAME) <= set(text)
+        for table, values in text.items():
+            joined = "\x00".join(values)
+            for user in users:
+                assert user not in joined, (target.kind, table, user)
+            for field, canary in CANARIES.items():
+                assert canary not in joined, (target.kind, table, field)
+            assert PASSWORD not in joined
+        # Exactly the contract's columns, plus the row hash the sync compares.
+        assert _target_columns(target) == {
+            spec.name: [*spec.column_names, "_row_hash"] for spec in sync.TABLES
+        }
+    # Not in the file's bytes either: deleted rows are overwritten, the WAL emptied.
+    sqlite_path = targets[0].path
+    raw = b"".join(p.read_bytes() for p in (sqlite_path, Path(f"{sqlite_path}-wal")) if p.exists())
+    for value in [*users, *CANARIES.values()]:
+        assert value.encode() not in raw, value
+    assert PASSWORD not in printed
+    for f in (root / "crm" / "state").glob("*"):
+        assert PASSWORD not in f.name
+
+
+def test_opt_outs_deletions_and_late_events_never_reach_the_crm(world, capsys, caplog):
+    root, warehouse, targets, _, _ = world
+    assert _sync_all(world, capsys, caplog)
+    contacts = [
+        r[0]
+        for r in _query(
+            warehouse,
+            "select user_id from exports.crm_contacts where recommendation_count > 0 "
+            "and user_id in (select user_id from exports.crm_triggers) order by user_id",
+        )
+    ]
+    assert len(contacts) >= 4
+    opted_out, deleted, deleted_late, personal = contacts[:4]
+    for target in targets:
+        text = "\x00".join(_target_text(target)["crm_contacts"])
+        assert all(u in text for u in (opted_out, deleted, deleted_late, personal))
+
+    # Delivery 2: an opt-out, two deletions of exported users, personal data.
+    last = _query(warehouse, "select max(received_at) from raw.events")[0][0]
+    at = _stamp(last + timedelta(minutes=5))
+    personal_events = [
+        make_event(
+            event_type=event_type, user_id=personal, occurred_at=at, received_at=at,
+            device_id=CANARIES["device_id"], country=CANARIES["country"],
+            app_version=CANARIES["app_version"], properties=properties,
+        )
+        for event_type, properties in [
+            ("page_view", {"page": "account", "email": CANARIES["email"]}),
+            ("search", {"query": CANARIES["query"]}),
+        ]
+    ]  # fmt: skip
+    write_landing(
+        root / "landing",
+        [
+            make_event(
+                event_type="consent_update", user_id=opted_out, occurred_at=at, received_at=at,
+                properties={"marketing_opt_in": False},
+            ),
+            make_event(event_type="deletion_request", user_id=deleted, occurred_at=at,
+                       received_at=at, properties=None),
+            make_event(event_type="deletion_request", user_id=deleted_late, occurred_at=at,
+                       received_at=at, properties=None),
+            *personal_events,
+        ],
+        day=last.date(),
+        name="part-privacy-2.ndjson.gz",
+    )  # fmt: skip
+    assert load.load_landing(warehouse, root / "landing").loaded == 5
+    _rebuild(warehouse)
+    # The personal values are in the warehouse; the CRM must not receive them.
+    assert _query(
+        warehouse,
+        "select count(*) from raw.events where user_id = ? and device_id = ? and country = ?",
+        [personal, CANARIES["device_id"], CANARIES["country"]],
+    ) == [(2,)]
+    printed = _sync_all(world, capsys, caplog)
+    _assert_nobody_leaks(world, [opted_out, deleted, deleted_late], printed)
+    assert _query(warehouse, "select count(*) from exports.crm_contacts where user_id = ?",
+                  [personal]) == [(1,)]  # fmt: skip
+    # The deleted users' real ids remain only on their deletion requests.
+    assert _query(
+        warehouse,
+        "select distinct event_type from raw.events where user_id in (?, ?)",
+        [deleted, deleted_late],
+    ) == [("deletion_request",)]
+
+    # Delivery 3: activity of the opted-out user and of a deleted user, arriving late.
+    later = _stamp(last + timedelta(hours=2))
+    late = [
+        make_event(
+            event_type=event_type, user_id=user, occurred_at=later, received_at=later,
+            playback_id=f"p_late_{user}", title_id=title, position_s=60.0, duration_s=5400.0,
+        )
+        for user in (opted_out, deleted_late)
+        for event_type in ("play_start", "heartbeat")
+        for title in [_query(warehouse, "select min(title_id) from marts.titles")[0][0]]
+    ]  # fmt: skip
+    write_landing(root / "landing", late, day=last.date(), name="part-privacy-3.ndjson.gz")
+    assert load.load_landing(warehouse, root / "landing").loaded == len(late)
+    # Before the next pseudonymisation pass the late events carry the real id, and
+    # the deletion request alone keeps the user out of the exports.
+    assert _query(warehouse, "select count(*) from raw.events where user_id = ?",
+                  [deleted_late])[0][0] == 3  # fmt: skip
+    _rebuild(warehouse)
+    printed = _sync_all(world, capsys, caplog)
+    _assert_nobody_leaks(world, [opted_out, deleted, deleted_late], printed)
+    assert _query(warehouse, "select count(*) from raw.events where user_id = ?",
+                  [deleted_late])[0][0] == 1  # fmt: skip
+    assert load.reconciliation(warehouse)["reconciles"]
+
+
+def test_the_warehouse_exports_hold_exactly_the_contract_columns(world):
+    _, warehouse, _, _, _ = world
+    for spec in sync.TABLES:
+        columns = [
+            r[0]
+            for r in _query(
+                warehouse,
+                "select column_name from information_schema.columns "
+                "where table_schema = 'exports' and table_name = ? order by ordinal_position",
+                [spec.name],
+            )
+        ]
+        assert columns == spec.column_names, spec.name
+
+
+def test_a_rejected_row_of_a_user_who_later_leaves_does_not_stay_in_the_target(tmp_path):
+    """sync_rejections holds the latest sync's rejections, not a departed user's key."""
+    from tests.test_sync import build_exports
+
+    warehouse = tmp_path / "warehouse.duckdb"
+    build_exports(warehouse)
+    target = sync.SqliteTarget(tmp_path / "crm.sqlite")
+    state = tmp_path / "s"
+    sync.sync(target, warehouse_path=warehouse, state_dir=state)
+    # A new contact whose row the target refuses: it is never inserted.
+    build_exports(
+        warehouse,
+        changes="""
+        insert into exports.crm_contacts
+        select * replace ('u_9001' as user_id, 7.0 as churn_risk)
+        from exports.crm_contacts where user_id = 'u_0001'
+        """,
+    )
+    first = sync.sync(target, warehouse_path=warehouse, state_dir=state)
+    assert [(r.key, r.reason) for r in first.rejections] == [
+        ({"user_id": "u_9001"}, "churn_risk outside 0..1")
+    ]
+    assert "u_9001" in "\x00".join(_target_text(target)["sync_rejections"])
+    # Same data, same rejection: nothing is written.
+    assert sync.sync(target, warehouse_path=warehouse, state_dir=state).status == "unchanged"
+    # The user opts out: no row changes, but the stored rejection must go.
+    build_exports(warehouse)
+    result = sync.sync(target, warehouse_path=warehouse, state_dir=state)
+    assert (result.status, result.changes, result.rejections) == ("success", 0, [])
+    text = "\x00".join(v for values in _target_text(target).values() for v in values)
+    assert "u_9001" not in text
+    raw = b"".join(p.read_bytes() for p in (target.path, Path(f"{target.path}-wal")) if p.exists())
+    assert b"u_9001" not in raw
