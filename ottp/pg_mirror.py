@@ -106,10 +106,12 @@ def mirror_raw_to_postgres(
                 names = [_identifier(name) for name, _, _ in columns]
                 csv_path = Path(tmp) / f"{table}.csv"
                 select_list = ", ".join(_export_expression(n, t) for n, t, _ in columns)
-                # Paths and names are ours (validated above), not data.
+                # Names are validated above; the path is ours (COPY takes no
+                # parameter for it), its quotes doubled.
+                target_file = csv_path.as_posix().replace("'", "''")
                 source.execute(
                     f'copy (select {select_list} from "{RAW_SCHEMA}"."{table}") '
-                    f"to '{csv_path.as_posix()}' (format csv, header false)"
+                    f"to '{target_file}' (format csv, header false)"
                 )
                 exports.append((table, columns, names, csv_path))
             source.close()

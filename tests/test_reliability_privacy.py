@@ -342,3 +342,77 @@ def test_a_rejected_row_of_a_user_who_later_leaves_does_not_stay_in_the_target(t
     assert "u_9001" not in text
     raw = b"".join(p.read_bytes() for p in (target.path, Path(f"{target.path}-wal")) if p.exists())
     assert b"u_9001" not in raw
+
+
+SQL_LOOKING = [
+    "'; drop table crm_contacts; --",
+    '"; delete from sync_history; --',
+    "' or '1'='1",
+    "%s %(x)s ? $1 {0}",
+    'back\\slash, comma; "quote"\nnew line',
+    "😀 ünïcödé",
+]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
+    not PG, reason="no PostgreSQL at 127.0.0.1:5432"))])  # fmt: skip
+def test_sql_looking_values_reach_the_target_as_data(kind, tmp_path):
+    from tests.test_sync import build_exports, source_rows, target_rows
+
+    values = ", ".join("(?)" for _ in SQL_LOOKING)
+    warehouse = tmp_path / "warehouse.duckdb"
+    build_exports(warehouse, users=len(SQL_LOOKING))
+    con = duckdb.connect(str(warehouse))
+    con.execute(f"create temp table v as select * from (values {values}) as t(s)", SQL_LOOKING)
+    for table, column in [  # value columns first: the user id is the join key
+        ("crm_contacts", "favourite_title_name"), ("crm_recommendations", "reason"),
+        ("crm_contacts", "user_id"), ("crm_recommendations", "user_id"),
+        ("crm_triggers", "user_id"),
+    ]:  # fmt: skip
+        con.execute(
+            f"update exports.{table} as x set {column} = v.s from (select s, "
+            "'u_' || lpad((row_number() over () - 1)::varchar, 4, '0') as user_id from v) as v "
+            "where x.user_id = v.user_id"
+        )
+    con.close()
+    schema = f"test_sqlish_{uuid.uuid4().hex[:8]}"
+    target = (
+        sync.SqliteTarget(tmp_path / "crm.sqlite")
+        if kind == "sqlite"
+        else sync.PostgresTarget(PG_URL, schema)
+    )
+    try:
+        result = sync.sync(target, warehouse_path=warehouse, state_dir=tmp_path / "s")
+        assert result.status == "success" and result.total("rejected") == 0
+        for spec in sync.TABLES:
+            assert target_rows(target, spec.name) == source_rows(warehouse, spec.name)
+        contacts = target_rows(target, "crm_contacts")
+        assert {r[0] for r in contacts} == set(SQL_LOOKING)
+        assert {r[13] for r in contacts} == set(SQL_LOOKING)  # favourite_title_name
+        assert {r[5] for r in target_rows(target, "crm_recommendations")} == set(SQL_LOOKING)
+        assert sync.sync(target, warehouse_path=warehouse, state_dir=tmp_path / "s").status == (
+            "unchanged"
+        )
+    finally:
+        if kind == "postgresql":
+            con = psycopg2.connect(PG_URL)
+            con.autocommit = True
+            with con.cursor() as cur:
+                cur.execute(f'drop schema if exists "{schema}" cascade')
+            con.close()
+
+
+def test_identifiers_from_configuration_are_validated(monkeypatch, tmp_path):
+    from ottp import pg_mirror
+
+    for bad in ['crm"; drop schema public; --', "CRM", "crm schema", "1crm", ""]:
+        monkeypatch.setenv(sync.DATABASE_URL_VAR, "postgresql://crm@127.0.0.1:5432/test")
+        monkeypatch.setenv(sync.DATABASE_SCHEMA_VAR, bad)
+        with pytest.raises(ValueError, match="not a plain lowercase SQL identifier"):
+            sync.target_from_url()
+        with pytest.raises(ValueError, match="not a plain lowercase SQL identifier"):
+            pg_mirror.mirror_raw_to_postgres(tmp_path / "w.duckdb", PG_URL, schema=bad)
+        with pytest.raises(ValueError, match="not a plain lowercase SQL identifier"):
+            sync.sync(sync.SqliteTarget(tmp_path / "c.sqlite"), source_schema=bad,
+                      warehouse_path=tmp_path / "w.duckdb", state_dir=tmp_path / "s")  # fmt: skip
+    assert not (tmp_path / "c.sqlite").exists()
