@@ -436,7 +436,14 @@ def validate(
     if last_sync is True:
         last_sync = crm_sync.last_successful_sync(target)
     warehouse_path = Path(warehouse_path or config.settings().warehouse_path)
-    con = duckdb.connect(str(warehouse_path), read_only=True)
+    from ottp import load
+
+    # A run writing the warehouse (loader, dbt) holds the file: wait for it.
+    con = load.wait_for_lock(
+        lambda: duckdb.connect(str(warehouse_path), read_only=True),
+        f"warehouse {warehouse_path}",
+        crm_sync.LOCK_WAIT_S,
+    )
     suites = _Suites()
     try:
         con.execute("set TimeZone = 'UTC'")
