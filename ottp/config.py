@@ -23,6 +23,13 @@ class Settings:
     landing_dir: Path
     warehouse_path: Path
     dbt_target: str
+    # What BI tools open: a read-only copy of the marts published after each build.
+    bi_snapshot_path: Path
+    # Generated HTML reports (the pipeline report, validation results).
+    reports_dir: Path
+    # Steps that may write the warehouse at once: a DuckDB file takes one writer;
+    # PostgreSQL and Spark take several (OTTP_WAREHOUSE_WRITERS).
+    warehouse_writers: int
 
     def ensure_dirs(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -33,14 +40,27 @@ def settings() -> Settings:
     """Read the environment now (not at import), so tests can point it elsewhere."""
     data_dir = Path(os.environ.get("OTTP_DATA_DIR", REPO_ROOT / "data")).resolve()
     landing = os.environ.get("OTTP_LANDING_DIR")
+    dbt_target = os.environ.get("OTTP_DBT_TARGET", "duckdb")
     return Settings(
         data_dir=data_dir,
         landing_dir=Path(landing).resolve() if landing else data_dir / "landing",
         # A fixed file name: dbt-duckdb names the database after it, and the
         # manifest's relation names must not depend on where the data lives.
         warehouse_path=data_dir / "warehouse.duckdb",
-        dbt_target=os.environ.get("OTTP_DBT_TARGET", "duckdb"),
+        dbt_target=dbt_target,
+        bi_snapshot_path=data_dir / "bi" / "marts.duckdb",
+        reports_dir=data_dir / "reports",
+        warehouse_writers=_writers(dbt_target),
     )
+
+
+def _writers(dbt_target: str) -> int:
+    if dbt_target == "duckdb":
+        return 1
+    raw = os.environ.get("OTTP_WAREHOUSE_WRITERS", "4")
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"OTTP_WAREHOUSE_WRITERS must be a positive integer, got {raw!r}")
+    return int(raw)
 
 
 def dbt_env(s: Settings | None = None) -> dict[str, str]:

@@ -65,9 +65,13 @@ def _row_counts(relations: dict[dg.AssetKey, str]) -> dict[dg.AssetKey, int]:
 # CRM export models read the recommender's tables, which read the marts: they are a
 # separate dbt asset set so the op graph has no cycle.
 EXPORTS_SELECTION = "path:models/exports"
-# The per-day layer: staging views and the incremental intermediate models, partitioned
-# by landing day like the raw loader they read (no seed or other model upstream).
-DAILY_SELECTION = "path:models/staging config.materialized:incremental,path:models/intermediate"
+# The per-day layer: seeds (the staging tests check codes against them), the staging
+# views and the incremental intermediate models, partitioned by landing day like the
+# raw loader they read.
+DAILY_SELECTION = (
+    "resource_type:seed path:models/staging "
+    "config.materialized:incremental,path:models/intermediate"
+)
 
 
 def partition_vars(context: dg.AssetExecutionContext) -> dict[str, str]:
