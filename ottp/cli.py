@@ -139,6 +139,27 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ottp import report
+
+    built = report.build()
+    print(built.markdown())
+    print(f"\nreport: {built.path}")
+    for gate in built.figures["gates"]:
+        print(f"validation results {gate['table']}: {gate['path']}")
+    return 0
+
+
+def _cmd_bi_snapshot(args: argparse.Namespace) -> int:
+    from ottp import snapshot
+
+    published = snapshot.publish()
+    print(published.markdown())
+    print(f"\npublished {published.path} ({published.bytes / 2**20:.1f} MiB) "
+          f"in {published.seconds:.1f} s; open it with: duckdb -readonly {published.path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ottp",
@@ -205,6 +226,20 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(func=_cmd_ui)
+
+    rep = sub.add_parser(
+        "report",
+        help="Write the pipeline report (HTML under OTTP_DATA_DIR/reports) and list the "
+        "latest validation results of each CRM gate.",
+    )
+    rep.set_defaults(func=_cmd_report)
+
+    bi = sub.add_parser(
+        "bi-snapshot",
+        help="Publish the read-only copy of the marts BI tools open "
+        "(OTTP_DATA_DIR/bi/marts.duckdb); every build does this itself.",
+    )
+    bi.set_defaults(func=_cmd_bi_snapshot)
     return parser
 
 

@@ -30,6 +30,8 @@ class Settings:
     # Steps that may write the warehouse at once: a DuckDB file takes one writer;
     # PostgreSQL and Spark take several (OTTP_WAREHOUSE_WRITERS).
     warehouse_writers: int
+    # Steps of one Dagster run executed in parallel processes (OTTP_MAX_CONCURRENT_STEPS).
+    max_concurrent_steps: int
 
     def ensure_dirs(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -51,15 +53,20 @@ def settings() -> Settings:
         bi_snapshot_path=data_dir / "bi" / "marts.duckdb",
         reports_dir=data_dir / "reports",
         warehouse_writers=_writers(dbt_target),
+        max_concurrent_steps=_positive_int(
+            "OTTP_MAX_CONCURRENT_STEPS", str(os.cpu_count() or 2)
+        ),
     )
 
 
 def _writers(dbt_target: str) -> int:
-    if dbt_target == "duckdb":
-        return 1
-    raw = os.environ.get("OTTP_WAREHOUSE_WRITERS", "4")
+    return 1 if dbt_target == "duckdb" else _positive_int("OTTP_WAREHOUSE_WRITERS", "4")
+
+
+def _positive_int(variable: str, default: str) -> int:
+    raw = os.environ.get(variable, default).strip()
     if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"OTTP_WAREHOUSE_WRITERS must be a positive integer, got {raw!r}")
+        raise ValueError(f"{variable} must be a positive integer, got {raw!r}")
     return int(raw)
 
 

@@ -1,0 +1,229 @@
+"""Operating the platform: daily partitions with dbt vars, automation, pools, the BI snapshot."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+
+import dagster as dg
+import duckdb
+import pytest
+
+from ottp import config, instance, pipeline, snapshot
+from tests.conftest import make_event, write_landing
+
+FIRST_DAY = date(2026, 8, 1)
+DAYS = 5
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A small warehouse built by the demo path: ingest of every day, then the rest."""
+    root = tmp_path_factory.mktemp("ops")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("OTTP_DATA_DIR", str(root))
+    mp.delenv("DAGSTER_HOME", raising=False)
+    mp.delenv("OTTP_LANDING_DIR", raising=False)
+    mp.delenv(instance.POSTGRES_URL_VAR, raising=False)
+    from ottp.simulate import simulate
+
+    simulate(root / "landing", users=80, titles=60, days=DAYS, seed=11, dirty_rate=0.01)
+    runs = pipeline.run_all(log_level="ERROR")
+    assert [r.success for r in runs] == [True, True], runs
+    yield root, runs
+    mp.undo()
+
+
+def _defs():
+    from orchestration.definitions import defs
+
+    return defs()
+
+
+def test_the_ingest_run_covers_every_landing_day_in_one_run(built):
+    root, runs = built
+    ingest_run = runs[0]
+    with dg.DagsterInstance.get() as inst:
+        for key in (["raw", "events"], ["intermediate", "int_sessions"], ["staging", "stg_player_events"]):
+            partitions = inst.get_materialized_partitions(dg.AssetKey(key))
+            expected = {(FIRST_DAY + timedelta(days=i)).isoformat() for i in range(DAYS)}
+            assert expected <= partitions, (key, sorted(partitions))
+        # one dbt invocation for the whole range: the vars span it
+        logs = inst.all_logs(ingest_run.run_id)
+        commands = [
+            e.user_message for e in logs
+            if "Running dbt command" in (e.user_message or "")
+        ]
+        assert len(commands) == 1, commands
+        last = (FIRST_DAY + timedelta(days=DAYS)).isoformat()
+        assert f'"min_date": "{FIRST_DAY.isoformat()}"' in commands[0]
+        assert f'"max_date": "{last}"' in commands[0]
+
+
+def test_a_new_landing_file_is_followed_by_automation_up_to_the_crm(built):
+    root, _ = built
+    defs = _defs()
+    with dg.DagsterInstance.get() as inst:
+        first = dg.evaluate_automation_conditions(defs=defs, instance=inst)
+        # everything is up to date: nothing to do
+        assert first.total_requested == 0, first.total_requested
+
+        new_day = FIRST_DAY + timedelta(days=DAYS)
+        write_landing(
+            root / "landing",
+            [
+                make_event(
+                    occurred_at=f"{new_day}T09:00:00.000Z",
+                    received_at=f"{new_day}T09:00:01.000Z",
+                )
+            ],
+            day=new_day,
+        )
+        result = defs.resolve_job_def("ingest").execute_in_process(
+            instance=inst, partition_key=new_day.isoformat(), raise_on_error=False
+        )
+        assert result.success
+
+        after = dg.evaluate_automation_conditions(
+            defs=defs, instance=inst, cursor=first.cursor
+        )
+        requested = {
+            key for key in defs.resolve_asset_graph().get_all_asset_keys()
+            if after.get_num_requested(key)
+        }
+        for key in (
+            ["marts", "sessions"], ["marts", "user_segments"], ["ml", "recommendations"],
+            ["exports", "crm_contacts"], ["crm", "crm_contacts"], ["bi", "marts_snapshot"],
+            ["quality", "pipeline_report"],
+        ):
+            assert dg.AssetKey(key) in requested, key
+        # retraining waits for its daily cron tick
+        assert dg.AssetKey(["ml", "model_evaluation"]) not in requested
+        assert dg.AssetKey(["ml", "recommender_model"]) not in requested
+        # the daily layer is started by the sensor and the schedule, not by automation
+        assert dg.AssetKey(["raw", "events"]) not in requested
+
+
+def test_freshness_checks_cover_marts_exports_and_the_crm():
+    defs = _defs()
+    checks = {
+        key for key in defs.resolve_asset_graph().asset_check_keys
+        if "freshness" in key.name
+    }
+    checked = {key.asset_key.path[0] for key in checks}
+    assert {"marts", "exports", "crm"} <= checked
+    sensors = {s.name for s in defs.sensors}
+    assert {"freshness_checks", "warehouse_automation", "new_landing_files"} <= sensors
+
+
+def test_writer_pools_follow_the_engine(monkeypatch, data_dir):
+    monkeypatch.setenv("OTTP_DBT_TARGET", "duckdb")
+    assert instance.dbt_pool() == instance.WRITER_POOL
+    assert instance.pool_limits()[instance.WRITER_POOL] == 1
+    monkeypatch.setenv("OTTP_DBT_TARGET", "postgres")
+    monkeypatch.setenv("OTTP_WAREHOUSE_WRITERS", "3")
+    assert instance.dbt_pool() == instance.ENGINE_POOL
+    assert instance.pool_limits() == {instance.WRITER_POOL: 1, instance.ENGINE_POOL: 3}
+    monkeypatch.setenv("OTTP_WAREHOUSE_WRITERS", "zero")
+    with pytest.raises(ValueError, match="OTTP_WAREHOUSE_WRITERS"):
+        config.settings()
+
+
+def test_every_step_that_opens_the_duckdb_file_shares_one_pool(built):
+    defs = _defs()
+    pools = {}
+    for assets_def in defs.resolve_asset_graph().assets_defs:
+        if assets_def.is_executable:
+            for key in assets_def.keys:
+                pools[key] = assets_def.op.pool
+    with dg.DagsterInstance.get() as inst:
+        info = inst.event_log_storage.get_concurrency_info(instance.WRITER_POOL)
+        assert info.slot_count == 1
+    # every asset opens the DuckDB file (dbt does on the duckdb target)
+    outside = [k.to_user_string() for k, p in pools.items() if p != instance.WRITER_POOL]
+    assert not outside, f"assets outside the writer pool: {outside}"
+
+
+def test_the_snapshot_holds_every_mart_with_its_row_count(built):
+    root, _ = built
+    con = snapshot.open_snapshot()
+    try:
+        listed = dict(con.execute("select table_name, row_count from _snapshot.tables").fetchall())
+        info = con.execute("select published_at, run_id from _snapshot.info").fetchone()
+    finally:
+        con.close()
+    warehouse = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
+    try:
+        marts = {
+            f"marts.{name}": warehouse.execute(f'select count(*) from marts."{name}"').fetchone()[0]
+            for (name,) in warehouse.execute(
+                "select table_name from information_schema.tables "
+                "where table_schema = 'marts' and table_type = 'BASE TABLE'"
+            ).fetchall()
+        }
+    finally:
+        warehouse.close()
+    assert listed == marts
+    assert info[1], "the snapshot records the run that published it"
+
+
+_READER = """
+import pathlib, sys, time, duckdb
+path, stop = sys.argv[1], pathlib.Path(sys.argv[2])
+reads, stamps, errors = 0, set(), []
+while not stop.exists():
+    try:
+        con = duckdb.connect(path, read_only=True)
+        try:
+            stamps.add(str(con.execute("select published_at from _snapshot.info").fetchone()[0]))
+            for name, expected in con.execute(
+                "select table_name, row_count from _snapshot.tables"
+            ).fetchall():
+                actual = con.execute(f"select count(*) from {name}").fetchone()[0]
+                if actual != expected:
+                    errors.append(f"{name}: {actual} rows, the snapshot lists {expected}")
+        finally:
+            con.close()
+        reads += 1
+    except Exception as e:
+        errors.append(f"{type(e).__name__}: {e}")
+    time.sleep(0.05)
+print(reads, len(stamps), len(errors))
+for e in errors[:5]:
+    print(e)
+"""
+
+
+def test_a_bi_reader_gets_consistent_marts_while_a_build_runs(built, tmp_path):
+    before = snapshot.open_snapshot()
+    first_stamp = before.execute("select published_at from _snapshot.info").fetchone()[0]
+    before.close()
+    stop = tmp_path / "stop"
+    reader = subprocess.Popen(
+        [sys.executable, "-c", _READER, str(config.settings().bi_snapshot_path), str(stop)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # the demo's build: it holds the warehouse's write lock most of the time
+        build = subprocess.run(
+            [sys.executable, "-c", "from ottp import pipeline; pipeline.run_all(log_level='ERROR')"],
+            cwd=config.REPO_ROOT, capture_output=True, text=True, timeout=900,
+        )
+        assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+        time.sleep(1)  # a few reads of the new snapshot
+    finally:
+        stop.touch()
+    out, _ = reader.communicate(timeout=120)
+    lines = out.splitlines()
+    reads, snapshots_seen, errors = (int(x) for x in lines[0].split())
+    assert errors == 0, lines
+    assert reads > 10, lines
+    # the reader saw the snapshot before the build and the one it published
+    assert snapshots_seen >= 2, lines
+    after = snapshot.open_snapshot()
+    last_stamp = after.execute("select published_at from _snapshot.info").fetchone()[0]
+    after.close()
+    assert last_stamp > first_stamp
