@@ -118,7 +118,7 @@ def _figures(con: duckdb.DuckDBPyConnection, data_dir: Path, reconciliation: dic
             with active as (
                 select distinct user_id, session_date as day
                 from marts.sessions
-                where user_id is not null and not is_likely_bot
+                where user_id is not null
             ),
             firsts as (select user_id, min(day) as first_day from active group by 1),
             horizon as (select max(day) as last_day from active),

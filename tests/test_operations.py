@@ -227,3 +227,27 @@ def test_a_bi_reader_gets_consistent_marts_while_a_build_runs(built, tmp_path):
     last_stamp = after.execute("select published_at from _snapshot.info").fetchone()[0]
     after.close()
     assert last_stamp > first_stamp
+
+
+def test_the_sensor_starts_one_run_for_every_changed_day(data_dir):
+    from orchestration.defs.schedules import new_landing_files
+
+    landing_dir = data_dir / "landing"
+    write_landing(landing_dir, [make_event()], day=FIRST_DAY)
+    write_landing(landing_dir, [make_event()], day=FIRST_DAY + timedelta(days=2))
+    with dg.instance_for_test() as inst:
+        context = dg.build_sensor_context(instance=inst)
+        first = new_landing_files(context)
+        assert isinstance(first, dg.RunRequest)
+        assert first.partition_key_range == dg.PartitionKeyRange("2026-08-01", "2026-08-03")
+        cursor = context.cursor
+
+        context = dg.build_sensor_context(instance=inst, cursor=cursor)
+        assert isinstance(new_landing_files(context), dg.SkipReason)
+
+        # a re-delivered (changed) file of one day: a run of that day alone
+        write_landing(landing_dir, [make_event(), make_event()], day=FIRST_DAY + timedelta(days=2))
+        context = dg.build_sensor_context(instance=inst, cursor=cursor)
+        again = new_landing_files(context)
+        assert again.partition_key == "2026-08-03"
+        assert again.run_key != first.run_key
