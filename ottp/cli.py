@@ -139,6 +139,15 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_backfill(args: argparse.Namespace) -> int:
+    from ottp import pipeline
+
+    runs = pipeline.backfill(args.start, args.end, build=not args.daily_only)
+    for run in runs:
+        print(f"run {run.job}: {'success' if run.success else 'FAILED'} ({run.run_id})")
+    return 0 if runs and all(r.success for r in runs) else 1
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from ottp import report
 
@@ -226,6 +235,18 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(func=_cmd_ui)
+
+    bf = sub.add_parser(
+        "backfill",
+        help="Re-run the daily layer (loader, staging, incremental models) for a range of "
+        "landing days in one run, then everything after it; the runs show in the UI.",
+    )
+    bf.add_argument("--from", dest="start", type=date.fromisoformat, required=True)
+    bf.add_argument("--to", dest="end", type=date.fromisoformat, required=True,
+                    help="last day, inclusive")
+    bf.add_argument("--daily-only", action="store_true",
+                    help="only the daily layer; automation or build_warehouse does the rest")
+    bf.set_defaults(func=_cmd_backfill)
 
     rep = sub.add_parser(
         "report",
