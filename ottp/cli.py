@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     bi = sub.add_parser(
         "bi-snapshot",
         help="Publish the read-only copy of the marts BI tools open "
-        "(OTTP_DATA_DIR/bi/marts.duckdb); every build does this itself.",
+        "(OTTP_DATA_DIR/bi/marts_snapshot.duckdb); every build does this itself.",
     )
     bi.set_defaults(func=_cmd_bi_snapshot)
     return parser

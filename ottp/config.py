@@ -24,6 +24,8 @@ class Settings:
     warehouse_path: Path
     dbt_target: str
     # What BI tools open: a read-only copy of the marts published after each build.
+    # DuckDB names the catalog after the file, so the name is no schema's name
+    # ("marts" would make `marts.users` ambiguous).
     bi_snapshot_path: Path
     # Generated HTML reports (the pipeline report, validation results).
     reports_dir: Path
@@ -50,7 +52,7 @@ def settings() -> Settings:
         # manifest's relation names must not depend on where the data lives.
         warehouse_path=data_dir / "warehouse.duckdb",
         dbt_target=dbt_target,
-        bi_snapshot_path=data_dir / "bi" / "marts.duckdb",
+        bi_snapshot_path=data_dir / "bi" / "marts_snapshot.duckdb",
         reports_dir=data_dir / "reports",
         warehouse_writers=_writers(dbt_target),
         max_concurrent_steps=_positive_int(

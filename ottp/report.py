@@ -99,9 +99,10 @@ def _figures(con: duckdb.DuckDBPyConnection, data_dir: Path, reconciliation: dic
         (c, int(f), int(h))
         for c, f, h in _rows(
             con,
-            "select category, count(*) filter (where segment = 'fan'), "
-            "count(*) filter (where segment = 'hardcore_fan') "
-            "from marts.user_category_segments group by 1 order by 2 + 3 desc, 1",
+            "select category, count(*) filter (where segment = 'fan') as fans, "
+            "count(*) filter (where segment = 'hardcore_fan') as hardcore_fans "
+            "from marts.user_category_segments group by 1 "
+            "order by fans + hardcore_fans desc, category",
         )
     ]
     figures["lifecycle"] = dict(
@@ -122,7 +123,7 @@ def _figures(con: duckdb.DuckDBPyConnection, data_dir: Path, reconciliation: dic
             ),
             firsts as (select user_id, min(day) as first_day from active group by 1),
             horizon as (select max(day) as last_day from active),
-            offsets as (select range as d from range(0, {RETENTION_DAYS + 1}))
+            offsets as (select cast(range as integer) as d from range(0, {RETENTION_DAYS + 1}))
             select
                 offsets.d,
                 count(distinct active.user_id) filter (
@@ -213,7 +214,7 @@ def _line(points: list[tuple[float, float]], x_label: str, y_label: str, percent
     """A line chart with its axes; y from 0 to the maximum (or 100 %)."""
     if len(points) < 2:
         return "<p>Not enough history yet.</p>"
-    width, height, pad = 560, 240, 44
+    width, height, pad = 580, 240, 60
     xs = [p[0] for p in points]
     x0, x1 = min(xs), max(xs)
     y1 = 1.0 if percent else max(p[1] for p in points) * 1.1 or 1.0

@@ -2,7 +2,7 @@
 
 DuckDB lets one process hold a database file for writing, and while it does no
 other process can open that file, not even read-only. BI tools therefore read a
-separate file, ``$OTTP_DATA_DIR/bi/marts.duckdb``: the publisher writes the copy
+separate file, ``$OTTP_DATA_DIR/bi/marts_snapshot.duckdb``: the publisher writes the copy
 under a temporary name beside it and renames it into place (an atomic rename on
 POSIX), so a reader sees either the previous complete snapshot or the new
 complete one, never a mix, and never waits for a run.

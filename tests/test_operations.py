@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import time
@@ -275,3 +277,40 @@ def test_a_backfill_is_one_run_and_leaves_the_sessions_as_they_were(built):
     con.close()
     # the same events: rebuilding three days gives back the same sessions, ids included
     assert after == before
+
+
+def test_engines_with_several_writers_backfill_a_week_per_run(tmp_path):
+    # a fresh interpreter: the backfill policy and the pool are read when definitions load
+    code = (
+        "from orchestration.defs.dbt.assets import daily_models, warehouse_models\n"
+        "p = daily_models.backfill_policy\n"
+        "print(p.policy_type.value, p.max_partitions_per_run, daily_models.op.pool, "
+        "warehouse_models.op.pool)\n"
+    )
+    script = tmp_path / "policy.py"
+    script.write_text(code)
+    env = {**os.environ, "OTTP_DATA_DIR": str(tmp_path), "OTTP_DBT_TARGET": "postgres",
+           "OTTP_WAREHOUSE_WRITERS": "3"}
+    out = subprocess.run([sys.executable, str(script)], cwd=config.REPO_ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["MULTI_RUN", "7", instance.ENGINE_POOL, instance.ENGINE_POOL]
+    env["OTTP_DBT_TARGET"] = "duckdb"
+    out = subprocess.run([sys.executable, str(script)], cwd=config.REPO_ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.stdout.split() == ["SINGLE_RUN", "None", instance.WRITER_POOL, instance.WRITER_POOL]
+
+
+def test_dbt_docs_are_generated_from_the_built_warehouse(built):
+    root, _ = built
+    target = root / "dbt-docs"
+    out = subprocess.run(
+        [config.dbt_executable(), "docs", "generate", "--profiles-dir", str(config.DBT_PROJECT_DIR),
+         "--project-dir", str(config.DBT_PROJECT_DIR), "--target-path", str(target)],
+        cwd=config.DBT_PROJECT_DIR, env=config.dbt_env(), capture_output=True, text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-3000:]
+    catalog = json.loads((target / "catalog.json").read_text())
+    assert "model.ottp.user_segments" in catalog["nodes"]
+    assert (target / "index.html").exists()
