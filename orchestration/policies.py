@@ -15,6 +15,8 @@ layer is materialized by declarative automation, with nobody clicking:
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from orchestration.defs.jobs import DAILY_ASSETS
@@ -24,9 +26,16 @@ from orchestration.defs.jobs import DAILY_ASSETS
 RETRAIN_CRON = "0 4 * * *"
 
 # Eager, except that a missing upstream partition does not hold an unpartitioned
-# asset back: the daily layer has a partition for every calendar day, including
-# days no file has arrived for yet.
-ON_CHANGE = dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
+# asset back once its inputs have changed: the daily layer has a partition for every
+# calendar day, including days no file has arrived for yet. An asset that was never
+# built starts on its own only when nothing upstream is missing, so a fresh install
+# does not run dbt before the first file has been loaded.
+_A = dg.AutomationCondition
+ON_CHANGE = (
+    _A.eager()
+    .without(~_A.any_deps_missing())
+    .replace("newly_missing", _A.newly_missing() & ~_A.any_deps_missing())
+)
 
 RETRAIN_KEYS = {dg.AssetKey(["ml", "model_evaluation"]), dg.AssetKey(["ml", "recommender_model"])}
 
@@ -44,7 +53,11 @@ def condition_for(spec: dg.AssetSpec) -> dg.AutomationCondition:
 def apply(defs: dg.Definitions) -> dg.Definitions:
     """Give every asset after the daily layer its automation condition."""
     automated = dg.AssetSelection.all() - DAILY_ASSETS
-    return defs.map_resolved_asset_specs(
-        func=lambda spec: spec.replace_attributes(automation_condition=condition_for(spec)),
-        selection=automated,
-    )
+    # Preview in 1.13 (dagster is pinned exactly), and the one way to set conditions
+    # on dbt, ML and export assets from a single place.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return defs.map_resolved_asset_specs(
+            func=lambda spec: spec.replace_attributes(automation_condition=condition_for(spec)),
+            selection=automated,
+        )

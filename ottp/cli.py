@@ -146,6 +146,36 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return bench.run(args)
 
 
+def _cmd_backfill(args: argparse.Namespace) -> int:
+    from ottp import pipeline
+
+    runs = pipeline.backfill(args.start, args.end, build=not args.daily_only)
+    for run in runs:
+        print(f"run {run.job}: {'success' if run.success else 'FAILED'} ({run.run_id})")
+    return 0 if runs and all(r.success for r in runs) else 1
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ottp import report
+
+    built = report.build()
+    print(built.markdown())
+    print(f"\nreport: {built.path}")
+    for gate in built.figures["gates"]:
+        print(f"validation results {gate['table']}: {gate['path']}")
+    return 0
+
+
+def _cmd_bi_snapshot(args: argparse.Namespace) -> int:
+    from ottp import snapshot
+
+    published = snapshot.publish()
+    print(published.markdown())
+    print(f"\npublished {published.path} ({published.bytes / 2**20:.1f} MiB) "
+          f"in {published.seconds:.1f} s; open it with: duckdb -readonly {published.path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ottp",
@@ -222,6 +252,32 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(func=_cmd_ui)
+
+    bf = sub.add_parser(
+        "backfill",
+        help="Re-run the daily layer (loader, staging, incremental models) for a range of "
+        "landing days in one run, then everything after it; the runs show in the UI.",
+    )
+    bf.add_argument("--from", dest="start", type=date.fromisoformat, required=True)
+    bf.add_argument("--to", dest="end", type=date.fromisoformat, required=True,
+                    help="last day, inclusive")
+    bf.add_argument("--daily-only", action="store_true",
+                    help="only the daily layer; automation or build_warehouse does the rest")
+    bf.set_defaults(func=_cmd_backfill)
+
+    rep = sub.add_parser(
+        "report",
+        help="Write the pipeline report (HTML under OTTP_DATA_DIR/reports) and list the "
+        "latest validation results of each CRM gate.",
+    )
+    rep.set_defaults(func=_cmd_report)
+
+    bi = sub.add_parser(
+        "bi-snapshot",
+        help="Publish the read-only copy of the marts BI tools open "
+        "(OTTP_DATA_DIR/bi/marts_snapshot.duckdb); every build does this itself.",
+    )
+    bi.set_defaults(func=_cmd_bi_snapshot)
     return parser
 
 

@@ -23,6 +23,17 @@ class Settings:
     landing_dir: Path
     warehouse_path: Path
     dbt_target: str
+    # What BI tools open: a read-only copy of the marts published after each build.
+    # DuckDB names the catalog after the file, so the name is no schema's name
+    # ("marts" would make `marts.users` ambiguous).
+    bi_snapshot_path: Path
+    # Generated HTML reports (the pipeline report, validation results).
+    reports_dir: Path
+    # Steps that may write the warehouse at once: a DuckDB file takes one writer;
+    # PostgreSQL and Spark take several (OTTP_WAREHOUSE_WRITERS).
+    warehouse_writers: int
+    # Steps of one Dagster run executed in parallel processes (OTTP_MAX_CONCURRENT_STEPS).
+    max_concurrent_steps: int
 
     def ensure_dirs(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -33,14 +44,32 @@ def settings() -> Settings:
     """Read the environment now (not at import), so tests can point it elsewhere."""
     data_dir = Path(os.environ.get("OTTP_DATA_DIR", REPO_ROOT / "data")).resolve()
     landing = os.environ.get("OTTP_LANDING_DIR")
+    dbt_target = os.environ.get("OTTP_DBT_TARGET", "duckdb")
     return Settings(
         data_dir=data_dir,
         landing_dir=Path(landing).resolve() if landing else data_dir / "landing",
         # A fixed file name: dbt-duckdb names the database after it, and the
         # manifest's relation names must not depend on where the data lives.
         warehouse_path=data_dir / "warehouse.duckdb",
-        dbt_target=os.environ.get("OTTP_DBT_TARGET", "duckdb"),
+        dbt_target=dbt_target,
+        bi_snapshot_path=data_dir / "bi" / "marts_snapshot.duckdb",
+        reports_dir=data_dir / "reports",
+        warehouse_writers=_writers(dbt_target),
+        max_concurrent_steps=_positive_int(
+            "OTTP_MAX_CONCURRENT_STEPS", str(os.cpu_count() or 2)
+        ),
     )
+
+
+def _writers(dbt_target: str) -> int:
+    return 1 if dbt_target == "duckdb" else _positive_int("OTTP_WAREHOUSE_WRITERS", "4")
+
+
+def _positive_int(variable: str, default: str) -> int:
+    raw = os.environ.get(variable, default).strip()
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{variable} must be a positive integer, got {raw!r}")
+    return int(raw)
 
 
 def dbt_env(s: Settings | None = None) -> dict[str, str]:

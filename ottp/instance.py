@@ -10,6 +10,11 @@ import yaml
 from ottp import config
 
 POSTGRES_URL_VAR = "OTTP_DAGSTER_POSTGRES_URL"
+# Steps that open the DuckDB file (the loader, the ML assets, the snapshot, the sync
+# ... and dbt on the duckdb target) share this pool: one writer per file.
+WRITER_POOL = "warehouse_writer"
+# dbt on PostgreSQL or Spark: several builds may run at once (OTTP_WAREHOUSE_WRITERS).
+ENGINE_POOL = "engine_writer"
 
 
 def instance_yaml() -> dict:
@@ -33,4 +38,28 @@ def prepare_dagster_home(s: config.Settings | None = None) -> Path:
     os.environ["DAGSTER_HOME"] = str(home)
     os.environ["OTTP_DAGSTER_STORAGE_DIR"] = str(storage)
     config.export_dbt_env(s)
+    set_pool_limits(s)
     return home
+
+
+def dbt_pool(s: config.Settings | None = None) -> str:
+    """The pool of the dbt steps: the DuckDB file's, or the engine's when dbt runs elsewhere."""
+    s = s or config.settings()
+    return WRITER_POOL if s.dbt_target == "duckdb" else ENGINE_POOL
+
+
+def pool_limits(s: config.Settings | None = None) -> dict[str, int]:
+    """One writer for the DuckDB file; OTTP_WAREHOUSE_WRITERS dbt builds on other engines."""
+    s = s or config.settings()
+    return {WRITER_POOL: 1, ENGINE_POOL: s.warehouse_writers}
+
+
+def set_pool_limits(s: config.Settings | None = None) -> dict[str, int]:
+    """Record the pool limits on the instance (its storage keeps them; the UI shows them)."""
+    import dagster as dg
+
+    limits = pool_limits(s)
+    with dg.DagsterInstance.get() as inst:
+        for pool, limit in limits.items():
+            inst.event_log_storage.set_concurrency_slots(pool, limit)
+    return limits

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 from ottp import config, instance, landing, load
 
@@ -15,7 +15,9 @@ class PipelineRun:
     success: bool
 
 
-def run_all(days: list[date] | None = None, log_level: str = "WARNING") -> list[PipelineRun]:
+def run_all(
+    days: list[date] | None = None, log_level: str = "WARNING", build: bool = True
+) -> list[PipelineRun]:
     """Load the given landing days (default: all present), then build everything downstream.
 
     Runs are recorded on the configured instance, so the UI shows them afterwards.
@@ -41,13 +43,26 @@ def run_all(days: list[date] | None = None, log_level: str = "WARNING") -> list[
                 instance=inst, tags=tags, run_config=run_config
             )
             runs.append(PipelineRun("ingest", result.run_id, result.success))
-            if not result.success:
+            if not result.success or not build:
                 return runs
         print("Building the warehouse (dbt build and downstream assets) ...", flush=True)
         result = defs.resolve_job_def("build_warehouse").execute_in_process(
             instance=inst, run_config=run_config
         )
         runs.append(PipelineRun("build_warehouse", result.run_id, result.success))
+    return runs
+
+
+def backfill(first: date, last: date, build: bool = True, log_level: str = "WARNING") -> list[PipelineRun]:
+    """Re-run the daily layer for first..last (inclusive) in one run, then (by default) the rest.
+
+    The raw loader skips files it already loaded; dbt rebuilds every session and play
+    with activity on those days, even past the incremental lookback.
+    """
+    if last < first:
+        raise ValueError(f"the backfill ends ({last}) before it starts ({first})")
+    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    runs = run_all(days, log_level=log_level, build=build)
     return runs
 
 

@@ -1,8 +1,9 @@
 """The Dagster UI as a data engineer uses it, in a real headless Chromium.
 
 Starts `dagster dev` on a small generated data set, checks the asset graph shows
-every group, launches a materialization from the UI, waits for the run to
-succeed and saves screenshots under test-artifacts/.
+every group, waits for the sensor and declarative automation to carry the landing
+files to the CRM target, launches a materialization from the UI, waits for the run
+to succeed and saves screenshots under test-artifacts/.
 """
 
 from __future__ import annotations
@@ -153,10 +154,58 @@ def test_the_asset_graph_shows_every_group(dagster_ui, browser):
         assert group in text
 
 
+_LATEST_MATERIALIZATION = """
+query ($path: [String!]!) {
+  assetOrError(assetKey: {path: $path}) {
+    ... on Asset { assetMaterializations(limit: 1) { timestamp runId } }
+  }
+}
+"""
+
+
+def _materialized_at(base: str, path: list[str]) -> float | None:
+    data = _graphql(base, _LATEST_MATERIALIZATION, {"path": path})["data"]["assetOrError"]
+    events = (data or {}).get("assetMaterializations") or []
+    return float(events[0]["timestamp"]) / 1000 if events else None
+
+
+def test_landing_files_reach_the_crm_with_nobody_clicking(dagster_ui, browser):
+    # The daemon of `ottp ui`: the sensor starts ingest runs for the landing days,
+    # then declarative automation builds marts, ML, exports, gates and the sync.
+    base, _ = dagster_ui
+    try:
+        _wait(
+            lambda: _materialized_at(base, ["crm", "crm_contacts"]), 1500,
+            "the CRM sync started by automation", interval=5,
+        )
+        _wait(
+            lambda: _materialized_at(base, ["quality", "pipeline_report"]), 300,
+            "the pipeline report", interval=5,
+        )
+    finally:
+        browser.get(f"{base}/runs")
+        time.sleep(3)
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "ui-runs-by-automation.png"))
+    runs = _graphql(
+        base, "{ runsOrError(limit: 50) { ... on Runs { results { status tags { key value } } } } }"
+    )["data"]["runsOrError"]["results"]
+    by_automation = [
+        r for r in runs
+        if any(t["key"] == "dagster/from_automation_condition" for t in r["tags"])
+    ]
+    assert by_automation, "no run was started by automation"
+    # the report asset page shows its summary and the link to the HTML page
+    browser.get(f"{base}/assets/quality/pipeline_report")
+    _dismiss_welcome(browser)
+    _wait(lambda: "pipeline.html" in _page_text(browser), 60, "the report's metadata")
+    browser.save_screenshot(str(ARTIFACTS / "ui-pipeline-report.png"))
+
+
 def test_a_materialization_launched_from_the_ui_succeeds(dagster_ui, browser):
     base, _ = dagster_ui
-    # A seed: unpartitioned, so "Materialize" launches at once.
-    browser.get(f"{base}/assets/reference/categories")
+    # Unpartitioned, and its marts exist once automation has run (test above).
+    browser.get(f"{base}/assets/bi/marts_snapshot")
     _dismiss_welcome(browser)
     ARTIFACTS.mkdir(exist_ok=True)
     try:
@@ -164,17 +213,20 @@ def test_a_materialization_launched_from_the_ui_succeeds(dagster_ui, browser):
     finally:
         browser.save_screenshot(str(ARTIFACTS / "ui-asset-page.png"))
 
-    # Runs launched from an asset page belong to the implicit asset job (the
-    # sensor's ingest runs are named "ingest").
+    # Runs launched from an asset page belong to the implicit asset job and carry
+    # no automation tag.
     query = """
-    { runsOrError(limit: 20) { ... on Runs { results { runId status jobName } } } }
+    { runsOrError(limit: 30) { ... on Runs { results { runId status jobName
+        tags { key value } } } } }
     """
 
     def finished_run():
         runs = _graphql(base, query)["data"]["runsOrError"]["results"]
         done = [
             r for r in runs
-            if r["jobName"] == "__ASSET_JOB" and r["status"] in ("SUCCESS", "FAILURE", "CANCELED")
+            if r["jobName"] == "__ASSET_JOB"
+            and not any(t["key"].startswith("dagster/from_automation") for t in r["tags"])
+            and r["status"] in ("SUCCESS", "FAILURE", "CANCELED")
         ]
         return done[0] if done else None
 
@@ -185,6 +237,5 @@ def test_a_materialization_launched_from_the_ui_succeeds(dagster_ui, browser):
     browser.get(f"{base}/runs/{run['runId']}")
     _wait(lambda: "Success" in _page_text(browser) or run["status"] != "SUCCESS", 60,
           "the run page")
-    ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "ui-run.png"))
     assert run["status"] == "SUCCESS", run

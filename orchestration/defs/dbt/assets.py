@@ -6,7 +6,7 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
-from ottp import config, load
+from ottp import config, instance, load
 from orchestration.defs.dbt.project import dbt_project
 from orchestration.defs.partitions import landing_days
 
@@ -65,9 +65,22 @@ def _row_counts(relations: dict[dg.AssetKey, str]) -> dict[dg.AssetKey, int]:
 # CRM export models read the recommender's tables, which read the marts: they are a
 # separate dbt asset set so the op graph has no cycle.
 EXPORTS_SELECTION = "path:models/exports"
-# The per-day layer: staging views and the incremental intermediate models, partitioned
-# by landing day like the raw loader they read (no seed or other model upstream).
-DAILY_SELECTION = "path:models/staging config.materialized:incremental,path:models/intermediate"
+# The per-day layer: seeds (the staging tests check codes against them), the staging
+# views and the incremental intermediate models, partitioned by landing day like the
+# raw loader they read.
+DAILY_SELECTION = (
+    "resource_type:seed path:models/staging "
+    "config.materialized:incremental,path:models/intermediate"
+)
+
+
+# On a DuckDB file a 90-day backfill is one dbt invocation with min_date/max_date
+# spanning it; engines that take several writers backfill a week per run, in parallel.
+DAILY_BACKFILL = (
+    dg.BackfillPolicy.single_run()
+    if config.settings().warehouse_writers == 1
+    else dg.BackfillPolicy.multi_run(max_partitions_per_run=7)
+)
 
 
 def partition_vars(context: dg.AssetExecutionContext) -> dict[str, str]:
@@ -114,9 +127,8 @@ def build_with_row_counts(
     dagster_dbt_translator=translator,
     select=DAILY_SELECTION,
     partitions_def=landing_days,
-    # a 90-day backfill is one dbt invocation with min_date/max_date spanning it
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool="warehouse_writer",
+    backfill_policy=DAILY_BACKFILL,
+    pool=instance.dbt_pool(),
 )
 def daily_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     """dbt build of staging and the incremental models for the selected landing days."""
@@ -128,7 +140,7 @@ def daily_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     project=dbt_project,
     dagster_dbt_translator=translator,
     exclude=f"{EXPORTS_SELECTION} {DAILY_SELECTION}",
-    pool="warehouse_writer",
+    pool=instance.dbt_pool(),
 )
 def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     """dbt build: seeds, the other intermediate models and the marts, with their tests."""

@@ -11,7 +11,7 @@ from dagster_dbt import DbtCliResource, dbt_assets
 from orchestration.defs.dbt.assets import EXPORTS_SELECTION, build_with_row_counts, translator
 from orchestration.defs.dbt.project import dbt_project
 from orchestration.defs.resources import WarehouseResource
-from ottp import quality, sync
+from ottp import instance, quality, sync
 
 # The export tables the CRM receives (crm_trigger_log stays in the warehouse).
 SYNCED = [t.name for t in sync.TABLES]
@@ -22,7 +22,7 @@ SYNCED = [t.name for t in sync.TABLES]
     project=dbt_project,
     dagster_dbt_translator=translator,
     select=EXPORTS_SELECTION,
-    pool="warehouse_writer",
+    pool=instance.dbt_pool(),
 )
 def export_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     """dbt build of the CRM export models (models/exports/) with their dbt tests."""
