@@ -205,6 +205,25 @@ def build_parser() -> argparse.ArgumentParser:
     ld.add_argument("--day", type=date.fromisoformat, help="Only this landing day.")
     ld.set_defaults(func=_cmd_load)
 
+    sl = sub.add_parser(
+        "spark-load",
+        help="Load new landing files into the local Spark warehouse (OTTP_DBT_TARGET=spark).",
+    )
+    sl.add_argument("--landing", help="Landing folder (default $OTTP_DATA_DIR/landing).")
+    sl.add_argument("--day", help="Only this landing day (YYYY-MM-DD).")
+    sl.add_argument("--json", action="store_true", help="Print the report as JSON.")
+
+    def _cmd_spark_load(a: argparse.Namespace) -> int:
+        from ottp import spark_load
+
+        return spark_load.main(
+            (["--landing", a.landing] if a.landing else [])
+            + (["--day", a.day] if a.day else [])
+            + (["--json"] if a.json else [])
+        )
+
+    sl.set_defaults(func=_cmd_spark_load)
+
     demo = sub.add_parser(
         "demo",
         help="The main job: generate demo data if missing, materialize every asset, "

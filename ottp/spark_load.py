@@ -38,7 +38,7 @@ from ottp.load import (
     PLATFORMS,
     FileResult,
     LoadReport,
-    gzip_problem,
+    inspect_file,
 )
 
 if TYPE_CHECKING:
@@ -99,6 +99,12 @@ _TITLE_TEXT = (
     "_corrupt_record string"
 )
 _TITLE_TYPED = "duration_s double, keywords array<string>"
+# Fields that must be JSON strings (ottp.load's _EVENT_STRINGS / _TITLE_STRINGS).
+_EVENT_STRINGS = (
+    "event_id", "event_type", "schema_version", "occurred_at", "received_at", "user_id",
+    "device_id", "platform", "app_version", "country", "playback_id", "title_id",
+)
+_TITLE_STRINGS = ("title_id", "name", "category", "kind", "series_id", "available_from")
 _JSON_OPTIONS = "map('columnNameOfCorruptRecord', '_corrupt_record', 'mode', 'PERMISSIVE')"
 _UUID = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 _TIMESTAMP = "^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}"
@@ -193,7 +199,7 @@ def _drop_corrupt_files(
     if not pending:
         return pending
     with ThreadPoolExecutor(min(8, len(pending))) as pool:
-        problems = list(pool.map(lambda item: gzip_problem(item[0].path), pending))
+        problems = list(pool.map(lambda item: inspect_file(item[0].path)[0], pending))
     sound = []
     for (f, sha), problem in zip(pending, problems, strict=True):
         if problem is None:
@@ -243,8 +249,31 @@ def _lines(spark: SparkSession, batch: list[tuple[landing.LandingFile, str]]) ->
     )
 
 
-def _reader_checks() -> str:
-    """Reasons the DuckDB loader's line reader gives (encoding, length, empty)."""
+# As in ottp.load: NaN and Infinity outside string literals are not JSON, and
+# an escaped NUL cannot be stored as text.
+_JSON_STRING = r'"(?:[^"\\\\]|\\\\.)*"'
+_ESCAPED_NUL = r"(^|[^\\\\])(\\\\\\\\)*\\\\u0000"
+def _not_a_string(text_fields: Sequence[str]) -> str:
+    """The first text field holding a number, boolean, object or array (null: none).
+
+    The text parse renders such a value as its JSON text, which a string can
+    also hold ("1.0"); only lines where one of these keys is followed by a
+    non-string value are parsed again (as a variant) to read its type.
+    """
+    keys = "|".join(text_fields)
+    branches = " ".join(
+        f"when schema_of_variant(variant_get(try_parse_json(line), '$.{f}')) "
+        f"not in ('STRING', 'NULL') then '{f}'"
+        for f in text_fields
+    )
+    return (
+        f"""case when line rlike '"({keys})"[ \\\\t]*:[ \\\\t]*[-0-9tf{{\\\\[]' """
+        f"then case {branches} end end"
+    )
+
+
+def _line_checks() -> str:
+    """The first reasons, in the DuckDB loader's order: reading, then JSON shape."""
     return f"""
         when not is_valid_utf8(line) then 'invalid_encoding|not UTF-8'
         when octet_length(line) > {MAX_LINE_BYTES} then 'line_too_long|over {MAX_LINE_BYTES} bytes'
@@ -253,6 +282,12 @@ def _reader_checks() -> str:
             then 'not_an_object|not a JSON object'
         when left(ltrim(line), 1) <> '{{' or j._corrupt_record is not null
             then 'invalid_json|unparsable JSON'
+        when (contains(line, 'NaN') or contains(line, 'Infinity'))
+             and regexp_replace(line, '{_JSON_STRING}', '""') rlike 'NaN|Infinity'
+            then 'invalid_json|NaN or Infinity is not JSON'
+        when contains(line, '\\\\u0000') and line rlike '{_ESCAPED_NUL}'
+            then 'invalid_value|NUL character (\\\\u0000) in a string'
+        when not_a_string is not null then 'wrong_type|' || not_a_string || ' is not a string'
     """
 
 
@@ -285,13 +320,14 @@ def _validated_events_sql() -> str:
             n.duration_s as duration_s,
             n.from_position_s as from_position_s,
             case when left(j.properties, 1) = '{{' then j.properties end as properties,
-            j.properties is not null and left(j.properties, 1) <> '{{' as properties_not_object
+            j.properties is not null and left(j.properties, 1) <> '{{' as properties_not_object,
+            {_not_a_string(_EVENT_STRINGS)} as not_a_string
         from parsed
     ),
     checked as (
         select *,
             case
-                {_reader_checks()}
+                {_line_checks()}
                 when j.event_id is null then 'missing_field|event_id'
                 when j.event_type is null then 'missing_field|event_type'
                 when j.schema_version is null then 'missing_field|schema_version'
@@ -386,13 +422,14 @@ def _validated_titles_sql() -> str:
             cast(j.release_year as int) as release_year,
             cast(j.available_from as date) as available_from,
             coalesce(cast(j.is_available as boolean), true) as is_available,
-            n.keywords as keywords
+            n.keywords as keywords,
+            {_not_a_string(_TITLE_STRINGS)} as not_a_string
         from parsed
     ),
     checked as (
         select *,
             case
-                {_reader_checks()}
+                {_line_checks()}
                 when j.title_id is null then 'missing_field|title_id'
                 when j.name is null then 'missing_field|name'
                 when j.category is null then 'missing_field|category'
