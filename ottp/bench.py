@@ -751,6 +751,20 @@ def _clean_copy(files: list[Path], folder: Path) -> tuple[list[str], int, int]:
     return out, kept, dropped
 
 
+def _settings_with(variables: dict[str, str]) -> config.Settings:
+    """ottp.config's settings for these variables; the environment is restored after."""
+    saved = {k: os.environ.get(k) for k in variables}
+    os.environ.update(variables)
+    try:
+        return config.settings()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def run_size(events: int, args: argparse.Namespace, root: Path, pg: dict | None) -> dict:
     from ottp import landing as ld
     from ottp.simulate import suggest_size
@@ -762,14 +776,17 @@ def run_size(events: int, args: argparse.Namespace, root: Path, pg: dict | None)
     warehouse = data_dir / "warehouse.duckdb"
     sqlite_path = data_dir / "crm" / "crm.sqlite"
     data_dir.mkdir(parents=True)
-    s = config.Settings(
-        data_dir=data_dir, landing_dir=landing_dir, warehouse_path=warehouse, dbt_target="duckdb"
-    )
+    pointed = {
+        "OTTP_DATA_DIR": str(data_dir),
+        "OTTP_LANDING_DIR": str(landing_dir),
+        "OTTP_DBT_TARGET": "duckdb",
+    }
+    s = _settings_with(pointed)
+    if s.warehouse_path != warehouse:
+        raise StageFailed(f"ottp.config puts the warehouse at {s.warehouse_path}, not {warehouse}")
     env = config.dbt_env(s)
     env.update(
-        OTTP_DATA_DIR=str(data_dir),
-        OTTP_LANDING_DIR=str(landing_dir),
-        OTTP_DBT_TARGET="duckdb",
+        pointed,
         DBT_SEND_ANONYMOUS_USAGE_STATS="false",
         PYTHONPATH=str(config.REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
     )
