@@ -73,34 +73,33 @@ MIN_EVENT_TIME = "2000-01-01"
 # (DuckDB allows one writing process) before it gives up with WarehouseBusy.
 LOCK_WAIT_S = 300.0
 
-# Every field is read as raw JSON, so a wrong type is told apart from a missing
-# field: strings are unwrapped only when they are JSON strings (a number or an
-# object where text belongs is a wrong type, not its JSON text).
+# Text fields are read as VARCHAR, other fields as raw JSON (to check their
+# JSON type). json_transform turns a number or an object in a text field into
+# its JSON text, so a line whose text field looks like one (a number, true or
+# false, an object or a list) is parsed once more for its JSON types: a wrong
+# type is told apart from the text "12345", and ordinary lines pay nothing.
 _EVENT_STRINGS = (
-    "event_id",
-    "event_type",
-    "schema_version",
-    "occurred_at",
-    "received_at",
-    "user_id",
-    "device_id",
-    "platform",
-    "app_version",
-    "country",
-    "playback_id",
-    "title_id",
-)
+    "event_id", "event_type", "occurred_at", "received_at", "user_id",
+    "device_id", "platform", "app_version", "country", "playback_id", "title_id",
+)  # fmt: skip
+# Text that always looks like a number ("1.0"): read as JSON and unwrapped, so
+# that ordinary lines are not all parsed twice.
+_EVENT_NUMERIC_STRINGS = ("schema_version",)
+# Fields whose parsing (uuid, timestamp, date) already rejects any other JSON
+# type as wrong_type: not worth a second look.
+_PARSED_ANYWAY = ("event_id", "occurred_at", "received_at", "available_from")
 _EVENT_JSON = ("position_s", "duration_s", "from_position_s", "properties")
 _TITLE_STRINGS = ("title_id", "name", "category", "kind", "series_id", "available_from")
 _TITLE_JSON = ("keywords", "season", "episode", "duration_s", "release_year", "is_available")
 
 
-def _struct(fields: Sequence[str]) -> str:
-    return "{" + ",".join(f'"{f}":"JSON"' for f in fields) + "}"
+def _struct(strings: Sequence[str], json_fields: Sequence[str]) -> str:
+    fields = [f'"{f}":"VARCHAR"' for f in strings] + [f'"{f}":"JSON"' for f in json_fields]
+    return "{" + ",".join(fields) + "}"
 
 
-_EVENT_STRUCT = _struct(_EVENT_STRINGS + _EVENT_JSON)
-_TITLE_STRUCT = _struct(_TITLE_STRINGS + _TITLE_JSON)
+_EVENT_STRUCT = _struct(_EVENT_STRINGS, _EVENT_NUMERIC_STRINGS + _EVENT_JSON)
+_TITLE_STRUCT = _struct(_TITLE_STRINGS, _TITLE_JSON)
 # An escaped NUL (\u0000) preceded by an even number of backslashes: neither
 # PostgreSQL text nor jsonb can hold it, so it never enters the warehouse.
 _ESCAPED_NUL = r"(^|[^\\])(\\\\)*\\u0000"
@@ -108,31 +107,47 @@ _ESCAPED_NUL = r"(^|[^\\])(\\\\)*\\u0000"
 _JSON_STRING = r'"(?:[^"\\]|\\.)*"'
 
 
-def _parsed_lines(struct: str, strings: Sequence[str], json_fields: Sequence[str]) -> str:
-    """CTEs ``raw_parsed`` and ``parsed``: one JSON parse per line, strings unwrapped.
+def _parsed_lines(struct: str, strings: Sequence[str], numeric: Sequence[str] = ()) -> str:
+    """CTEs ``raw_parsed`` and ``parsed``: one JSON parse per line.
 
     ``j`` is null for a line that is not a JSON object; ``not_a_string`` names the
-    first text field holding another JSON type; ``bad_json`` flags NaN, Infinity
-    (DuckDB's parser accepts them, JSON and PostgreSQL do not) and escaped NULs.
+    first text field holding another JSON type; ``has_non_finite`` flags NaN and
+    Infinity (DuckDB's parser accepts them, JSON and PostgreSQL do not) and
+    ``has_nul`` an escaped NUL. Each field of ``numeric`` comes as ``<field>_text``.
     """
-    unwrap = ", ".join(
-        f"{f} := case when left(t.{f}::varchar, 1) = '\"' then t.{f}->>'$' end" for f in strings
+    unwrapped = "".join(
+        f"case when left(j.{f}::varchar, 1) = '\"' then j.{f}->>'$' end as {f}_text, "
+        for f in numeric
     )
-    keep = ", ".join(f"{f} := t.{f}" for f in json_fields)
-    wrong = " ".join(f"when left(t.{f}::varchar, 1) <> '\"' then '{f}'" for f in strings)
+    numeric_wrong = " ".join(f"when left(j.{f}::varchar, 1) <> '\"' then '{f}'" for f in numeric)
+    # A text field followed by something other than a string or null; or an
+    # escaped key (which could spell a field name the first pattern misses).
+    fields = "|".join(f for f in strings if f not in _PARSED_ANYWAY)
+    suspicious = (
+        f"""regexp_matches(line, '"(?:{fields})"\\s*:\\s*[^"n\\s]') """
+        r"""or (contains(line, '\u') """
+        r"""and regexp_matches(line, '"[^"]*\\u[0-9a-fA-F]{4}[^"]*"\s*:'))"""
+    )
+    paths = ", ".join(f"'$.{f}'" for f in strings)
+    names = ", ".join(f"'{f}'" for f in strings)
     return f"""
         , raw_parsed as (
             select file_path, line,
                    case when line is not null and left(ltrim(line), 1) = '{{'
-                        then try(json_transform(line, '{struct}')) end as t
+                        then try(json_transform(line, '{struct}')) end as j
             from lines
         ),
         parsed as (
-            select file_path, line,
-                   case when t is not null then struct_pack({unwrap}, {keep}) end as j,
-                   case when t is not null then case {wrong} end end as not_a_string,
+            select file_path, line, j, {unwrapped}
+                   case when j is null then null {numeric_wrong}
+                        when {suspicious} then
+                       ([{names}])[list_position(
+                           list_transform(json_type(line, [{paths}]),
+                                          lambda t: coalesce(t, 'NULL') not in ('VARCHAR', 'NULL')),
+                           true)]
+                   end as not_a_string,
                    case
-                       when t is null then null
+                       when j is null then null
                        when contains(line, 'NaN') or contains(line, 'Infinity') then
                            regexp_matches(
                                regexp_replace(line, '{_JSON_STRING}', '""', 'g'),
@@ -140,7 +155,7 @@ def _parsed_lines(struct: str, strings: Sequence[str], json_fields: Sequence[str
                            )
                        else false
                    end as has_non_finite,
-                   t is not null and contains(line, '\\u0000')
+                   j is not null and contains(line, '\\u0000')
                        and regexp_matches(line, '{_ESCAPED_NUL}') as has_nul
             from raw_parsed
         )
@@ -883,9 +898,9 @@ def _validate_events(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
         con,
         paths,
         f"""
-        {_parsed_lines(_EVENT_STRUCT, _EVENT_STRINGS, _EVENT_JSON)},
+        {_parsed_lines(_EVENT_STRUCT, _EVENT_STRINGS, _EVENT_NUMERIC_STRINGS)},
         typed as (
-            select file_path, line, j, not_a_string, has_non_finite, has_nul,
+            select file_path, line, j, schema_version_text, not_a_string, has_non_finite, has_nul,
                    try_cast(j.event_id as uuid) as event_id,
                    j.event_type as event_type,
                    try_cast(j.occurred_at as timestamptz) at time zone 'UTC' as occurred_at,
@@ -921,8 +936,8 @@ def _validate_events(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
                     when occurred_at is null then 'wrong_type|occurred_at is not a timestamp'
                     when received_at is null then 'wrong_type|received_at is not a timestamp'
                     when properties_not_object then 'wrong_type|properties is not an object'
-                    when not regexp_full_match(j.schema_version, '1\\.[0-9]+')
-                        then 'unsupported_schema_version|' || to_json(left(j.schema_version, 50))
+                    when not regexp_full_match(schema_version_text, '1\\.[0-9]+')
+                        then 'unsupported_schema_version|' || to_json(left(schema_version_text, 50))
                     when event_type not in ({types_sql})
                         then 'unknown_event_type|' || to_json(left(event_type, 100))
                     when j.platform not in ({platforms_sql})
@@ -971,7 +986,7 @@ def _validate_events(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
                 end as verdict
             from typed
         )
-        select file_path, event_id, event_type, j.schema_version as schema_version,
+        select file_path, event_id, event_type, schema_version_text as schema_version,
                occurred_at, received_at, j.user_id as user_id, j.device_id as device_id,
                j.platform as platform, j.app_version as app_version, j.country as country,
                j.playback_id as playback_id, j.title_id as title_id,
@@ -1011,7 +1026,7 @@ def _validate_titles(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
         con,
         paths,
         f"""
-        {_parsed_lines(_TITLE_STRUCT, _TITLE_STRINGS, _TITLE_JSON)},
+        {_parsed_lines(_TITLE_STRUCT, _TITLE_STRINGS)},
         typed as (
             select *,
                    {_json_number("j.duration_s")} as duration_s,

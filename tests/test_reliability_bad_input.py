@@ -457,3 +457,18 @@ def test_crlf_line_ends_load_and_a_stray_cr_rejects_only_its_line(tmp_path):
         assert {a["event_id"], b["event_id"]} <= loaded and c["event_id"] not in loaded
     finally:
         con.close()
+
+
+def test_a_wrong_type_behind_an_escaped_key_is_still_a_wrong_type(tmp_path):
+    # "user\u005fid" is user_id to a JSON parser; the loader must see it too.
+    line = _line(make_event()).replace(b'"user_id": "u_000001"', b'"user\\u005fid": 12345')
+    assert b"\\u005f" in line
+    report, con = _load_lines(tmp_path, [line, _line(make_event(user_id="12345"))])
+    try:
+        assert (report.loaded, report.rejected_by_reason) == (1, {"wrong_type": 1})
+        assert con.execute("select reason from raw.rejected_events").fetchall() == [
+            ("wrong_type: user_id is not a string",)
+        ]
+        assert con.execute("select user_id from raw.events").fetchall() == [("12345",)]
+    finally:
+        con.close()
