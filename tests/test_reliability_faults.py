@@ -172,20 +172,31 @@ def _dbt_env(data_dir: Path) -> dict[str, str]:
 
 
 def _relations(path: Path) -> dict[str, str]:
-    """Every relation dbt built, with a digest of its rows (order-free)."""
+    """Every relation dbt built, with a digest of its rows (order-free).
+
+    Floating-point columns are rounded: a parallel sum adds in no fixed order,
+    so two clean builds may differ in the last bits.
+    """
     con = duckdb.connect(str(path), read_only=True)
     try:
-        names = con.execute(
-            "select table_schema, table_name from information_schema.tables "
+        columns: dict[tuple[str, str], list[str]] = {}
+        for schema, name, column, type_ in con.execute(
+            "select table_schema, table_name, column_name, data_type "
+            "from information_schema.columns "
             "where table_schema in ('reference', 'staging', 'intermediate', 'marts') "
-            "order by 1, 2"
-        ).fetchall()
+            "order by table_schema, table_name, ordinal_position"
+        ).fetchall():
+            exact = type_ not in ("DOUBLE", "FLOAT", "REAL")
+            columns.setdefault((schema, name), []).append(
+                f'"{column}"' if exact else f'round("{column}", 6)'
+            )
         return {
             f"{schema}.{name}": con.execute(
-                f"select count(*) || ':' || coalesce(sum(hash(t::varchar)), 0) "
-                f'from "{schema}"."{name}" as t'
+                f"select count(*) || ':' || "
+                f"coalesce(sum(hash(row({', '.join(cols)})::varchar)), 0) "
+                f'from "{schema}"."{name}"'
             ).fetchall()[0][0]
-            for schema, name in names
+            for (schema, name), cols in columns.items()
         }
     finally:
         con.close()
