@@ -1463,6 +1463,45 @@ class PseudonymisationReport:
 
 # Where a deleted user's id may still be, besides the deletion_request event.
 _PERSONAL_SCHEMAS = ("raw", "intermediate", "marts", "ml", "exports")
+# Sessions are keyed by actor (the user id when signed in) and their id hashes it.
+_ACTOR_TABLES = {("intermediate", "int_sessions")}
+
+
+def _remap_sessions(con: duckdb.DuckDBPyConnection) -> None:
+    """Give a deleted user's sessions the ids a rebuild under the pseudonym computes.
+
+    int_sessions names a session md5(actor_id | start in microseconds); the marts
+    join plays to sessions on actor_id. Rewriting the actor without the ids would
+    leave the real id in the actor column, and the next incremental run would
+    rebuild the user's sessions under new ids that no stored play refers to.
+    """
+    present = con.execute(
+        "select count(*) from information_schema.tables "
+        "where table_schema = 'intermediate' and table_name = 'int_sessions'"
+    ).fetchall()[0][0]
+    if not present:
+        return
+    con.execute(
+        """
+        create or replace temp table session_remap as
+        select s.session_id as old_id,
+            md5(p.pseudonym || '|' || cast(epoch_us(s.started_at) as varchar)) as new_id
+        from intermediate.int_sessions as s
+        join to_pseudonymise as p on s.actor_id = p.user_id
+        """
+    )
+    with_sessions = con.execute(
+        "select c.table_schema, c.table_name from information_schema.columns as c "
+        "join information_schema.tables as t using (table_catalog, table_schema, table_name) "
+        "where t.table_type = 'BASE TABLE' and c.column_name = 'session_id' and c.table_schema in "
+        f"({', '.join('?' for _ in _PERSONAL_SCHEMAS)}) order by 1, 2",
+        list(_PERSONAL_SCHEMAS),
+    ).fetchall()
+    for schema, table in with_sessions:
+        con.execute(
+            f"update {_q(schema)}.{_q(table)} as x set session_id = m.new_id "
+            "from session_remap as m where x.session_id = m.old_id"
+        )
 
 
 def pseudonymise_deleted_users(warehouse_path: Path | str | None = None) -> PseudonymisationReport:
@@ -1542,11 +1581,15 @@ def pseudonymise_deleted_users(warehouse_path: Path | str | None = None) -> Pseu
         users = con.execute("select count(*) from to_pseudonymise").fetchall()[0][0]
         rows: dict[str, int] = {}
         if users:
+            _remap_sessions(con)
             for schema, table, has_device in tables:
                 name = f"{_q(schema)}.{_q(table)}"
                 sets = ["user_id = p.pseudonym"]
                 if has_device:
                     sets.append("device_id = 'device_' || p.pseudonym")
+                if (schema, table) in _ACTOR_TABLES:
+                    # a signed-in user's actor id is their user id
+                    sets.append("actor_id = p.pseudonym")
                 keep = ""
                 if (schema, table) == ("raw", "events"):
                     sets.append(
