@@ -269,7 +269,7 @@ def test_a_backfill_is_one_run_and_leaves_the_sessions_as_they_were(built):
     with dg.DagsterInstance.get() as inst:
         records = inst.get_run_records()
         assert len(records) == runs_before + 1
-        tags = records[0].dag_run.tags
+        tags = records[0].dagster_run.tags
         assert tags["dagster/asset_partition_range_start"] == "2026-08-01"
         assert tags["dagster/asset_partition_range_end"] == "2026-08-03"
     con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
