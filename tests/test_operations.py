@@ -269,7 +269,7 @@ def test_a_backfill_is_one_run_and_leaves_the_sessions_as_they_were(built):
     with dg.DagsterInstance.get() as inst:
         records = inst.get_run_records()
         assert len(records) == runs_before + 1
-        tags = records[0].dag_run.tags
+        tags = records[0].dagster_run.tags
         assert tags["dagster/asset_partition_range_start"] == "2026-08-01"
         assert tags["dagster/asset_partition_range_end"] == "2026-08-03"
     con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
@@ -314,3 +314,13 @@ def test_dbt_docs_are_generated_from_the_built_warehouse(built):
     catalog = json.loads((target / "catalog.json").read_text())
     assert "model.ottp.user_segments" in catalog["nodes"]
     assert (target / "index.html").exists()
+
+
+def test_automation_never_has_to_split_an_unsplittable_asset():
+    # Automation requests assets one by one; a multi-asset that cannot run a subset
+    # must have keys that always change together (the same inputs), or its tick fails.
+    graph = _defs().resolve_asset_graph()
+    for assets_def in graph.assets_defs:
+        if assets_def.is_executable and len(assets_def.keys) > 1 and not assets_def.can_subset:
+            parents = {frozenset(graph.get(key).parent_keys) for key in assets_def.keys}
+            assert len(parents) == 1, f"{assets_def.node_def.name}: keys with different inputs"

@@ -401,10 +401,11 @@ def home_rails(warehouse: WarehouseResource) -> dg.MaterializeResult:
         ),
         dg.AssetSpec(
             ml_key("user_taste_clusters"),
+            # the same op computes both tables (automation requests them together)
             deps=[
                 ml_key("recommender_model"),
                 ml_key("training_interactions"),
-                *marts("user_category_affinity"),
+                *marts("user_category_affinity", "titles"),
             ],
             group_name=GROUP,
             owners=OWNERS,
