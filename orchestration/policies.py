@@ -25,16 +25,20 @@ from orchestration.defs.jobs import DAILY_ASSETS
 # (after the 02:00 ingest of the previous day).
 RETRAIN_CRON = "0 4 * * *"
 
-# Eager, except that a missing upstream partition does not hold an unpartitioned
-# asset back once its inputs have changed: the daily layer has a partition for every
-# calendar day, including days no file has arrived for yet. An asset that was never
-# built starts on its own only when nothing upstream is missing, so a fresh install
-# does not run dbt before the first file has been loaded.
+# Eager, except that a missing upstream *partition* does not hold an unpartitioned
+# asset back: the daily layer has a partition for every calendar day, including
+# days no file has arrived for yet. Unpartitioned inputs must exist. An asset that
+# was never built starts on its own only when nothing upstream is missing, so a
+# fresh install does not run dbt before the first file has been loaded.
 _A = dg.AutomationCondition
+_UNPARTITIONED_INPUT_MISSING = _A.any_deps_match(
+    _A.missing() & ~_A.will_be_requested()
+).ignore(DAILY_ASSETS)
 ON_CHANGE = (
     _A.eager()
     .without(~_A.any_deps_missing())
     .replace("newly_missing", _A.newly_missing() & ~_A.any_deps_missing())
+    & ~_UNPARTITIONED_INPUT_MISSING
 )
 
 RETRAIN_KEYS = {dg.AssetKey(["ml", "model_evaluation"]), dg.AssetKey(["ml", "recommender_model"])}

@@ -324,3 +324,34 @@ def test_automation_never_has_to_split_an_unsplittable_asset():
         if assets_def.is_executable and len(assets_def.keys) > 1 and not assets_def.can_subset:
             parents = {frozenset(graph.get(key).parent_keys) for key in assets_def.keys}
             assert len(parents) == 1, f"{assets_def.node_def.name}: keys with different inputs"
+
+
+def test_after_the_first_ingest_automation_starts_with_the_marts_only(data_dir):
+    from ottp.simulate import simulate
+
+    simulate(data_dir / "landing", users=30, titles=20, days=2, seed=4, dirty_rate=0.0)
+    instance.prepare_dagster_home()
+    defs = _defs()
+    with dg.DagsterInstance.get() as inst:
+        before = dg.evaluate_automation_conditions(defs=defs, instance=inst)
+        assert before.total_requested == 0, "nothing runs before the first file is loaded"
+        result = defs.resolve_job_def("ingest").execute_in_process(
+            instance=inst,
+            tags={
+                "dagster/asset_partition_range_start": "2026-08-01",
+                "dagster/asset_partition_range_end": "2026-08-02",
+            },
+        )
+        assert result.success
+        after = dg.evaluate_automation_conditions(defs=defs, instance=inst, cursor=before.cursor)
+    requested = {
+        key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()
+        if after.get_num_requested(key)
+    }
+    # the marts and what reads only them, in this tick's run
+    assert {"marts/sessions", "marts/users", "intermediate/int_users",
+            "bi/marts_snapshot", "ml/training_interactions"} <= requested
+    # what needs the model (trained once its data exists) waits, and so does what follows
+    for later in ("ml/recommendations", "exports/crm_recommendations", "crm/crm_contacts",
+                  "quality/pipeline_report"):
+        assert later not in requested, later
