@@ -3,7 +3,7 @@
     python benchmarks/bench_engines.py [--users 2800] [--titles 1000] [--days 27]
                                        [--workdir DIR] [--engines duckdb postgres spark]
 
-Simulates about a million events (the defaults), loads them into DuckDB
+Simulates ~0.83M events with the defaults (`--users 3400` for ~1M), loads them into DuckDB
 (ottp.load), copies the raw tables to a fresh PostgreSQL database
 (ottp.pg_mirror) and loads the same landing files into Spark's raw tables
 (ottp.spark_load, Spark reading the files itself). Then times, on each engine,
