@@ -41,14 +41,19 @@ ON_CHANGE = (
     & ~_UNPARTITIONED_INPUT_MISSING
 )
 
+# A fresh install trains as soon as its inputs exist rather than at the first 04:00.
+# (on_missing() would not: the asset has been missing since the first evaluation.)
+RETRAIN = _A.on_cron(RETRAIN_CRON) | (
+    _A.missing() & ~_UNPARTITIONED_INPUT_MISSING & ~_A.in_progress() & ~_A.execution_failed()
+)
+
 RETRAIN_KEYS = {dg.AssetKey(["ml", "model_evaluation"]), dg.AssetKey(["ml", "recommender_model"])}
 
 
 
 def condition_for(spec: dg.AssetSpec) -> dg.AutomationCondition:
     if spec.key in RETRAIN_KEYS:
-        # a fresh install trains at once rather than waiting for the first 04:00
-        return dg.AutomationCondition.on_cron(RETRAIN_CRON) | dg.AutomationCondition.on_missing()
+        return RETRAIN
     if spec.key.path[0] == "crm":
         return ON_CHANGE & dg.AutomationCondition.all_deps_blocking_checks_passed()
     return ON_CHANGE
