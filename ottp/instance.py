@@ -10,6 +10,10 @@ import yaml
 from ottp import config
 
 POSTGRES_URL_VAR = "OTTP_DAGSTER_POSTGRES_URL"
+# What dagster.yaml reads: the same URL with SQLAlchemy's psycopg2 driver named.
+# SQLAlchemy 2.1 opens a bare postgresql:// with psycopg 3, whose server-side
+# parameters break dagster-postgres's `NOTIFY channel, $1`.
+SQLALCHEMY_URL_VAR = "OTTP_DAGSTER_POSTGRES_SQLALCHEMY_URL"
 # Steps that open the DuckDB file (the loader, the ML assets, the snapshot, the sync
 # ... and dbt on the duckdb target) share this pool: one writer per file.
 WRITER_POOL = "warehouse_writer"
@@ -21,8 +25,16 @@ def instance_yaml() -> dict:
     """The repository's dagster.yaml, with PostgreSQL storage when its variable is set."""
     settings = yaml.safe_load((config.REPO_ROOT / "dagster.yaml").read_text())
     if os.environ.get(POSTGRES_URL_VAR):
-        settings["storage"] = {"postgres": {"postgres_url": {"env": POSTGRES_URL_VAR}}}
+        settings["storage"] = {"postgres": {"postgres_url": {"env": SQLALCHEMY_URL_VAR}}}
     return settings
+
+
+def sqlalchemy_url(url: str) -> str:
+    """``url`` with the psycopg2 driver, for SQLAlchemy; other drivers are left as given."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"{POSTGRES_URL_VAR} is not a URL (postgresql://user@host:5432/db)")
+    return f"postgresql+psycopg2://{rest}" if scheme in ("postgres", "postgresql") else url
 
 
 def prepare_dagster_home(s: config.Settings | None = None) -> Path:
@@ -36,6 +48,8 @@ def prepare_dagster_home(s: config.Settings | None = None) -> Path:
     if not target.exists() or target.read_text() != text:
         target.write_text(text)
     os.environ["DAGSTER_HOME"] = str(home)
+    if os.environ.get(POSTGRES_URL_VAR):
+        os.environ[SQLALCHEMY_URL_VAR] = sqlalchemy_url(os.environ[POSTGRES_URL_VAR])
     os.environ["OTTP_DAGSTER_STORAGE_DIR"] = str(storage)
     config.export_dbt_env(s)
     set_pool_limits(s)

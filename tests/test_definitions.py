@@ -36,7 +36,11 @@ def test_instance_yaml_switches_to_postgres_by_environment(data_dir, monkeypatch
     assert "sqlite" in instance.instance_yaml()["storage"]
     monkeypatch.setenv(instance.POSTGRES_URL_VAR, "postgresql://postgres@127.0.0.1:5432/test")
     storage = instance.instance_yaml()["storage"]
-    assert storage == {"postgres": {"postgres_url": {"env": instance.POSTGRES_URL_VAR}}}
+    assert storage == {"postgres": {"postgres_url": {"env": instance.SQLALCHEMY_URL_VAR}}}
+    assert (
+        instance.sqlalchemy_url("postgresql://postgres@127.0.0.1:5432/test")
+        == "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+    )
 
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     home = instance.prepare_dagster_home()
