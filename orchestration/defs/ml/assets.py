@@ -72,7 +72,8 @@ class GateConfig(dg.Config):
 
 @dg.asset(
     key=ml_key("training_interactions"),
-    deps=marts("plays", "user_title_interests", "titles"),
+    # user_lifecycle: the marts' as_of (ml/warehouse.py)
+    deps=marts("plays", "user_title_interests", "titles", "user_lifecycle"),
     group_name=GROUP,
     owners=OWNERS,
     tags=TAGS,
