@@ -326,8 +326,11 @@ def test_automation_never_has_to_split_an_unsplittable_asset():
             assert len(parents) == 1, f"{assets_def.node_def.name}: keys with different inputs"
 
 
-def test_after_the_first_ingest_automation_reaches_the_crm_in_two_runs(data_dir):
+def test_after_the_first_ingest_automation_reaches_the_crm_in_two_runs(data_dir, monkeypatch):
     from ottp.simulate import simulate
+
+    # a new instance of its own, not the module's built one
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
 
     simulate(data_dir / "landing", users=30, titles=20, days=2, seed=4, dirty_rate=0.0)
     instance.prepare_dagster_home()
