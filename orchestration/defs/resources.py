@@ -3,8 +3,8 @@ from pathlib import Path
 import dagster as dg
 from dagster_dbt import DbtCliResource
 
-from ottp import config
 from orchestration.defs.dbt.project import dbt_project
+from ottp import config
 
 
 class WarehouseResource(dg.ConfigurableResource):

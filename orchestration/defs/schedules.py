@@ -3,9 +3,9 @@ import json
 
 import dagster as dg
 
-from ottp import config, landing
 from orchestration.defs.jobs import ingest
 from orchestration.defs.partitions import landing_days
+from ottp import config, landing
 
 # Every morning, load yesterday's landing partition (late files of earlier days
 # are picked up by the sensor below).

@@ -4,11 +4,16 @@ from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    dbt_assets,
+)
 
-from ottp import config, instance, load
 from orchestration.defs.dbt.project import dbt_project
 from orchestration.defs.partitions import landing_days
+from ottp import config, instance, load
 
 # Model folder -> asset group shown in the UI.
 _GROUPS = {"staging": "staging", "intermediate": "marts", "marts": "marts", "exports": "exports"}

@@ -2,9 +2,9 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-from ottp import landing, load
 from orchestration.defs.partitions import landing_days
 from orchestration.defs.resources import WarehouseResource
+from ottp import landing, load
 
 RAW_TABLES = {
     "events": "One row per distinct event, deduplicated on event_id across files and days.",
