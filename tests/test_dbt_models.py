@@ -14,9 +14,11 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
@@ -383,3 +385,42 @@ def test_postgres_build_matches_duckdb(built, postgres_database):
         built.warehouse, "select round(sum(played_s), 3), sum(backward_seek_count) from marts.plays"
     )[0]
     assert pg_plays == pytest.approx(tuple(float(x) for x in duck_plays))
+
+
+def test_a_daily_runs_staging_tests_look_at_its_landing_days_only(built, tmp_path):
+    """A duplicate event_id on the first landing day: a run over the last day does
+    not rescan it, a run over the first day and a build without vars both catch it."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copy(built.warehouse, warehouse)
+    env = dict(built.env, OTTP_WAREHOUSE_PATH=str(warehouse))
+    days = [
+        d for (d,) in query(warehouse, "select distinct landing_date from raw.events order by 1")
+    ]
+    first, last = days[0], days[-1]
+    con = duckdb.connect(str(warehouse))
+    try:
+        con.execute(
+            "insert into raw.events select * from raw.events "
+            "where landing_date = ? and event_type = 'play_start' limit 1",
+            [first],
+        )
+    finally:
+        con.close()
+    target = tmp_path / "target"
+    shutil.copytree(built.target_path, target, ignore=shutil.ignore_patterns("logs", "run"))
+    selection = ["test", "--select", "source:raw.events", "stg_player_events"]
+
+    def failing(window: tuple | None) -> set[str]:
+        args = list(selection)
+        if window:
+            dates = {"min_date": window[0].isoformat(), "max_date": window[1].isoformat()}
+            args += ["--vars", json.dumps(dates)]
+        result = run_dbt(args, env, target, check=False)
+        results = json.loads((target / "run_results.json").read_text())["results"]
+        assert len(results) >= 8, result.stdout[-3000:]
+        return {r["unique_id"].split(".")[2] for r in results if r["status"] == "fail"}
+
+    duplicate_tests = {"source_unique_raw_events_event_id", "unique_stg_player_events_event_id"}
+    assert failing((last, last + timedelta(days=1))) == set()
+    assert failing((first, first + timedelta(days=1))) == duplicate_tests
+    assert failing(None) == duplicate_tests
