@@ -36,6 +36,7 @@ def _child(module_path: str, landing_dir: str, warehouse: str) -> None:
 
     spec = importlib.util.spec_from_file_location("loader_under_test", module_path)
     loader = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = loader  # its dataclasses look their module up there
     spec.loader.exec_module(loader)
     files = landing.discover(Path(landing_dir))
     started = time.perf_counter()
