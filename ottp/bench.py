@@ -790,7 +790,7 @@ def run_size(events: int, args: argparse.Namespace, root: Path, pg: dict | None)
         DBT_SEND_ANONYMOUS_USAGE_STATS="false",
         PYTHONPATH=str(config.REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
     )
-    for var in ("CRM_DATABASE_URL", "CRM_DATABASE_SCHEMA"):
+    for var in ("CRM_DATABASE_URL", "CRM_DATABASE_SCHEMA", "OTTP_MIN_DATE", "OTTP_MAX_DATE"):
         env.pop(var, None)
     skip = set(args.skip)
     stages: dict[str, dict] = {}
@@ -897,9 +897,10 @@ def run_size(events: int, args: argparse.Namespace, root: Path, pg: dict | None)
         shutil.rmtree(work / "pandas_landing", ignore_errors=True)
 
     target = work / "dbt_target"
-    dbt_scope = ["--exclude", "path:models/exports"]
+    # As production builds: unit tests run in the test suite, not on the data.
+    dbt_scope = ["--exclude", "path:models/exports", "--exclude-resource-type", "unit_test"]
     if args.no_dbt_tests:
-        dbt_scope += ["--exclude-resource-type", "test", "--exclude-resource-type", "unit_test"]
+        dbt_scope += ["--exclude-resource-type", "test"]
     stage(
         "dbt_full_build",
         "events",
@@ -1062,22 +1063,18 @@ def run_size(events: int, args: argparse.Namespace, root: Path, pg: dict | None)
             work,
         ),
     )
-    # The vars Dagster's daily partition passes: the staging tests then look at
-    # that landing day only (macros/test_window.sql).
-    day_vars = {
-        "min_date": last_day.isoformat(),
-        "max_date": (last_day + timedelta(days=1)).isoformat(),
+    # The window Dagster's daily partition passes (environment variables, so dbt
+    # parses partially): the staging tests then look at that landing day only
+    # (macros/test_window.sql).
+    day_env = {
+        **env,
+        "OTTP_MIN_DATE": last_day.isoformat(),
+        "OTTP_MAX_DATE": (last_day + timedelta(days=1)).isoformat(),
     }
     stage(
         "dbt_incremental_day",
         "events",
-        _dbt_stage(
-            "dbt_incremental_day",
-            ["build", *dbt_scope, "--vars", json.dumps(day_vars)],
-            env,
-            work,
-            target,
-        ),
+        _dbt_stage("dbt_incremental_day", ["build", *dbt_scope], day_env, work, target),
         stages["load_day"]["events_loaded"],
     )
 

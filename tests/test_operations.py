@@ -1,4 +1,4 @@
-"""Operating the platform: daily partitions with dbt vars, automation, pools, the BI snapshot."""
+"""Operating the platform: daily partitions with their dbt window, automation, pools, the BI snapshot."""
 
 from __future__ import annotations
 
@@ -52,16 +52,18 @@ def test_the_ingest_run_covers_every_landing_day_in_one_run(built):
             partitions = inst.get_materialized_partitions(dg.AssetKey(key))
             expected = {(FIRST_DAY + timedelta(days=i)).isoformat() for i in range(DAYS)}
             assert expected <= partitions, (key, sorted(partitions))
-        # one dbt invocation for the whole range: the vars span it
-        logs = inst.all_logs(ingest_run.run_id)
-        commands = [
-            e.user_message for e in logs
-            if "Running dbt command" in (e.user_message or "")
-        ]
+        # one dbt invocation for the whole range: the window spans it, passed as
+        # environment variables, not --vars (which would force a full re-parse)
+        messages = [e.user_message or "" for e in inst.all_logs(ingest_run.run_id)]
+        commands = [m for m in messages if "Running dbt command" in m]
         assert len(commands) == 1, commands
+        assert "--vars" not in commands[0]
+        assert "unit_test" in commands[0]  # production builds leave unit tests to CI
         last = (FIRST_DAY + timedelta(days=DAYS)).isoformat()
-        assert f'"min_date": "{FIRST_DAY.isoformat()}"' in commands[0]
-        assert f'"max_date": "{last}"' in commands[0]
+        windows = [m for m in messages if m.startswith("Landing window:")]
+        assert windows == [
+            f"Landing window: OTTP_MIN_DATE={FIRST_DAY.isoformat()}, OTTP_MAX_DATE={last}"
+        ]
 
 
 def test_a_new_landing_file_is_followed_by_automation_up_to_the_crm(built):

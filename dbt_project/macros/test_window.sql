@@ -1,8 +1,8 @@
 {#- Tests of event-grain relations check only the landing days a partitioned
     run loaded. dbt_project.yml gives the staging tests the where marker
     __landing_window__; here it becomes partition_window(landing_date) when
-    Dagster passes min_date/max_date (a daily run, a backfill's range), and
-    1 = 1 otherwise, so a build without the vars (a full build) tests every
+    a window is given (window_bounds: a daily run, a backfill's range), and
+    1 = 1 otherwise, so a build without a window (a full build) tests every
     row. A relation without a landing_date column is tested whole. Where
     configs cannot call project macros, hence the marker (dbt's documented
     way: overriding get_where_subquery). -#}
@@ -23,8 +23,7 @@
 
 
 {% macro landing_window(relation) -%}
-    {%- if not execute
-           or (var('min_date', none) is none and var('max_date', none) is none) -%}
+    {%- if not execute or ottp.window_bounds()[0] is none -%}
         (1 = 1)
     {%- else -%}
         {%- set columns = adapter.get_columns_in_relation(relation)

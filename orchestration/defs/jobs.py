@@ -15,7 +15,8 @@ ingest = dg.define_asset_job(
     selection=DAILY_ASSETS,
     partitions_def=landing_days,
     description="Load the landing files of the selected days into the raw tables, then "
-    "build staging and the incremental models for those days (dbt vars min_date/max_date).",
+    "build staging and the incremental models for those days (the window reaches dbt as "
+    "OTTP_MIN_DATE/OTTP_MAX_DATE).",
 )
 
 build_warehouse = dg.define_asset_job(

@@ -1,5 +1,7 @@
 import json
+import os
 import re
+from contextlib import contextmanager
 from collections.abc import Mapping
 from typing import Any
 
@@ -79,32 +81,55 @@ DAILY_SELECTION = (
 )
 
 
-# On a DuckDB file a 90-day backfill is one dbt invocation with min_date/max_date
-# spanning it; engines that take several writers backfill a week per run, in parallel.
+# On a DuckDB file a 90-day backfill is one dbt invocation whose window spans it;
+# engines that take several writers backfill a week per run, in parallel.
 DAILY_BACKFILL = (
     dg.BackfillPolicy.single_run()
     if config.settings().warehouse_writers == 1
     else dg.BackfillPolicy.multi_run(max_partitions_per_run=7)
 )
 
+# The window reaches dbt as environment variables, read at execution time
+# (macros/partition_window.sql): --vars would make dbt re-parse the whole project
+# on every new day.
+WINDOW_ENV = ("OTTP_MIN_DATE", "OTTP_MAX_DATE")
+# Unit tests check SQL logic on fixed inputs, not the day's data: they run in the
+# test suite and CI (`dbt build` without this), not in production builds.
+PRODUCTION_BUILD = ["build", "--exclude-resource-type", "unit_test"]
 
-def partition_vars(context: dg.AssetExecutionContext) -> dict[str, str]:
-    """min_date/max_date (max exclusive) of the selected landing days, for dbt --vars."""
+
+def partition_window_env(context: dg.AssetExecutionContext) -> dict[str, str]:
+    """OTTP_MIN_DATE/OTTP_MAX_DATE (max exclusive) of the selected landing days."""
     window = context.partition_time_window
-    return {
-        "min_date": window.start.date().isoformat(),
-        "max_date": window.end.date().isoformat(),
-    }
+    return dict(
+        zip(WINDOW_ENV, (window.start.date().isoformat(), window.end.date().isoformat()))
+    )
+
+
+@contextmanager
+def _window_env(window: dict[str, str] | None):
+    """The window in os.environ while dagster-dbt starts dbt (it passes os.environ on);
+    unset for unpartitioned builds, so a stray shell variable cannot narrow them."""
+    saved = {name: os.environ.get(name) for name in WINDOW_ENV}
+    for name in WINDOW_ENV:
+        os.environ.pop(name, None)
+    os.environ.update(window or {})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def build_with_row_counts(
-    context: dg.AssetExecutionContext, dbt: DbtCliResource, dbt_vars: dict | None = None
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, window: dict[str, str] | None = None
 ):
     """`dbt build` of the selected assets, with row counts read once dbt has exited."""
-    args = ["build"]
-    if dbt_vars:
-        args += ["--vars", json.dumps(dbt_vars)]
-    invocation = dbt.cli(args, context=context, raise_on_error=False)
+    with _window_env(window):
+        invocation = dbt.cli(PRODUCTION_BUILD, context=context, raise_on_error=False)
     events = list(invocation.stream())
     relations = _table_relations()
     built = {
@@ -137,7 +162,11 @@ def build_with_row_counts(
 )
 def daily_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     """dbt build of staging and the incremental models for the selected landing days."""
-    yield from build_with_row_counts(context, dbt, partition_vars(context))
+    window = partition_window_env(context)
+    context.log.info(
+        "Landing window: " + ", ".join(f"{name}={value}" for name, value in window.items())
+    )
+    yield from build_with_row_counts(context, dbt, window)
 
 
 @dbt_assets(
