@@ -443,8 +443,10 @@ def test_a_models_not_null_columns_are_checked_in_one_test_that_names_them(built
     env = dict(built.env, OTTP_WAREHOUSE_PATH=str(warehouse))
     con = duckdb.connect(str(warehouse))
     try:
-        ids = [r[0] for r in con.execute("select session_id from marts.sessions limit 3").fetchall()]
-        con.execute("update marts.sessions set device_id = null where session_id in (?, ?)", ids[:2])
+        ids = [r[0] for r in con.sql("select session_id from marts.sessions limit 3").fetchall()]
+        con.execute(
+            "update marts.sessions set device_id = null where session_id in (?, ?)", ids[:2]
+        )
         con.execute("update marts.sessions set ended_at = null where session_id = ?", ids[2:])
     finally:
         con.close()

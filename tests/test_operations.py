@@ -1,4 +1,5 @@
-"""Operating the platform: daily partitions with their dbt window, automation, pools, the BI snapshot."""
+"""Operating the platform: daily partitions and their dbt window, automation, pools, the
+BI snapshot."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 import json
 import os
 import re
-from contextlib import contextmanager
 from collections.abc import Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
@@ -101,9 +101,8 @@ PRODUCTION_BUILD = ["build", "--exclude-resource-type", "unit_test"]
 def partition_window_env(context: dg.AssetExecutionContext) -> dict[str, str]:
     """OTTP_MIN_DATE/OTTP_MAX_DATE (max exclusive) of the selected landing days."""
     window = context.partition_time_window
-    return dict(
-        zip(WINDOW_ENV, (window.start.date().isoformat(), window.end.date().isoformat()))
-    )
+    bounds = (window.start.date().isoformat(), window.end.date().isoformat())
+    return dict(zip(WINDOW_ENV, bounds, strict=True))
 
 
 @contextmanager
