@@ -81,7 +81,10 @@ def _idle(base: str, quiet_s: float = 45) -> None:
     """No run queued or in progress for quiet_s seconds."""
     quiet_since = None
     while True:
-        busy = [r for r in _runs(base) if r["status"] in ("QUEUED", "STARTING", "STARTED", "NOT_STARTED")]
+        busy = [
+            r for r in _runs(base)
+            if r["status"] in ("QUEUED", "STARTING", "STARTED", "NOT_STARTED")
+        ]
         now = time.monotonic()
         if busy:
             quiet_since = None
@@ -106,8 +109,12 @@ def _next_day_file(landing_dir: Path, day: date) -> tuple[Path, int]:
             event_id := uuid()::varchar,
             event_type := event_type,
             schema_version := schema_version,
-            occurred_at := strftime(occurred_at::timestamp + interval 1 day, '%Y-%m-%dT%H:%M:%S.%gZ'),
-            received_at := strftime(received_at::timestamp + interval 1 day, '%Y-%m-%dT%H:%M:%S.%gZ'),
+            occurred_at := strftime(
+                occurred_at::timestamp + interval 1 day, '%Y-%m-%dT%H:%M:%S.%gZ'
+            ),
+            received_at := strftime(
+                received_at::timestamp + interval 1 day, '%Y-%m-%dT%H:%M:%S.%gZ'
+            ),
             user_id := user_id, device_id := device_id, platform := platform,
             app_version := app_version, country := country,
             -- a new day's playbacks are new playbacks
@@ -159,7 +166,9 @@ def _synced_through(crm_path: Path) -> datetime | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "ottp-fresh"))
+    parser.add_argument(
+        "--workdir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "ottp-fresh")
+    )
     parser.add_argument("--files", type=int, default=3, help="new landing files, one at a time")
     parser.add_argument("--users", type=int, default=1500)
     parser.add_argument("--titles", type=int, default=500)
@@ -175,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     py = sys.executable
     print(f"[fresh] generating {args.users} users x {args.days} days under {root}", file=sys.stderr)
     subprocess.run(
-        [py, "-m", "ottp.cli", "simulate", "--out", str(root / "landing"), "--users", str(args.users),
+        [py, "-m", "ottp.cli", "simulate", "--out", str(root / "landing"),
+         "--users", str(args.users),
          "--titles", str(args.titles), "--days", str(args.days), "--seed", "42", "--quiet"],
         cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL,
     )
@@ -229,7 +239,10 @@ def main(argv: list[str] | None = None) -> int:
                     max((r["endTime"] or reached) for r in auto) - first_auto["startTime"], 1
                 )
             results.append(row)
-            print(f"[fresh]   reached the CRM after {row['latency_s']:.0f} s: {row}", file=sys.stderr)
+            print(
+                f"[fresh]   reached the CRM after {row['latency_s']:.0f} s: {row}",
+                file=sys.stderr,
+            )
             _idle(base, quiet_s=20)
     finally:
         os.killpg(ui.pid, 15)
@@ -250,11 +263,15 @@ def main(argv: list[str] | None = None) -> int:
         "target_s": TARGET_S,
         "target_met": bool(latencies) and max(latencies) <= TARGET_S,
     }
-    print("\n| day | events | landing file -> CRM (s) | sensor wait | ingest run | automation wait | automation runs |")
+    print(
+        "\n| day | events | landing file -> CRM (s) | sensor wait | ingest run "
+        "| automation wait | automation runs |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(
-            f"| {r['day']} | {r['events']:,} | {r['latency_s']:.0f} | {r.get('wait_for_sensor_s', '–')} "
+            f"| {r['day']} | {r['events']:,} | {r['latency_s']:.0f} "
+            f"| {r.get('wait_for_sensor_s', '–')} "
             f"| {r.get('ingest_run_s', '–')} | {r.get('wait_for_automation_s', '–')} "
             f"| {r.get('automation_runs_s', '–')} |"
         )

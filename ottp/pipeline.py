@@ -53,7 +53,9 @@ def run_all(
     return runs
 
 
-def backfill(first: date, last: date, build: bool = True, log_level: str = "WARNING") -> list[PipelineRun]:
+def backfill(
+    first: date, last: date, build: bool = True, log_level: str = "WARNING"
+) -> list[PipelineRun]:
     """Re-run the daily layer for first..last (inclusive) in one run, then (by default) the rest.
 
     The raw loader skips files it already loaded; dbt rebuilds every session and play

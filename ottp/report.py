@@ -78,7 +78,10 @@ def _has_table(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
 def _figures(con: duckdb.DuckDBPyConnection, data_dir: Path, reconciliation: dict) -> dict:
     figures: dict = {"load": reconciliation}
     figures["rejected_by_reason"] = dict(
-        _rows(con, "select reason_code, count(*) from raw.rejected_events group by 1 order by 2 desc")
+        _rows(
+            con,
+            "select reason_code, count(*) from raw.rejected_events group by 1 order by 2 desc",
+        )
     )
     figures["lines_per_day"] = [
         (str(d), int(n))
@@ -202,7 +205,8 @@ def _bars(items: list[tuple[str, float]], unit: str = "", width: int = 560) -> s
         y = 5 + i * row
         w = (width - label_w - 80) * value / top
         parts.append(
-            f'<text x="{label_w - 6}" y="{y + 15}" text-anchor="end">{html.escape(str(label))}</text>'
+            f'<text x="{label_w - 6}" y="{y + 15}" text-anchor="end">'
+            f'{html.escape(str(label))}</text>'
             f'<rect x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{row - 6}" fill="#4f6bed"/>'
             f'<text x="{label_w + w + 4:.1f}" y="{y + 15}">{value:,.0f}{unit}</text>'
         )
@@ -225,7 +229,9 @@ def _line(points: list[tuple[float, float]], x_label: str, y_label: str, percent
     def sy(y: float) -> float:
         return height - pad - (height - 2 * pad) * y / y1
 
-    path = " ".join(f"{'M' if i == 0 else 'L'}{sx(x):.1f},{sy(y):.1f}" for i, (x, y) in enumerate(points))
+    path = " ".join(
+        f"{'M' if i == 0 else 'L'}{sx(x):.1f},{sy(y):.1f}" for i, (x, y) in enumerate(points)
+    )
     ticks = [y1 * t / 4 for t in range(5)]
     def tick(t: float) -> str:
         return f"{t:.0%}" if percent else f"{t:.3f}"
@@ -275,7 +281,9 @@ def _html(figures: dict, generated_at: datetime) -> str:
         "<h2>Audience</h2><h3>Users by highest segment</h3>",
         _bars(list(figures["segments"].items())),
         "<h3>Fans and hardcore fans per category</h3>",
-        _table(["category", "fans", "hardcore fans"], [list(r) for r in figures["fans_per_category"]]),
+        _table(
+            ["category", "fans", "hardcore fans"], [list(r) for r in figures["fans_per_category"]]
+        ),
         "<h3>Lifecycle stages</h3>",
         _bars(list(figures["lifecycle"].items())),
         "<h3>Retention: share of viewers active N days after their first day</h3>",
@@ -301,7 +309,10 @@ def _html(figures: dict, generated_at: datetime) -> str:
     if failures:
         sections.append("<h3>Failed expectations</h3>")
         sections.append(
-            _table(["table", "failure"], [[t, json.dumps(f, default=str)[:400]] for t, f in failures])
+            _table(
+                ["table", "failure"],
+                [[t, json.dumps(f, default=str)[:400]] for t, f in failures],
+            )
         )
     style = (
         "body{font-family:system-ui,sans-serif;margin:2em;max-width:900px;color:#222}"

@@ -44,7 +44,9 @@ BAD_LINES = [
     pytest.param(b"[1, 2, 3]", "not_an_object", id="array"),
     pytest.param(b'"just a string"', "not_an_object", id="string"),
     pytest.param(b"", "empty_line", id="empty"),
-    pytest.param(b'{"a": "' + b"x" * (load.MAX_LINE_BYTES + 10) + b'"}', "line_too_long", id="long"),
+    pytest.param(
+        b'{"a": "' + b"x" * (load.MAX_LINE_BYTES + 10) + b'"}', "line_too_long", id="long"
+    ),
     pytest.param(_without(make_event(), "event_id"), "missing_field", id="no-event-id"),
     pytest.param(_without(make_event(), "device_id"), "missing_field", id="no-device"),
     pytest.param(make_event(user_id=None, **PLAY), "missing_field", id="play-no-user"),
@@ -139,7 +141,9 @@ def test_rerun_and_redelivery_are_no_ops(tmp_path):
     assert redelivered.count("duplicate_file") == 1
     assert (redelivered.loaded, redelivered.duplicates) == (0, 20)
     assert _query(tmp_path, "select count(*) from raw.events") == [(20,)]
-    statuses = _query(tmp_path, "select status, count(*) from raw.load_manifest group by 1 order by 1")
+    statuses = _query(
+        tmp_path, "select status, count(*) from raw.load_manifest group by 1 order by 1"
+    )
     assert statuses == [("duplicate_file", 1), ("loaded", 1)]
     assert load.reconciliation(tmp_path / "warehouse.duckdb")["reconciles"]
 

@@ -49,7 +49,9 @@ def test_the_ingest_run_covers_every_landing_day_in_one_run(built):
     root, runs = built
     ingest_run = runs[0]
     with dg.DagsterInstance.get() as inst:
-        for key in (["raw", "events"], ["intermediate", "int_sessions"], ["staging", "stg_player_events"]):
+        for key in (
+            ["raw", "events"], ["intermediate", "int_sessions"], ["staging", "stg_player_events"]
+        ):
             partitions = inst.get_materialized_partitions(dg.AssetKey(key))
             expected = {(FIRST_DAY + timedelta(days=i)).isoformat() for i in range(DAYS)}
             assert expected <= partitions, (key, sorted(partitions))
@@ -341,7 +343,11 @@ def test_after_the_first_ingest_automation_reaches_the_crm_in_one_run(data_dir, 
     graph = defs.resolve_asset_graph()
 
     def requested(result) -> set[str]:
-        return {k.to_user_string() for k in graph.get_all_asset_keys() if result.get_num_requested(k)}
+        return {
+            k.to_user_string()
+            for k in graph.get_all_asset_keys()
+            if result.get_num_requested(k)
+        }
 
     with dg.DagsterInstance.get() as inst:
         before = dg.evaluate_automation_conditions(defs=defs, instance=inst)

@@ -17,7 +17,8 @@ MART_KEYS = [key for key in dbt_assets.warehouse_models.keys if key.path[0] == "
     owners=["team:data-platform"],
     tags={"layer": "bi"},
     pool="warehouse_writer",
-    description="A read-only copy of every mart in $OTTP_DATA_DIR/bi/marts_snapshot.duckdb, written "
+    description="A read-only copy of every mart in $OTTP_DATA_DIR/bi/marts_snapshot.duckdb, "
+    "written "
     "under a temporary name and renamed into place after each build, so BI tools read a "
     "complete, consistent set of marts while runs hold the warehouse's write lock "
     "(ottp/snapshot.py).",

@@ -9,7 +9,9 @@ from ottp import landing, load
 RAW_TABLES = {
     "events": "One row per distinct event, deduplicated on event_id across files and days.",
     "titles": "One row per title per catalog snapshot.",
-    "rejected_events": "One row per landing line that was rejected, with the raw line and the reason.",
+    "rejected_events": (
+        "One row per landing line that was rejected, with the raw line and the reason."
+    ),
     "load_manifest": "One row per landing file: size, checksum and line counts.",
 }
 
