@@ -432,6 +432,14 @@ def test_a_daily_runs_staging_tests_look_at_its_landing_days_only(built, tmp_pat
     assert failing((first, first + timedelta(days=1))) == duplicate_tests
     assert failing((first, first + timedelta(days=1)), via="vars") == duplicate_tests
     assert failing((last, last + timedelta(days=1)), via="vars") == set()
+    # a malformed window stops the run with a reason, not a silent full scan
+    bad = run_dbt(
+        selection, dict(env, OTTP_MIN_DATE="yesterday", OTTP_MAX_DATE="today"), target, check=False
+    )
+    assert bad.returncode != 0
+    assert "OTTP_MIN_DATE/OTTP_MAX_DATE (environment) must be YYYY-MM-DD; got yesterday" in (
+        bad.stdout
+    ), bad.stdout[-3000:]
     assert failing(None) == duplicate_tests
 
 

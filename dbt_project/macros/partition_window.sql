@@ -17,24 +17,25 @@
         {%- set bounds = [none, none] -%}
     {%- endif -%}
     {%- set min_date, max_date = bounds -%}
+    {%- set names = "min_date/max_date (vars) or OTTP_MIN_DATE/OTTP_MAX_DATE (environment)" -%}
     {%- if min_date is none and max_date is none -%}
         {%- do return([none, none]) -%}
     {%- endif -%}
     {%- if min_date is none or max_date is none -%}
         {{ exceptions.raise_compiler_error(
-            "min_date and max_date go together; got min_date=" ~ min_date
-            ~ ", max_date=" ~ max_date) }}
+            names ~ " go together; got " ~ min_date ~ " and " ~ max_date) }}
     {%- endif -%}
     {%- set pattern = modules.re.compile('^[0-9]{4}-[0-9]{2}-[0-9]{2}$') -%}
     {%- for value in bounds -%}
         {%- if not pattern.match(value | string) -%}
             {{ exceptions.raise_compiler_error(
-                "min_date/max_date must be YYYY-MM-DD; got " ~ value) }}
+                names ~ " must be YYYY-MM-DD; got " ~ value) }}
         {%- endif -%}
     {%- endfor -%}
     {%- if (min_date | string) >= (max_date | string) -%}
         {{ exceptions.raise_compiler_error(
-            "min_date must be before max_date; got " ~ min_date ~ " .. " ~ max_date) }}
+            names ~ ": the first must be before the second; got "
+            ~ min_date ~ " .. " ~ max_date) }}
     {%- endif -%}
     {%- do return([min_date | string, max_date | string]) -%}
 {%- endmacro %}
