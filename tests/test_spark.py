@@ -260,7 +260,7 @@ def test_spark_build_passes_every_model_and_test(runs):
     assert not failed
     kinds = {r["unique_id"].split(".")[0] for r in runs.build_results}
     assert {"model", "seed", "test", "unit_test"} <= kinds
-    assert len(runs.build_results) > 300
+    assert len(runs.build_results) > 200
 
 
 @pytest.mark.parametrize("mart", sorted(MART_KEYS))
