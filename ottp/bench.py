@@ -753,16 +753,8 @@ def _clean_copy(files: list[Path], folder: Path) -> tuple[list[str], int, int]:
 
 def _settings_with(variables: dict[str, str]) -> config.Settings:
     """ottp.config's settings for these variables; the environment is restored after."""
-    saved = {k: os.environ.get(k) for k in variables}
-    os.environ.update(variables)
-    try:
+    with config.environment(variables):
         return config.settings()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def run_size(events: int, args: argparse.Namespace, root: Path, pg: dict | None) -> dict:

@@ -1,8 +1,6 @@
 import json
-import os
 import re
 from collections.abc import Mapping
-from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
@@ -105,29 +103,13 @@ def partition_window_env(context: dg.AssetExecutionContext) -> dict[str, str]:
     return dict(zip(WINDOW_ENV, bounds, strict=True))
 
 
-@contextmanager
-def _window_env(window: dict[str, str] | None):
-    """The window in os.environ while dagster-dbt starts dbt (it passes os.environ on);
-    unset for unpartitioned builds, so a stray shell variable cannot narrow them."""
-    saved = {name: os.environ.get(name) for name in WINDOW_ENV}
-    for name in WINDOW_ENV:
-        os.environ.pop(name, None)
-    os.environ.update(window or {})
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def build_with_row_counts(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, window: dict[str, str] | None = None
 ):
     """`dbt build` of the selected assets, with row counts read once dbt has exited."""
-    with _window_env(window):
+    # dagster-dbt passes os.environ on to dbt; an unpartitioned build unsets the
+    # window, so a stray shell variable cannot narrow it.
+    with config.environment({name: (window or {}).get(name) for name in WINDOW_ENV}):
         invocation = dbt.cli(PRODUCTION_BUILD, context=context, raise_on_error=False)
     events = list(invocation.stream())
     relations = _table_relations()
