@@ -10,7 +10,9 @@ and, side by side in the same run on the same files, the peers: DuckDB's bare
 ``read_json`` and pandas ``read_json(lines=True)`` against the loader, a pandas
 sessionization against dbt's ``int_sessions`` (results compared), the dbt build
 on PostgreSQL against DuckDB, ALS against popularity, and the diff-based sync
-against delete-everything-and-insert (results compared).
+against delete-everything-and-insert (results compared); and the incremental
+day's dbt command on a warehouse with no rows: what any daily build costs before
+it touches data.
 
 Every stage and peer runs in a fresh child process: its wall time, CPU time and
 peak resident memory (``ru_maxrss`` from ``wait4``, which covers the child and
@@ -41,7 +43,14 @@ from ottp import config
 
 DEFAULT_SIZES = (1_000_000, 10_000_000)
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-PEERS = ("read-json", "pandas-load", "pandas-sessions", "dbt-postgres", "sync-delete-insert")
+PEERS = (
+    "read-json",
+    "pandas-load",
+    "pandas-sessions",
+    "dbt-postgres",
+    "sync-delete-insert",
+    "dbt-no-data",
+)
 # The path from landing files to the CRM target (sync to PostgreSQL is the other target).
 END_TO_END = (
     "load",
@@ -119,6 +128,18 @@ def _c_read_json(files: list[str], db: str) -> dict:
     rows = con.execute("select count(*) from events").fetchall()[0][0]
     con.close()
     return {"items": rows}
+
+
+def _c_empty_warehouse(warehouse: str) -> dict:
+    """A warehouse as the loader leaves it before its first file: raw tables, no rows."""
+    from ottp import load
+
+    con = load.connect(Path(warehouse))
+    try:
+        load.ensure_raw_schema(con)
+    finally:
+        con.close()
+    return {"items": 0}
 
 
 def _c_pandas_load(files: list[str]) -> dict:
@@ -462,6 +483,7 @@ _CHILDREN = {
     "generate": _c_generate,
     "load": _c_load,
     "read_json": _c_read_json,
+    "empty_warehouse": _c_empty_warehouse,
     "pandas_load": _c_pandas_load,
     "pandas_sessions": _c_pandas_sessions,
     "train": _c_train,
@@ -1070,6 +1092,26 @@ def run_size(events: int, args: argparse.Namespace, root: Path, pg: dict | None)
         stages["load_day"]["events_loaded"],
     )
 
+    if "dbt-no-data" not in skip:
+        # The same command with the same profile, warehouse path and parse state,
+        # on a warehouse whose raw tables are empty: dbt's own cost per build
+        # (imports, parse, every node's overhead), below which no day can go.
+        aside = work / "warehouse-aside"
+        aside.mkdir()
+        moved = [f for f in (warehouse, Path(f"{warehouse}.wal")) if f.exists()]
+        for f in moved:
+            f.rename(aside / f.name)
+        try:
+            _child("empty_warehouse", "empty_warehouse", {"warehouse": str(warehouse)}, env, work)
+            m = _dbt_stage("dbt_no_data", ["build", *dbt_scope], day_env, work, target)
+            peer("dbt_no_data", "nodes", m, m.get("nodes"))
+        finally:
+            warehouse.unlink(missing_ok=True)
+            Path(f"{warehouse}.wal").unlink(missing_ok=True)
+            for f in moved:
+                (aside / f.name).rename(f)
+            aside.rmdir()
+
     result = {
         "events": events,
         "size": {**size, "days": args.days, "incremental_day": last_day.isoformat()},
@@ -1114,6 +1156,13 @@ def _summarise(r: dict) -> dict:
     out["incremental_vs_full_models"] = _ratio(
         incr["models_execution_s"], full["models_execution_s"]
     )
+    if pe.get("dbt_no_data", {}).get("wall_s"):
+        floor = pe["dbt_no_data"]["wall_s"]
+        # No daily build is cheaper than the floor, so the target ratio can
+        # only be met once floor / full is under it.
+        out["dbt_no_data_vs_full"] = _ratio(floor, full["wall_s"])
+        out["incremental_above_no_data_s"] = round(incr["wall_s"] - floor, 2)
+        out["full_above_no_data_s"] = round(full["wall_s"] - floor, 2)
     if "pandas_sessions" in pe:
         p = pe["pandas_sessions"]
         dbt_s = full["node_s"].get("int_sessions")
@@ -1234,6 +1283,9 @@ def format_table(report: dict) -> str:
             ("incremental_vs_full", "incremental day / full build (wall)"),
             ("incremental_vs_full_cpu", "incremental day / full build (CPU)"),
             ("incremental_vs_full_models", "incremental day / full build (models executing)"),
+            ("dbt_no_data_vs_full", "same daily build on no rows / full build (wall)"),
+            ("incremental_above_no_data_s", "incremental day above that floor (s)"),
+            ("full_above_no_data_s", "full build above that floor (s)"),
             ("sessions_dbt_vs_pandas", "sessionization dbt / pandas (events/s)"),
             ("sessions_equal", "sessions equal (dbt vs pandas)"),
             ("dbt_postgres_vs_duckdb", "dbt build PostgreSQL / DuckDB (wall)"),

@@ -36,18 +36,18 @@ def report(tmp_path_factory):
     cmd = [
         sys.executable, "-m", "ottp.cli", "bench",
         "--events", "20000", "--days", "20",
-        "--workdir", str(root / "work"), "--json", str(out),
+        "--workdir", str(root / "work"), "--json", str(out), "--keep",
         "--skip", "read-json", "pandas-load", "dbt-postgres",
         "--no-dbt-tests",
         "--pg-url", bench.DEFAULT_PG_URL,
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=config.REPO_ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return json.loads(out.read_text()), proc
+    return json.loads(out.read_text()), proc, root / "work" / "events-20000"
 
 
 def test_every_stage_has_positive_measurements(report):
-    data, _ = report
+    data, _, _ = report
     (run,) = data["runs"]
     stages = run["stages"]
     expected = list(STAGES) + (["sync_postgres"] if "postgresql" in data else [])
@@ -62,7 +62,7 @@ def test_every_stage_has_positive_measurements(report):
 
 
 def test_peer_results_are_equal(report):
-    data, _ = report
+    data, _, _ = report
     (run,) = data["runs"]
     sessions = run["peers"]["pandas_sessions"]
     assert sessions["equal"] and sessions["sessions_dbt"] > 0
@@ -75,6 +75,33 @@ def test_peer_results_are_equal(report):
 
 
 def test_progress_goes_to_stderr_and_the_table_to_stdout(report):
-    _, proc = report
+    _, proc, _ = report
     assert "dbt_full_build: started" in proc.stderr
     assert "end to end (landing -> CRM)" in proc.stdout
+
+
+def test_the_no_data_floor_runs_the_daily_build_and_puts_the_warehouse_back(report):
+    import duckdb
+
+    data, _, work = report
+    (run,) = data["runs"]
+    floor, day = run["peers"]["dbt_no_data"], run["stages"]["dbt_incremental_day"]
+    # the same nodes as the day, all passing, on a warehouse without rows
+    assert floor["nodes"] == day["nodes"] > 0 and not floor.get("failed_nodes")
+    assert floor["wall_s"] > 0 and floor["items"] == floor["nodes"]
+    summary = run["summary"]
+    assert summary["dbt_no_data_vs_full"] == round(
+        floor["wall_s"] / run["stages"]["dbt_full_build"]["wall_s"], 4
+    )
+    assert summary["incremental_above_no_data_s"] == round(day["wall_s"] - floor["wall_s"], 2)
+    # the loaded warehouse is back in its place, the empty one gone
+    assert not (work / "warehouse-aside").exists()
+    con = duckdb.connect(str(work / "data" / "warehouse.duckdb"), read_only=True)
+    try:
+        events = con.execute("select count(*) from raw.events").fetchone()[0]
+    finally:
+        con.close()
+    assert (
+        events
+        == run["stages"]["load"]["events_loaded"] + run["stages"]["load_day"]["events_loaded"]
+    )
