@@ -14,9 +14,10 @@ against delete-everything-and-insert (results compared); and the incremental
 day's dbt command on a warehouse with no rows: what any daily build costs before
 it touches data.
 
-Every stage and peer runs in a fresh child process: its wall time, CPU time and
-peak resident memory (``ru_maxrss`` from ``wait4``, which covers the child and
-the processes it waited for, such as dbt) are its own. The load average is
+Every stage and peer runs in a fresh child process: its wall time, CPU time
+(from ``wait4``: the child and the processes it waited for, such as dbt) and peak
+resident memory (its own high-water mark and its children's, see
+``_peak_rss_kib``) are its own. The load average is
 recorded around each one: the machine is shared, so ratios measured in one run
 mean more than absolute times. This module imports no Dagster: it calls the
 library functions the assets call.
