@@ -1099,7 +1099,8 @@ def run_size(events: int, args: argparse.Namespace, root: Path, pg: dict | None)
         # (imports, parse, every node's overhead), below which no day can go.
         aside = work / "warehouse-aside"
         aside.mkdir()
-        moved = [f for f in (warehouse, Path(f"{warehouse}.wal")) if f.exists()]
+        wal = Path(f"{warehouse}.wal")
+        moved = [f for f in (warehouse, wal) if f.exists()]
         for f in moved:
             f.rename(aside / f.name)
         try:
@@ -1108,7 +1109,7 @@ def run_size(events: int, args: argparse.Namespace, root: Path, pg: dict | None)
             peer("dbt_no_data", "nodes", m, m.get("nodes"))
         finally:
             warehouse.unlink(missing_ok=True)
-            Path(f"{warehouse}.wal").unlink(missing_ok=True)
+            wal.unlink(missing_ok=True)
             for f in moved:
                 (aside / f.name).rename(f)
             aside.rmdir()
