@@ -502,6 +502,7 @@ class Model:
     bot_devices: int
     bot_events: int
     bot_users: int
+    truth: dict[str, np.ndarray]  # the planted truth: see ``truth_arrays``
 
 
 def simulate_model(
@@ -1104,13 +1105,17 @@ def simulate_model(
         S,
     )
     bot_devices = bot_users = 0
+    bot_plays = _no_plays()
     n_before_bots = sum(len(p["t"]) for p in ev.parts)
     if bot_fraction > 0:
         target = max(int(round(bot_fraction * n_before_bots)), MIN_BOT_EVENTS)
         # bot playbacks get ids after all the others
-        bot_devices, bot_users = _bots(
+        bot_devices, bot_users, bot_plays = _bots(
             rng_b, ev, devices, users.n, days, catalog, page_ids, target, S, NPL
         )
+    truth = truth_arrays(
+        users, devices, pl, pi, play_start_abs, pl_sess, s_user, pl_title, pl_dev, bot_plays, end_ms
+    )
 
     events = ev.concat()
     # a session may spill past the end of the window: the collector has not seen that yet
@@ -1128,6 +1133,68 @@ def simulate_model(
         bot_devices=bot_devices,
         bot_events=n_bot_kept,
         bot_users=bot_users,
+        truth=truth,
+    )
+
+
+def _no_plays() -> dict[str, np.ndarray]:
+    z = np.zeros(0, dtype=np.int64)
+    return dict(play=z, title=z, dev=z, start=z, dur=z)
+
+
+def played_in_window(pl: dict, start_abs: np.ndarray, end_ms: int) -> np.ndarray:
+    """Seconds of content each play played before the end of the window (``end_ms``).
+
+    A play that runs past the end of the window counts what it played until then: the
+    wall-clock time left, less the part of each pause that falls before the end.
+    """
+    played = pl["played"].astype(np.float64)
+    n = len(played)
+    rem = (end_ms - start_abs).astype(np.float64)  # wall-clock ms left in the window
+    cut = start_abs + pl["wall_ms"] > end_ms
+    if not cut.any():
+        return played
+    pp, off, gap = pl["pause_play"], pl["pause_off"], pl["pause_gap"]  # sorted by play, offset
+    first = first_from_keys(pp) if len(pp) else pp
+    pause_wall = off * 1000 + seg_cumsum(gap, first, exclusive=True)
+    idle = np.clip(rem[pp] - pause_wall, 0, gap)
+    idle_before_end = np.bincount(pp, weights=idle, minlength=n)
+    in_window = np.clip((rem - idle_before_end) / 1000.0, 0.0, played)
+    return np.where(cut, in_window, played)
+
+
+def truth_arrays(
+    users: Users,
+    devices: Devices,
+    pl: dict,
+    pi: np.ndarray,
+    play_start_abs: np.ndarray,
+    pl_sess: np.ndarray,
+    s_user: np.ndarray,
+    pl_title: np.ndarray,
+    pl_dev: np.ndarray,
+    bot_plays: dict[str, np.ndarray],
+    end_ms: int,
+) -> dict[str, np.ndarray]:
+    """What the simulator planted, for tests that compare the marts with it.
+
+    ``pref``: each simulated person's category preference (users x categories).
+    ``play_*``: every playback whose ``play_start`` falls inside the window (people's, then
+    the non-stop players'), with the seconds of content it played before the end of the
+    window, as simulated: before the collector drops, corrupts or delays any line.
+    """
+    a = pi[play_start_abs[pi] < end_ms]
+    true_s = played_in_window(pl, play_start_abs, end_ms)[a]
+    b = np.flatnonzero(bot_plays["start"] < end_ms)
+    bot_s = np.clip((end_ms - bot_plays["start"][b]) / 1000.0, 0.0, bot_plays["dur"][b])
+    return dict(
+        pref=users.pref,
+        play=np.concatenate([a, bot_plays["play"][b]]).astype(np.int64),
+        play_user=np.concatenate([s_user[pl_sess[a]], devices.user[bot_plays["dev"][b]]]),
+        play_title=np.concatenate([pl_title[a], bot_plays["title"][b]]).astype(np.int64),
+        play_dev=np.concatenate([pl_dev[a], bot_plays["dev"][b]]).astype(np.int64),
+        play_true_s=np.concatenate([true_s, bot_s.astype(np.float64)]),
+        play_bot=np.concatenate([np.zeros(len(a), bool), np.ones(len(b), bool)]),
     )
 
 
@@ -1419,11 +1486,13 @@ def _anonymous(
 
 def _bots(
     rng, ev, devices, n_users, days, catalog, page_ids, target, sess_base, play_base
-) -> tuple[int, int]:
+) -> tuple[int, int, dict[str, np.ndarray]]:
     """Devices with implausible activity: scrapers (hundreds of page views an hour) and
-    accounts that play non-stop for 20+ hours. Returns (bot devices, bot accounts)."""
+    accounts that play non-stop for 20+ hours. Returns (bot devices, bot accounts, their
+    playbacks: id, title, device, start time in ms, duration in s)."""
+    plays: dict[str, list] = {k: [] for k in _no_plays()}
     if target <= 0 or days < 1:
-        return 0, 0
+        return 0, 0, _no_plays()
     day_ms = MS_PER_DAY
     n_dev0 = len(devices.user)
     new_user, new_plat, new_country = [], [], []
@@ -1474,6 +1543,10 @@ def _bots(
                 pos=hk * HEARTBEAT_INTERVAL_S,
             )
             ev.add(ET["complete"], st + dur * 1000, dev, sess=sess, play=pids, title=ti, pos=dur)
+            for k, v in (("play", pids), ("title", ti), ("dev", np.full(len(ti), dev))):
+                plays[k].append(v)
+            plays["start"].append(st)
+            plays["dur"].append(dur)
     # scrapers: anonymous devices requesting title pages every few seconds
     if scraper_budget > 0:
         per_hour = int(rng.integers(300, 700))
@@ -1504,4 +1577,8 @@ def _bots(
         devices.version = np.concatenate([devices.version, version])
         devices.country = np.concatenate([devices.country, np.array(new_country)])
         devices.bot = np.concatenate([devices.bot, np.ones(n_new, dtype=bool)])
-    return n_new, n_bot_users
+    bot_plays = {
+        k: (np.concatenate(v).astype(np.int64) if v else np.zeros(0, dtype=np.int64))
+        for k, v in plays.items()
+    }
+    return n_new, n_bot_users, bot_plays

@@ -44,6 +44,7 @@ REASON_OF_KIND = {
 }
 MALFORMED_REASONS = ("invalid_json", "wrong_type", "missing_field", "unknown_event_type")
 UNKNOWN_TYPES = ("telemetry_blob", "ad_beacon", "debug_log")
+TRUTH_DIR = "_truth"  # next to events/ and catalog/: what the simulator planted
 
 
 @dataclass
@@ -69,6 +70,95 @@ def _pick_groups(
     cs = np.cumsum(group_sizes[cand])
     k = int(np.searchsorted(cs, target, side="left")) + 1
     return np.sort(cand[: max(1, min(k, len(cand)))])
+
+
+def id_keys(seed: int) -> list[int]:
+    """Keys of the event and playback UUIDs: (event hi, event lo, playback hi, playback lo)."""
+    keys = np.random.SeedSequence([seed, 0x0E7]).generate_state(4, dtype=np.uint64)
+    return [int(k) for k in keys]
+
+
+def id_widths(model: Model, n_users: int) -> tuple[int, int]:
+    """Digits of user ids (``u_000001``) and device ids (``d_0000001``) in this run."""
+    user = model.devices.user
+    nd = len(user)
+    total_users = max(n_users, int(user.max()) + 1 if nd else 0)
+    return max(6, len(str(total_users))), max(7, len(str(nd)))
+
+
+def _id_array(prefix: str, numbers: np.ndarray, width: int) -> pa.Array:
+    if len(numbers) == 0:
+        return pa.array([], type=pa.string())
+    return fixed_width_strings(id_strings(prefix, numbers, width)).cast(pa.string())
+
+
+def write_truth(model: Model, catalog: Catalog, out_dir: Path, seed: int, n_users: int) -> Path:
+    """The planted truth as Parquet files in ``out_dir/_truth`` (the loader never reads it).
+
+    - ``devices.parquet``: every device the simulator made: device_id, user_id (null for
+      anonymous devices), is_bot, bot_kind ('non_stop_player', 'scraper' or null).
+    - ``favourite_categories.parquet``: each simulated person's three preferred categories:
+      user_id, category, rank (1 = favourite), preference (the share of the person's
+      choices of what to watch that goes to the category, before availability).
+    - ``playbacks.parquet``: every playback started in the window: playback_id, user_id,
+      title_id, device_id, true_played_s (seconds of content played before the end of the
+      window, as simulated: before the collector drops, corrupts or delays lines), is_bot.
+    """
+    import pyarrow.parquet as pq
+
+    folder = out_dir / TRUTH_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    uw, dw = id_widths(model, n_users)
+    dv = model.devices
+    nd = len(dv.user)
+
+    def user_ids(u: np.ndarray) -> pa.Array:
+        ids = _id_array("u_", np.maximum(u, 0) + 1, uw)
+        return pc.if_else(pa.array(u < 0), pa.scalar(None, pa.string()), ids)
+
+    kind = np.where(dv.user >= 0, "non_stop_player", "scraper")
+    devices = pa.table(
+        {
+            "device_id": _id_array("d_", np.arange(1, nd + 1), dw),
+            "user_id": user_ids(dv.user),
+            "is_bot": pa.array(dv.bot, type=pa.bool_()),
+            "bot_kind": pa.array(np.where(dv.bot, kind, None).tolist(), type=pa.string()),
+        }
+    )
+    tr = model.truth
+    pref = tr["pref"]
+    top = min(3, pref.shape[1])
+    # rank categories by preference, ties by category order (stable)
+    order = np.argsort(-pref, axis=1, kind="stable")[:, :top]
+    fav_user = np.repeat(np.arange(pref.shape[0]), top)
+    fav_cat = order.ravel()
+    favourites = pa.table(
+        {
+            "user_id": user_ids(fav_user),
+            "category": pa.array(catalog.categories).take(pa.array(fav_cat)),
+            "rank": pa.array(np.tile(np.arange(1, top + 1), pref.shape[0]), type=pa.int32()),
+            "preference": pa.array(pref[fav_user, fav_cat], type=pa.float64()),
+        }
+    )
+    keys = id_keys(seed)
+    play = tr["play"]
+    playbacks = pa.table(
+        {
+            "playback_id": uuid_strings(keys[2], keys[3], play).cast(pa.string()),
+            "user_id": user_ids(tr["play_user"]),
+            "title_id": _id_array("t_", tr["play_title"] + 1, catalog.id_width),
+            "device_id": _id_array("d_", tr["play_dev"] + 1, dw),
+            "true_played_s": pa.array(tr["play_true_s"], type=pa.float64()),
+            "is_bot": pa.array(tr["play_bot"], type=pa.bool_()),
+        }
+    )
+    for name, table in (
+        ("devices", devices),
+        ("favourite_categories", favourites),
+        ("playbacks", playbacks),
+    ):
+        pq.write_table(table, folder / f"{name}.parquet", compression="zstd")
+    return folder
 
 
 def _split_even(total: int, k: int) -> list[int]:
@@ -254,8 +344,7 @@ class _LineWriter:
         aux: np.ndarray,
         n_users: int,
     ) -> None:
-        keys = np.random.SeedSequence([seed, 0x0E7]).generate_state(4, dtype=np.uint64)
-        self.keys = [int(k) for k in keys]
+        self.keys = id_keys(seed)
         epoch0 = (
             int((dt.datetime(start.year, start.month, start.day, tzinfo=dt.UTC)).timestamp()) * 1000
         )
@@ -270,9 +359,7 @@ class _LineWriter:
         )
         dv = model.devices
         nd = len(dv.user)
-        total_users = max(n_users, int(dv.user.max()) + 1 if nd else 0)
-        uw = max(6, len(str(total_users)))
-        dw = max(7, len(str(nd)))
+        uw, dw = id_widths(model, n_users)
         user_str = (
             pa.array(["null"] * nd)
             if nd == 0

@@ -2,6 +2,7 @@
 
     out_dir/events/date=YYYY-MM-DD/part-NNNNN.ndjson.gz   (date = collector receipt day, UTC)
     out_dir/catalog/date=YYYY-MM-DD/titles.ndjson.gz      (full catalog snapshots)
+    out_dir/_truth/*.parquet                               (what was planted: see truth_dir)
 
 Events follow ``ottp/contract/events.schema.json``, catalog records
 ``ottp/contract/titles.schema.json``; docs/event-contract.md describes both and
@@ -25,7 +26,7 @@ import numpy as np
 
 from ottp._sim_catalog import build_catalog, load_cancel_reasons, load_categories, write_catalog
 from ottp._sim_model import EVENT_TYPES, HEARTBEAT_INTERVAL_S, simulate_model
-from ottp._sim_output import MALFORMED_REASONS, write_events
+from ottp._sim_output import MALFORMED_REASONS, TRUTH_DIR, write_events, write_truth
 from ottp._sim_util import Progress
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "estimate_events",
     "simulate",
     "suggest_size",
+    "truth_dir",
 ]
 
 DEFAULT_START_DATE = dt.date(2026, 8, 1)
@@ -102,9 +104,29 @@ def suggest_size(target_events: int, days: int = 90) -> dict[str, int]:
     return {"users": users, "titles": titles, "days": days}
 
 
+def truth_dir(out_dir: Path) -> Path:
+    """Where :func:`simulate` writes what it planted, next to the landing files.
+
+    The loader never reads it (``landing.discover`` reads events/ and catalog/ only):
+
+    - ``devices.parquet``: device_id, user_id (null for anonymous devices), is_bot,
+      bot_kind ('non_stop_player' | 'scraper' | null).
+    - ``favourite_categories.parquet``: user_id, category, rank (1 = favourite),
+      preference: each simulated person's three preferred categories.
+    - ``playbacks.parquet``: playback_id, user_id, title_id, device_id, true_played_s
+      (seconds of content played before the end of the window, as simulated, before any
+      dirty data), is_bot.
+    """
+    return Path(out_dir) / TRUTH_DIR
+
+
 def _clear_previous(out_dir: Path) -> None:
     """Remove files of an earlier run (only names of this layout) so partitions are not mixed."""
-    for pattern in ("events/date=*/part-*.ndjson.gz", "catalog/date=*/titles.ndjson.gz"):
+    for pattern in (
+        "events/date=*/part-*.ndjson.gz",
+        "catalog/date=*/titles.ndjson.gz",
+        f"{TRUTH_DIR}/*.parquet",
+    ):
         for p in out_dir.glob(pattern):
             p.unlink()
     for sub in ("events", "catalog"):
@@ -169,6 +191,8 @@ def simulate(
             progress_from=30,
             progress_span=68,
         )
+        bar.set(98, "truth")
+        write_truth(model, catalog, out_dir, seed, users)
         bar.set(99, "catalog snapshots")
         catalog_files = cat_job.result()
     bar.close()

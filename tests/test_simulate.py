@@ -14,9 +14,16 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from ottp import landing
 from ottp._sim_model import COUNTRIES
 from ottp.config import CONTRACT_DIR, SEEDS_DIR
-from ottp.simulate import HEARTBEAT_INTERVAL_S, SimulationSummary, simulate, suggest_size
+from ottp.simulate import (
+    HEARTBEAT_INTERVAL_S,
+    SimulationSummary,
+    simulate,
+    suggest_size,
+    truth_dir,
+)
 
 START = dt.date(2026, 8, 1)
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -733,3 +740,129 @@ def test_invalid_arguments(tmp_path):
         simulate(tmp_path, users=10, titles=5, days=3, seed=1)
     with pytest.raises(ValueError):
         simulate(tmp_path, users=10, titles=50, days=3, seed=1, dirty_rate=1.5)
+
+
+# --------------------------------------------------------------------------- planted truth
+
+
+def truth_tables(out: Path, con: duckdb.DuckDBPyConnection) -> None:
+    """The run's truth files as tables t_devices, t_favourites and t_playbacks in ``con``."""
+    folder = truth_dir(out)
+    for table, name in (
+        ("t_devices", "devices"),
+        ("t_favourites", "favourite_categories"),
+        ("t_playbacks", "playbacks"),
+    ):
+        con.execute(f"create or replace table {table} as select * from '{folder / name}.parquet'")
+
+
+def test_truth_files_are_deterministic_and_not_landing_files(small_dirty, tmp_path):
+    out, _ = small_dirty
+    folder = truth_dir(out)
+    names = sorted(p.name for p in folder.iterdir())
+    assert folder == out / "_truth"
+    assert names == ["devices.parquet", "favourite_categories.parquet", "playbacks.parquet"]
+    assert not [f for f in landing.discover(out) if "_truth" in f.path.parts]
+    assert len(landing.discover(out)) == len(small_dirty[1].files)
+    simulate(tmp_path / "again", seed=5, dirty_rate=0.05, **SMALL)
+    for name in names:
+        assert (folder / name).read_bytes() == (truth_dir(tmp_path / "again") / name).read_bytes()
+    # a rerun into the same folder replaces them
+    s = simulate(out, seed=5, dirty_rate=0.05, **SMALL)
+    assert sorted(p.name for p in folder.iterdir()) == names
+    n = duckdb.connect().execute(f"select count(*) from '{folder}/playbacks.parquet'").fetchone()[0]
+    assert 0 < n <= s.playbacks
+
+
+def test_truth_devices_and_bots(dirty, dirty_db):
+    out, s = dirty
+    con = dirty_db
+    truth_tables(out, con)
+    rows = con.execute("""
+        select count(*), count(*) filter (where is_bot),
+               count(*) filter (where bot_kind = 'scraper' and user_id is null and is_bot),
+               count(*) filter (where bot_kind = 'non_stop_player' and user_id is not null
+                                and is_bot),
+               count(*) filter (where not is_bot and bot_kind is null),
+               count(distinct device_id)
+        from t_devices""").fetchone()
+    total, bots, scrapers, players, people, distinct = rows
+    assert distinct == total and bots == s.bot_devices == scrapers + players
+    assert scrapers >= 1 and players >= 1 and people == total - bots
+    # every event's device is known, with the same user, and bot events are the bots' events
+    unknown, other_user, bot_events = con.execute("""
+        select count(*) filter (where d.device_id is null),
+               count(*) filter (where d.user_id is distinct from e.user_id),
+               count(*) filter (where d.is_bot)
+        from e left join t_devices d using (device_id)""").fetchone()
+    assert unknown == 0 and other_user == 0 and bot_events == s.bot_events
+    # the kinds are what they say: scrapers view hundreds of pages an hour, players play 20+ h
+    busiest = dict(
+        con.execute("""select d.bot_kind, max(n) from (select device_id, date_trunc('hour', occ),
+                       count(*) n from e where et = 'page_view' group by all)
+                       join t_devices d using (device_id) group by all""").fetchall()
+    )
+    hours = dict(
+        con.execute("""select d.bot_kind, max(epoch(hi - lo)) / 3600 from (select device_id,
+                       min(occ) lo, max(occ) hi from e where pb is not null group by all)
+                       join t_devices d using (device_id) group by all""").fetchall()
+    )
+    assert busiest["scraper"] >= 200 > busiest[None]
+    assert hours["non_stop_player"] >= 20 and "scraper" not in hours
+    # the bots' playbacks are flagged, nobody else's
+    flagged = con.execute("""select bool_and(p.is_bot = d.is_bot), count(*) filter (where p.is_bot)
+                             from t_playbacks p join t_devices d using (device_id)""").fetchone()
+    assert flagged[0] and flagged[1] > 0
+
+
+def test_truth_playbacks_match_the_events(clean, clean_db):
+    out, s = clean
+    con = clean_db
+    truth_tables(out, con)
+    missing, extra, differ, n = con.execute("""
+        with ev as (select pb, any_value(user_id) user_id, any_value(title_id) title_id,
+                    any_value(device_id) device_id from e where pb is not null group by all)
+        select count(*) filter (where t.playback_id is null),
+               count(*) filter (where ev.pb is null),
+               count(*) filter (where t.user_id <> ev.user_id or t.title_id <> ev.title_id
+                                or t.device_id <> ev.device_id),
+               count(*)
+        from ev full join t_playbacks t on t.playback_id = ev.pb""").fetchone()
+    assert missing == 0 and extra == 0 and differ == 0 and n <= s.playbacks
+    # true play time is the playhead's travel: last position - first, less any seek's jump;
+    # a play with no end event (app killed, or still playing when the window ends) has played
+    # at most one heartbeat interval past its last event
+    rows = con.execute("""
+        with p as (select pb, arg_min(pos, occ) first_pos, arg_max(pos, occ) last_pos,
+                   coalesce(sum(pos - fpos) filter (where et = 'seek'), 0) jump,
+                   bool_or(et in ('complete', 'stop')) ended
+                   from e where pb is not null group by all)
+        select p.ended, t.true_played_s - (p.last_pos - p.first_pos - p.jump) diff
+        from p join t_playbacks t on t.playback_id = p.pb""").fetchall()
+    ended = [d for e_, d in rows if e_]
+    open_ = [d for e_, d in rows if not e_]
+    assert len(ended) > 1000 and all(abs(d) < 1e-6 for d in ended)
+    assert open_ and all(0 <= d <= HEARTBEAT_INTERVAL_S for d in open_)
+
+
+def test_truth_favourite_categories(clean, clean_db):
+    out, s = clean
+    con = clean_db
+    truth_tables(out, con)
+    users, rows, ranks, cats, ordered = con.execute("""
+        select count(distinct user_id), count(*), list(distinct rank order by rank),
+               list(distinct category), bool_and(ordered)
+        from (select *, preference >= coalesce(lead(preference) over (partition by user_id
+              order by rank), 0) ordered from t_favourites)""").fetchone()
+    assert users == s.users and rows == 3 * s.users and ranks == [1, 2, 3]
+    assert set(cats) <= CATEGORIES and ordered
+    # the planted taste shows in what people watch: titles by the category's planted rank
+    by_rank = dict(
+        con.execute("""
+        with p as (select distinct user_id, title_id from e where et = 'play_start')
+        select coalesce(f.rank, 0), count(*) from p join cat using (title_id)
+        left join t_favourites f on f.user_id = p.user_id and f.category = cat.category
+        group by all""").fetchall()
+    )
+    assert by_rank[1] > by_rank[2] > by_rank[3]
+    assert by_rank[1] > 0.3 * sum(by_rank.values())  # one category of 12: 8 % by chance
