@@ -3,8 +3,10 @@
 -- earliest one a new event can join (or bridge) are rebuilt; earlier ones are
 -- kept. Rows are replaced per actor (delete+insert on actor_id), so sessions
 -- merged by a late event disappear, and the table equals a full refresh.
--- Sessions longer than session_max_hours, or with more page views an hour
--- than session_max_page_views_per_hour, are flagged as likely bots.
+-- Sessions longer than session_max_hours (20: the contract's accounts playing
+-- non-stop for 20+ hours; binge-watchers stay under it), or with more page
+-- views an hour than session_max_page_views_per_hour over 10 minutes at least
+-- (scrapers), are flagged as likely bots.
 {{
     config(
         materialized='incremental',
