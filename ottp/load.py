@@ -32,25 +32,15 @@ except ImportError:  # a pure-zlib install still checks every file, more slowly
 
 from ottp import landing
 from ottp.config import RAW_SCHEMA
+from ottp.contract import rules as contract_rules
 
 logger = logging.getLogger(__name__)
 
-EVENT_TYPES = {
-    "navigation": ("page_view", "rail_impression", "title_click", "search"),
-    "player": ("play_start", "heartbeat", "pause", "resume", "seek", "complete", "stop"),
-    "interest": ("like", "dislike", "rating", "add_to_watchlist", "share"),
-    "account": (
-        "signup",
-        "subscribe",
-        "cancel",
-        "reactivate",
-        "consent_update",
-        "deletion_request",
-    ),
-    "survey": ("survey_response",),
-}
-ALL_EVENT_TYPES = tuple(t for family in EVENT_TYPES.values() for t in family)
-PLATFORMS = ("web", "ios", "android", "tv")
+# The event types (by family) and platforms come from the schema, as do the
+# validation rules (ottp/contract/rules.py).
+EVENT_TYPES = contract_rules.FAMILIES
+ALL_EVENT_TYPES = contract_rules.ALL_EVENT_TYPES
+PLATFORMS = contract_rules.PLATFORMS
 
 # Why a line was rejected; the ``reason`` column adds the field concerned.
 REJECT_REASONS = (
@@ -83,17 +73,16 @@ LOCK_WAIT_S = 300.0
 # its JSON text, so a line whose text field looks like one (a number, true or
 # false, an object or a list) is parsed once more for its JSON types: a wrong
 # type is told apart from the text "12345", and ordinary lines pay nothing.
-_EVENT_STRINGS = (
-    "event_id", "event_type", "occurred_at", "received_at", "user_id",
-    "device_id", "platform", "app_version", "country", "playback_id", "title_id",
-)  # fmt: skip
 # Text that always looks like a number ("1.0"): read as JSON and unwrapped, so
 # that ordinary lines are not all parsed twice.
 _EVENT_NUMERIC_STRINGS = ("schema_version",)
+_EVENT_STRINGS = tuple(
+    f for f in contract_rules.top_level_fields("string") if f not in _EVENT_NUMERIC_STRINGS
+)
 # Fields whose parsing (uuid, timestamp, date) already rejects any other JSON
 # type as wrong_type: not worth a second look.
 _PARSED_ANYWAY = ("event_id", "occurred_at", "received_at", "available_from")
-_EVENT_JSON = ("position_s", "duration_s", "from_position_s", "properties")
+_EVENT_JSON = contract_rules.top_level_fields("number") + contract_rules.top_level_fields("object")
 _TITLE_STRINGS = ("title_id", "name", "category", "kind", "series_id", "available_from")
 _TITLE_JSON = ("keywords", "season", "episode", "duration_s", "release_year", "is_available")
 
@@ -905,15 +894,117 @@ def _verdict_columns() -> str:
     """
 
 
+# DuckDB's json_type names of each JSON Schema type.
+_JSON_TYPES = {
+    "string": ("VARCHAR",),
+    "number": ("UBIGINT", "BIGINT", "DOUBLE"),
+    "integer": ("UBIGINT", "BIGINT"),
+    "boolean": ("BOOLEAN",),
+    "object": ("OBJECT",),
+}
+# Fields whose format is checked by parsing them in ``typed`` (null: unparsable).
+_FORMAT_COLUMNS = {("event_id", "uuid"), ("occurred_at", "date-time"), ("received_at", "date-time")}
+_BOUND_OPS = {"minimum": "<", "exclusiveMinimum": "<=", "maximum": ">"}
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _verdict_sql(rule: contract_rules.Rule, value_sql: str | None = None) -> str:
+    """``'<code>|<reason>'``, with the offending value (JSON-quoted, cut short) for ``{value}``."""
+    head, _, tail = rule.reason.partition("{value}")
+    verdict = _sql_text(f"{rule.reason_code}|{head}")
+    if _:
+        verdict += f" || to_json(left({value_sql}, 50)) || {_sql_text(tail)}"
+    return verdict
+
+
+def _event_rule_branch(rule: contract_rules.Rule) -> str | None:
+    """The CASE branch enforcing one rule on a line of ``typed`` (None: folded into another)."""
+    f = rule.field
+    top_type = None if rule.parent else contract_rules.BY_ID.get(f"{f}.type")
+    kind = top_type.value[0] if top_type is not None else None
+    if rule.parent is not None:
+        if rule.parent != "properties":
+            raise contract_rules.ContractError(f"{rule.rule_id}: nested only under properties")
+        path = _sql_text(f"$.{rule.name}")
+        json_type = f"json_type(properties, {path})"
+        if rule.kind == "required":
+            cond = f"coalesce({json_type}, 'NULL') = 'NULL'"
+        elif rule.kind == "type":
+            names = contract_rules.in_sql(n for t in rule.value for n in _JSON_TYPES[t])
+            cond = f"{json_type} not in ({names})"
+        elif rule.kind in _BOUND_OPS:
+            number = f"try_cast(json_extract_string(properties, {path}) as double)"
+            cond = f"{number} {_BOUND_OPS[rule.kind]} {rule.value!r}"
+        elif rule.kind == "enum":
+            value = f"json_extract_string(properties, {path})"
+            cond = f"{value} not in ({contract_rules.in_sql(rule.value)})"
+        elif rule.kind == "pattern":
+            value = f"json_extract_string(properties, {path})"
+            cond = f"not regexp_matches({value}, {_sql_text(rule.value)})"
+        else:
+            raise contract_rules.ContractError(f"{rule.rule_id}: no DuckDB check")
+        if rule.kind in ("enum", "pattern"):
+            verdict = _verdict_sql(rule, value)
+        else:
+            verdict = _verdict_sql(rule)
+    else:
+        # A text field is j.<f> (schema_version: its unwrapped text), a number
+        # the typed double (NaN if not a number), properties the object or null.
+        value = {"schema_version": "schema_version_text"}.get(f, f"j.{f}")
+        if kind in ("number", "object"):
+            value = f
+        if rule.kind == "type" and kind == "string":
+            return None  # one branch for all text fields: not_a_string
+        if rule.kind == "required":
+            cond = f"j.{f} is null" if kind == "string" else f"{value} is null"
+        elif rule.kind == "type" and kind == "number":
+            cond = f"isnan({f}) or isinf({f})"
+        elif rule.kind == "type" and kind == "object":
+            cond = f"{f}_not_object"
+        elif rule.kind == "format" and (f, rule.value) in _FORMAT_COLUMNS:
+            cond = f"{f} is null"
+        elif rule.kind == "enum":
+            cond = f"{value} not in ({contract_rules.in_sql(rule.value)})"
+        elif rule.kind == "pattern":
+            cond = f"not regexp_matches({value}, {_sql_text(rule.value)})"
+        elif rule.kind in _BOUND_OPS and kind == "number":
+            cond = f"{value} {_BOUND_OPS[rule.kind]} {rule.value!r}"
+        else:
+            raise contract_rules.ContractError(f"{rule.rule_id}: no DuckDB check")
+        verdict = _verdict_sql(rule, value if rule.kind in ("enum", "pattern") else None)
+    if rule.event_types is not None:
+        types = contract_rules.in_sql(rule.event_types)
+        if rule.parent is not None:
+            # case, not and: json_type only runs on the lines of those types
+            cond = f"case when event_type in ({types}) then {cond} end"
+        else:
+            cond = f"event_type in ({types}) and ({cond})"
+    return f"when {cond} then {verdict}"
+
+
+def _event_rule_checks() -> str:
+    """The CASE branches of every contract rule, in RULES' order."""
+    branches = []
+    for rule in contract_rules.RULES:
+        if rule.kind == "type" and rule.parent is None and rule.value == ("string",):
+            if rule is contract_rules.RULES[0]:
+                branches.append(
+                    "when not_a_string is not null "
+                    "then 'wrong_type|' || not_a_string || ' is not a string'"
+                )
+            continue
+        branches.append(_event_rule_branch(rule))
+    return "\n                    ".join(branches)
+
+
 def _validate_events(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
     """Parse each line once and give the first reason it fails, or null if valid."""
-    types_sql = ", ".join(f"'{t}'" for t in ALL_EVENT_TYPES)
-    player_sql = ", ".join(f"'{t}'" for t in EVENT_TYPES["player"])
-    with_user_sql = ", ".join(
-        f"'{t}'" for t in EVENT_TYPES["interest"] + EVENT_TYPES["account"] + EVENT_TYPES["survey"]
+    numbers = ",\n                   ".join(
+        f"{_json_number('j.' + f)} as {f}" for f in contract_rules.top_level_fields("number")
     )
-    with_title_sql = ", ".join(f"'{t}'" for t in ("title_click",) + EVENT_TYPES["interest"])
-    platforms_sql = ", ".join(f"'{p}'" for p in PLATFORMS)
     _create_validated(
         con,
         paths,
@@ -925,9 +1016,7 @@ def _validate_events(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
                    j.event_type as event_type,
                    try_cast(j.occurred_at as timestamptz) at time zone 'UTC' as occurred_at,
                    try_cast(j.received_at as timestamptz) at time zone 'UTC' as received_at,
-                   {_json_number("j.position_s")} as position_s,
-                   {_json_number("j.duration_s")} as duration_s,
-                   {_json_number("j.from_position_s")} as from_position_s,
+                   {numbers},
                    case when left(j.properties::varchar, 1) = '{{' then j.properties end
                        as properties,
                    j.properties is not null and left(j.properties::varchar, 1) <> '{{'
@@ -944,58 +1033,7 @@ def _validate_events(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
                     when j is null then 'invalid_json|unparsable JSON'
                     when has_non_finite then 'invalid_json|NaN or Infinity is not JSON'
                     when has_nul then 'invalid_value|NUL character (\\u0000) in a string'
-                    when not_a_string is not null
-                        then 'wrong_type|' || not_a_string || ' is not a string'
-                    when j.event_id is null then 'missing_field|event_id'
-                    when j.event_type is null then 'missing_field|event_type'
-                    when j.schema_version is null then 'missing_field|schema_version'
-                    when j.occurred_at is null then 'missing_field|occurred_at'
-                    when j.received_at is null then 'missing_field|received_at'
-                    when j.device_id is null then 'missing_field|device_id'
-                    when j.platform is null then 'missing_field|platform'
-                    when event_id is null then 'wrong_type|event_id is not a uuid'
-                    when occurred_at is null then 'wrong_type|occurred_at is not a timestamp'
-                    when received_at is null then 'wrong_type|received_at is not a timestamp'
-                    when properties_not_object then 'wrong_type|properties is not an object'
-                    when not regexp_full_match(schema_version_text, '1\\.[0-9]+')
-                        then 'unsupported_schema_version|' || to_json(left(schema_version_text, 50))
-                    when event_type not in ({types_sql})
-                        then 'unknown_event_type|' || to_json(left(event_type, 100))
-                    when j.platform not in ({platforms_sql})
-                        then 'invalid_value|platform ' || to_json(left(j.platform, 50))
-                    when isnan(position_s) or isinf(position_s)
-                        then 'wrong_type|position_s is not a number'
-                    when isnan(duration_s) or isinf(duration_s)
-                        then 'wrong_type|duration_s is not a number'
-                    when isnan(from_position_s) or isinf(from_position_s)
-                        then 'wrong_type|from_position_s is not a number'
-                    when event_type in ({player_sql}) and j.user_id is null
-                        then 'missing_field|user_id'
-                    when event_type in ({player_sql}) and j.playback_id is null
-                        then 'missing_field|playback_id'
-                    when event_type in ({player_sql}) and j.title_id is null
-                        then 'missing_field|title_id'
-                    when event_type in ({player_sql}) and position_s is null
-                        then 'missing_field|position_s'
-                    when event_type in ({player_sql}) and duration_s is null
-                        then 'missing_field|duration_s'
-                    when event_type = 'seek' and from_position_s is null
-                        then 'missing_field|from_position_s'
-                    when position_s < 0 or from_position_s < 0 or duration_s <= 0
-                        then 'invalid_value|negative position or non-positive duration'
-                    when event_type in ({with_title_sql}) and j.title_id is null
-                        then 'missing_field|title_id'
-                    when event_type in ({with_user_sql}) and j.user_id is null
-                        then 'missing_field|user_id'
-                    when event_type = 'rating' and properties->>'rating' is null
-                        then 'missing_field|properties.rating'
-                    when event_type = 'rating'
-                         and coalesce(try_cast(properties->>'rating' as integer), 0)
-                             not between 1 and 5
-                        then 'invalid_value|rating outside 1..5'
-                    when event_type = 'consent_update'
-                         and try_cast(properties->>'marketing_opt_in' as boolean) is null
-                        then 'missing_field|properties.marketing_opt_in'
+                    {_event_rule_checks()}
                     when occurred_at < timestamp '{MIN_EVENT_TIME}'
                          or received_at < timestamp '{MIN_EVENT_TIME}'
                         then 'timestamp_out_of_range|before {MIN_EVENT_TIME}'

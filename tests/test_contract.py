@@ -1,18 +1,393 @@
-"""The JSON Schema, the loader's rules and the simulator agree on the event contract."""
+"""The JSON Schema, the loaders' rules and the simulator agree on the event contract.
+
+The central test walks ``events.schema.json`` itself (not ``ottp.contract.rules``),
+and for every constraint in it builds a line that breaks that constraint alone
+(jsonschema confirms it), then checks the DuckDB loader rejects the line with
+the reason code the constraint calls for; a second test checks the Spark loader
+gives every line the same verdict. A constraint added to the schema that the
+loaders do not enforce fails these tests.
+"""
 
 from __future__ import annotations
 
+import copy
 import gzip
 import json
+import os
 import random
+import re
+import subprocess
+import sys
+import uuid
+from datetime import datetime
 
+import duckdb
 import jsonschema
 import pytest
 
 from ottp import config, landing, load
+from ottp.contract import rules
+from ottp.spark import java_available
+from tests.conftest import write_landing
 
 EVENTS_SCHEMA = json.loads((config.CONTRACT_DIR / "events.schema.json").read_text())
 TITLES_SCHEMA = json.loads((config.CONTRACT_DIR / "titles.schema.json").read_text())
+FORMATS = jsonschema.FormatChecker()
+RFC3339 = r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
+
+
+@FORMATS.checks("date-time", raises=ValueError)
+def _is_datetime(value) -> bool:
+    """RFC 3339 date-time (jsonschema checks it only with an optional package installed)."""
+    if not isinstance(value, str):
+        return True
+    if not re.fullmatch(RFC3339, value):
+        return False
+    datetime.fromisoformat(value.replace("z", "Z"))
+    return True
+
+
+VALIDATOR = jsonschema.Draft202012Validator(EVENTS_SCHEMA, format_checker=FORMATS)
+
+# What breaking each kind of constraint must be rejected as: written here, from
+# the contract's wording (docs/event-contract.md), not read from the loader.
+EXPECTED_CODE = {
+    "required": "missing_field",
+    "type": "wrong_type",
+    "format": "wrong_type",
+    "enum": "invalid_value",
+    "pattern": "invalid_value",
+    "minimum": "invalid_value",
+    "exclusiveMinimum": "invalid_value",
+    "maximum": "invalid_value",
+}
+OWN_CODE = {
+    ("event_type", "enum"): "unknown_event_type",
+    ("schema_version", "pattern"): "unsupported_schema_version",
+}
+ANNOTATIONS = {"description", "title", "$schema", "$id"}
+# One value of each JSON type, to put where another type is required.
+SAMPLES = {
+    "string": "4",
+    "number": 4.5,
+    "integer": 4,
+    "boolean": True,
+    "object": {"a": 1},
+    "array": [1],
+}
+
+
+# ---------------------------------------------------------------- the schema's constraints
+
+
+def _types(node: dict) -> set[str]:
+    t = node.get("type", [])
+    return {t} if isinstance(t, str) else set(t)
+
+
+def schema_constraints(schema: dict) -> list[dict]:
+    """Every constraint of the events schema: where it is, on which field, for which types."""
+    found = []
+
+    def walk_object(node, path, prefix, event_types):
+        for name in node.get("required", []):
+            found.append(dict(path=path + ("required",), field=prefix + (name,),
+                              keyword="required", value=True, event_types=event_types))  # fmt: skip
+        for name, sub in node.get("properties", {}).items():
+            walk_field(sub, path + ("properties", name), prefix + (name,), event_types)
+
+    def walk_field(node, path, field, event_types):
+        for keyword, value in node.items():
+            if keyword in ANNOTATIONS:
+                continue
+            if keyword in ("properties", "required"):
+                continue  # nested fields: below
+            if keyword not in EXPECTED_CODE:
+                pytest.fail(f"no test breaks {keyword!r} at {'/'.join(map(str, path))}")
+            found.append(dict(path=path + (keyword,), field=field, keyword=keyword,
+                              value=value, event_types=event_types,
+                              types=_types(node)))  # fmt: skip
+        if "properties" in node or "required" in node:
+            for name in node.get("required", []):
+                found.append(dict(path=path + ("required",), field=field + (name,),
+                                  keyword="required", value=True,
+                                  event_types=event_types))  # fmt: skip
+            for name, sub in node.get("properties", {}).items():
+                walk_field(sub, path + ("properties", name), field + (name,), event_types)
+
+    unknown = set(schema) - ANNOTATIONS - {"type", "required", "properties", "allOf",
+                                           "additionalProperties"}  # fmt: skip
+    assert not unknown, f"no test for top-level keywords {unknown}"
+    walk_object(schema, (), (), None)
+    for i, branch in enumerate(schema.get("allOf", [])):
+        selector = branch["if"]["properties"]["event_type"]
+        types = tuple(selector["enum"]) if "enum" in selector else (selector["const"],)
+        assert set(branch["then"]) <= {"required", "properties"}, branch["then"]
+        walk_object(branch["then"], ("allOf", i, "then"), (), types)
+    return found
+
+
+# ---------------------------------------------------------------- valid events, one per type
+
+
+def base_event(event_type: str) -> dict:
+    """A valid event of ``event_type`` with every field its type requires."""
+    event = {
+        "event_id": str(uuid.uuid4()),
+        "event_type": event_type,
+        "schema_version": "1.0",
+        "occurred_at": "2026-08-01T10:00:00.000Z",
+        "received_at": "2026-08-01T10:00:01.000Z",
+        "user_id": "u_000001",
+        "device_id": "d_0000001",
+        "platform": "web",
+        "app_version": "5.2.0",
+        "country": "FR",
+        "properties": None,
+    }
+    if event_type in rules.FAMILIES["player"]:
+        event.update(playback_id="p_1", title_id="t_00001", position_s=60.0, duration_s=5400.0)
+    if event_type == "seek":
+        event["from_position_s"] = 30.0
+    if event_type in ("title_click", *rules.FAMILIES["interest"]):
+        event["title_id"] = "t_00001"
+    event["properties"] = {
+        "rating": {"rating": 4},
+        "consent_update": {"marketing_opt_in": False},
+        "survey_response": {"survey_id": "nps", "question_id": "score", "answer": "9"},
+        "page_view": {"page": "home"},
+    }.get(event_type)
+    return event
+
+
+EVENT_TYPES = EVENTS_SCHEMA["properties"]["event_type"]["enum"]
+
+
+def _get_parent(event: dict, field: tuple[str, ...]) -> dict:
+    node = event
+    for part in field[:-1]:
+        node = node[part]
+    return node
+
+
+def _mutations(c: dict) -> list[tuple[object, str]]:
+    """(new value or a deletion marker, expected reason code) that break constraint ``c``."""
+    code = OWN_CODE.get((c["field"][-1], c["keyword"]), EXPECTED_CODE[c["keyword"]])
+    keyword, value = c["keyword"], c["value"]
+    if keyword == "required":
+        return [(DELETE, code), (None, code)]
+    if keyword == "type":
+        allowed = {value} if isinstance(value, str) else set(value)
+        out = [(SAMPLES[t], code) for t in SAMPLES if t not in allowed
+               and not (t == "integer" and "number" in allowed)]  # fmt: skip
+        if "null" not in allowed:
+            out.append((None, "missing_field"))  # required means non-null
+        if allowed == {"boolean"}:
+            out += [("yes", code), ("true", code), (1, code)]  # never coerced
+        if allowed == {"integer"}:
+            out += [(4.0 + 0.5, code), ("4", code)]
+        return out
+    if keyword == "format":
+        return [({"uuid": "not-a-uuid", "date-time": "last tuesday"}[value], code)]
+    if keyword == "enum":
+        return [("zz_not_in_the_enum", code)]
+    if keyword == "pattern":
+        bad = [s for s in ("fr", "2.0", "x", "", "FRA") if not re.search(value, s)]
+        return [(s, code) for s in bad[:2]]
+    if keyword == "minimum":
+        return [(value - 1, code)]
+    if keyword == "exclusiveMinimum":
+        return [(value, code), (value - 1, code)]
+    if keyword == "maximum":
+        # 1e308 is an integer to JSON Schema, not to the loaders (no fraction or exponent)
+        return [(value + 1, code)] + ([(1e308, code)] if "integer" not in c["types"] else [])
+    raise AssertionError(keyword)
+
+
+DELETE = object()
+
+
+def _error_paths(event: dict) -> set[tuple]:
+    return {tuple(e.absolute_schema_path) for e in VALIDATOR.iter_errors(event)}
+
+
+def _break(c: dict, new_value, code: str) -> dict | None:
+    """A valid event with constraint ``c`` broken alone by ``new_value`` (None if impossible)."""
+    for event_type in c["event_types"] or ["page_view", *EVENT_TYPES]:
+        event = base_event(event_type)
+        parent = _get_parent(event, c["field"])
+        if new_value is DELETE:
+            parent.pop(c["field"][-1], None)
+        else:
+            parent[c["field"][-1]] = copy.deepcopy(new_value)
+        errors = _error_paths(event)
+        if new_value is None and c["keyword"] in ("required", "type"):
+            # null breaks the non-null type that goes with required: the same field only
+            fields = {tuple(e.absolute_path) for e in VALIDATOR.iter_errors(event)}
+            if errors and fields == {c["field"]}:
+                return event
+        elif errors == {c["path"]}:
+            return event
+    return None
+
+
+def hostile_cases() -> list[dict]:
+    """One line per way to break each constraint of the schema, with its expected code."""
+    cases = []
+    for c in schema_constraints(EVENTS_SCHEMA):
+        isolated = 0
+        for new_value, code in _mutations(c):
+            event = _break(c, new_value, code)
+            if event is None:
+                continue
+            isolated += 1
+            shown = "absent" if new_value is DELETE else json.dumps(new_value)
+            where = "/".join(map(str, c["path"]))
+            label = f"{where} [{'.'.join(c['field'])}] <- {shown}"
+            cases.append(dict(constraint=c, event=event, code=code, label=label))
+        assert isolated, f"no line breaks {c['path']} alone: teach this test how"
+    return cases
+
+
+# Lines found at the door (issue 16), loaded before the schema rules were enforced.
+def regression_lines() -> list[tuple[str, dict, str]]:
+    heartbeat = base_event("heartbeat")
+    return [
+        ("country-lowercase", {**base_event("page_view"), "country": "fr"}, "invalid_value"),
+        ("opt-in-yes", {**base_event("consent_update"),
+                        "properties": {"marketing_opt_in": "yes"}}, "wrong_type"),
+        ("opt-in-one", {**base_event("consent_update"),
+                        "properties": {"marketing_opt_in": 1}}, "wrong_type"),
+        ("question-null", {**base_event("survey_response"), "properties": {
+            "survey_id": "nps", "question_id": None, "answer": "9"}}, "missing_field"),
+        ("survey-no-answer", {**base_event("survey_response"), "properties": {
+            "survey_id": "nps", "question_id": "score"}}, "missing_field"),
+        ("heartbeat-1e308", {**heartbeat, "position_s": 1e308, "duration_s": 1e308},
+         "invalid_value"),
+        ("rating-4.5", {**base_event("rating"), "properties": {"rating": 4.5}}, "wrong_type"),
+        ("rating-text", {**base_event("rating"), "properties": {"rating": "4"}}, "wrong_type"),
+        ("rating-4.0", {**base_event("rating"), "properties": {"rating": 4.0}}, "wrong_type"),
+    ]  # fmt: skip
+
+
+# ---------------------------------------------------------------- loading them
+
+
+def _all_lines() -> tuple[list[str], dict[str, str], dict[str, str], list[dict]]:
+    """The landing lines, the expected code and a label per line, and the schema cases."""
+    lines, expected, labels = [], {}, {}
+    cases = hostile_cases()
+    for case in cases:
+        line = json.dumps(case["event"])
+        lines.append(line)
+        expected[line], labels[line] = case["code"], case["label"]
+    for name, event, code in regression_lines():
+        event = {**event, "event_id": str(uuid.uuid4())}
+        line = json.dumps(event)
+        lines.append(line)
+        expected[line], labels[line] = code, name
+    for event_type in EVENT_TYPES:
+        line = json.dumps(base_event(event_type))
+        lines.append(line)
+        expected[line], labels[line] = None, f"valid {event_type}"
+    return lines, expected, labels, cases
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    root = tmp_path_factory.mktemp("contract_hostile")
+    lines, expected, labels, cases = _all_lines()
+    write_landing(root / "landing", lines)
+    report = load.load_landing(root / "warehouse.duckdb", root / "landing")
+    con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
+    try:
+        got = dict(con.execute("select raw_line, reason_code from raw.rejected_events").fetchall())
+        reasons = dict(con.execute("select raw_line, reason from raw.rejected_events").fetchall())
+    finally:
+        con.close()
+    return dict(root=root, lines=lines, expected=expected, labels=labels, report=report,
+                got=got, reasons=reasons, cases=cases)  # fmt: skip
+
+
+def test_every_valid_base_event_validates():
+    for event_type in EVENT_TYPES:
+        errors = list(VALIDATOR.iter_errors(base_event(event_type)))
+        assert not errors, (event_type, errors[0].message)
+
+
+def test_every_schema_constraint_is_enforced_by_the_duckdb_loader(hostile):
+    assert hostile["report"].reconciles
+    wrong = []
+    for line in hostile["lines"]:
+        want, got = hostile["expected"][line], hostile["got"].get(line)
+        if want != got:
+            wrong.append(f"{hostile['labels'][line]}: expected {want}, got {got}")
+    assert not wrong, "\n".join(wrong)
+    # the reason names the field concerned
+    for case in hostile["cases"]:
+        line = json.dumps(case["event"])
+        assert case["constraint"]["field"][-1] in hostile["reasons"][line], case["label"]
+
+
+def test_the_rules_cover_exactly_the_schema_constraints():
+    """RULES (what the loaders run) state every constraint of the schema, and nothing else."""
+    from_schema = {(c["path"], ".".join(c["field"])) for c in schema_constraints(EVENTS_SCHEMA)}
+    from_rules = {(path, r.field) for r in rules.RULES for path in r.schema_paths}
+    assert from_rules == from_schema
+    ids = [r.rule_id for r in rules.RULES]
+    assert len(ids) == len(set(ids))
+    assert {r.reason_code for r in rules.RULES} <= set(load.REJECT_REASONS)
+
+
+def test_a_constraint_the_loaders_do_not_know_fails_loudly():
+    schema = copy.deepcopy(EVENTS_SCHEMA)
+    schema["properties"]["country"]["maxLength"] = 2
+    with pytest.raises(rules.ContractError, match="maxLength"):
+        rules.derive(schema)
+    schema = copy.deepcopy(EVENTS_SCHEMA)
+    schema["allOf"][-1]["then"]["properties"]["properties"]["properties"]["answer"]["format"] = (
+        "email"
+    )
+    with pytest.raises(rules.ContractError, match="email"):
+        rules.derive(schema)
+
+
+def test_a_new_bound_in_the_schema_becomes_a_rule():
+    schema = copy.deepcopy(EVENTS_SCHEMA)
+    schema["allOf"][4]["then"]["properties"]["properties"]["properties"]["rating"]["maximum"] = 10
+    schema["properties"]["title_id"]["pattern"] = "^t_"
+    derived = {r.rule_id: r for r in rules.derive(schema)}
+    assert derived["properties.rating.maximum"].value == 10
+    assert derived["title_id.pattern"].reason_code == "invalid_value"
+
+
+@pytest.mark.skipif(not java_available(), reason="Spark needs a Java runtime")
+def test_the_spark_loader_gives_every_hostile_line_the_same_verdict(hostile, tmp_path):
+    env = dict(os.environ, OTTP_DATA_DIR=str(tmp_path / "spark_data"),
+               OTTP_SPARK_SHUFFLE_PARTITIONS="2")  # fmt: skip
+    env.pop("OTTP_LANDING_DIR", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "ottp.spark_load", "--landing", str(hostile["root"] / "landing"),
+         "--json"],
+        env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["reconciles"]
+    folder = tmp_path / "spark_data" / "spark" / "warehouse" / "raw.db" / "rejected_events"
+    got = dict(
+        duckdb.sql(
+            f"select raw_line, reason_code from read_parquet('{folder}/**/*.parquet', "
+            "hive_partitioning = true)"
+        ).fetchall()
+    )
+    differ = [
+        f"{hostile['labels'][line]}: DuckDB {hostile['got'].get(line)}, Spark {got.get(line)}"
+        for line in hostile["lines"]
+        if got.get(line) != hostile["got"].get(line)
+    ]
+    assert not differ, "\n".join(differ)
+    assert report["rejected_by_reason"] == hostile["report"].to_dict()["rejected_by_reason"]
 
 
 def test_schemas_are_valid_json_schema():
@@ -24,9 +399,15 @@ def test_loader_enumerations_match_the_schema():
     props = EVENTS_SCHEMA["properties"]
     assert tuple(props["event_type"]["enum"]) == load.ALL_EVENT_TYPES
     assert tuple(props["platform"]["enum"]) == load.PLATFORMS
+    assert tuple(t for family in load.EVENT_TYPES.values() for t in family) == load.ALL_EVENT_TYPES
     assert set(EVENTS_SCHEMA["required"]) == {
-        "event_id", "event_type", "schema_version", "occurred_at", "received_at",
-        "device_id", "platform",
+        "event_id",
+        "event_type",
+        "schema_version",
+        "occurred_at",
+        "received_at",
+        "device_id",
+        "platform",
     }
 
 
@@ -45,7 +426,6 @@ def _lines(path):
 
 
 def test_simulated_events_validate_against_the_schema(clean_landing):
-    validator = jsonschema.Draft202012Validator(EVENTS_SCHEMA)
     files = [f.path for f in landing.discover(clean_landing) if f.kind == "events"]
     events = [e for path in files for e in _lines(path)]
     seen_types = {e["event_type"] for e in events}
@@ -53,8 +433,12 @@ def test_simulated_events_validate_against_the_schema(clean_landing):
     assert {"page_view", "play_start", "heartbeat", "complete", "like", "signup"} <= seen_types
     random.Random(0).shuffle(events)
     for event in events[:3000]:
-        errors = sorted(validator.iter_errors(event), key=str)
+        errors = sorted(VALIDATOR.iter_errors(event), key=str)
         assert not errors, f"{event}: {errors[0].message}"
+    # the bounds added for the models hold on every simulated event, not just a sample
+    for field in ("position_s", "duration_s", "from_position_s"):
+        top = max((e.get(field) or 0) for e in events)
+        assert top <= EVENTS_SCHEMA["properties"][field]["maximum"], field
 
 
 def test_simulated_titles_validate_against_the_schema(clean_landing):

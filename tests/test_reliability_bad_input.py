@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import tempfile
 import uuid
 from collections import Counter
@@ -21,6 +22,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from ottp import landing, load
+from ottp.contract.rules import BY_ID
 from tests.conftest import DAY, make_event, make_title, write_landing
 
 SETTINGS = settings(
@@ -73,6 +75,9 @@ PLAYER = set(load.EVENT_TYPES["player"])
 WITH_TITLE = {"title_click", *load.EVENT_TYPES["interest"]}
 WITH_USER = set(load.EVENT_TYPES["interest"] + load.EVENT_TYPES["account"])
 WITH_USER |= set(load.EVENT_TYPES["survey"])
+MAX_POSITION_S = BY_ID["position_s.maximum"].value
+MAX_DURATION_S = BY_ID["duration_s.maximum"].value
+COUNTRY = st.from_regex(r"\A[A-Z]{2}\Z")
 
 
 def _stamp(moment: datetime, offset: str) -> str:
@@ -98,18 +103,18 @@ def valid_events(draw) -> dict:
         device_id=draw(TEXT),
         platform=draw(st.sampled_from(load.PLATFORMS)),
         app_version=draw(st.none() | TEXT),
-        country=draw(st.none() | TEXT),
+        country=draw(st.none() | COUNTRY),
         properties=draw(st.none() | st.dictionaries(TEXT, JSON_VALUES, max_size=5)),
     )
     if event_type in PLAYER:
         event.update(
             playback_id=draw(TEXT),
             title_id=draw(TEXT),
-            position_s=draw(st.integers(0, 10**6) | st.floats(0, 1e9)),
-            duration_s=draw(st.integers(1, 10**6) | st.floats(0.001, 1e9)),
+            position_s=draw(st.integers(0, MAX_POSITION_S) | st.floats(0, MAX_POSITION_S)),
+            duration_s=draw(st.integers(1, MAX_DURATION_S) | st.floats(0.001, MAX_DURATION_S)),
         )
         if event_type == "seek":
-            event["from_position_s"] = draw(st.floats(0, 1e9))
+            event["from_position_s"] = draw(st.floats(0, MAX_POSITION_S))
     if event_type in WITH_TITLE:
         event["title_id"] = draw(TEXT)
     properties = event["properties"] or {}
@@ -117,6 +122,11 @@ def valid_events(draw) -> dict:
         event["properties"] = {**properties, "rating": draw(st.integers(1, 5))}
     if event_type == "consent_update":
         event["properties"] = {**properties, "marketing_opt_in": draw(st.booleans())}
+    if event_type == "survey_response":
+        event["properties"] = {
+            **properties,
+            **{k: draw(TEXT) for k in ("survey_id", "question_id", "answer")},
+        }
     # Unknown top-level fields are ignored (none may shadow a contract field).
     extra = draw(st.dictionaries(TEXT, JSON_VALUES, max_size=3))
     event.update({k: v for k, v in extra.items() if k.lower() not in CONTRACT_FIELDS})
@@ -159,6 +169,10 @@ def bad_lines(draw) -> tuple[bytes, str]:
                 "encoding",
                 "nul",
                 "negative",
+                "too_far",
+                "country",
+                "opt_in",
+                "survey_null",
                 "rating",
             ]
         )
@@ -248,6 +262,30 @@ def bad_lines(draw) -> tuple[bytes, str]:
             duration_s=10,
         )
         return _line(event), "invalid_value"
+    if kind == "too_far":
+        field = draw(st.sampled_from(["position_s", "duration_s"]))
+        event.update(
+            event_type="heartbeat", playback_id="p", title_id="t", position_s=0, duration_s=10
+        )
+        event[field] = draw(st.floats(MAX_POSITION_S + 0.001, 1e308))
+        return _line(event), "invalid_value"
+    if kind == "country":
+        event["country"] = draw(TEXT.filter(lambda t: re.fullmatch("[A-Z]{2}", t) is None))
+        return _line(event), "invalid_value"
+    if kind == "opt_in":
+        # never coerced: "yes", "true", 1 and 0 are not booleans
+        value = draw(st.sampled_from(["yes", "true", "false", "1", 1, 0, 1.0]) | TEXT)
+        event.update(event_type="consent_update", properties={"marketing_opt_in": value})
+        return _line(event), "wrong_type"
+    if kind == "survey_null":
+        properties = {"survey_id": "nps", "question_id": "score", "answer": "9"}
+        field = draw(st.sampled_from(sorted(properties)))
+        if draw(st.booleans()):
+            properties[field] = None
+        else:
+            del properties[field]
+        event.update(event_type="survey_response", properties=properties)
+        return _line(event), "missing_field"
     event.update(
         event_type="rating",
         title_id="t",
@@ -406,7 +444,7 @@ def test_sql_looking_file_names_and_values_are_data_not_sql(tmp_path):
     folder = landing.partition_dir(tmp_path / "landing", "events", DAY)
     folder.mkdir(parents=True)
     name = "part-o'brien'); drop table raw.events; --.ndjson.gz"
-    events = [make_event(user_id=s, device_id=s, country=s) for s in SQL_LOOKING]
+    events = [make_event(user_id=s, device_id=s, app_version=s) for s in SQL_LOOKING]
     (folder / name).write_bytes(
         gzip.compress(b"\n".join(json.dumps(e).encode() for e in events) + b"\n")
     )
