@@ -1,9 +1,9 @@
 with source as (
 
     select * from {{ source('raw', 'events') }}
-    where event_type in (
-        'signup', 'subscribe', 'cancel', 'reactivate', 'consent_update', 'deletion_request'
-    )
+    -- its event types, each row meeting the model's input assumptions
+    -- (the others are in stg_quarantined_events, macros/quarantine.sql)
+    where {{ ottp.meets_input_assumptions('stg_account_events') }}
 
 ),
 

@@ -1,7 +1,9 @@
 with source as (
 
     select * from {{ source('raw', 'events') }}
-    where event_type in ('like', 'dislike', 'rating', 'add_to_watchlist', 'share')
+    -- its event types, each row meeting the model's input assumptions
+    -- (the others are in stg_quarantined_events, macros/quarantine.sql)
+    where {{ ottp.meets_input_assumptions('stg_interest_events') }}
 
 ),
 
@@ -16,7 +18,12 @@ renamed as (
 
         -- event
         event_type,
-        cast({{ json_get_text('properties', 'rating') }} as {{ dbt.type_int() }}) as rating,
+        -- a rating event's 1..5
+        case
+            when event_type = 'rating'
+                then cast({{ ottp.number_or_null(ottp.json_get_text('properties', 'rating')) }}
+                    as {{ dbt.type_int() }})
+        end as rating,
         {{ json_get_text('properties', 'channel') }} as share_channel,
 
         -- timestamps

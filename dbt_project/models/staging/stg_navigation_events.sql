@@ -1,7 +1,9 @@
 with source as (
 
     select * from {{ source('raw', 'events') }}
-    where event_type in ('page_view', 'rail_impression', 'title_click', 'search')
+    -- its event types, each row meeting the model's input assumptions
+    -- (the others are in stg_quarantined_events, macros/quarantine.sql)
+    where {{ ottp.meets_input_assumptions('stg_navigation_events') }}
 
 ),
 
@@ -21,7 +23,8 @@ renamed as (
         app_version,
         {{ json_get_text('properties', 'page') }} as page_name,
         {{ json_get_text('properties', 'rail') }} as rail_name,
-        cast({{ json_get_text('properties', 'rank') }} as {{ dbt.type_int() }}) as rail_rank,
+        cast({{ ottp.number_or_null(ottp.json_get_text('properties', 'rank')) }}
+            as {{ dbt.type_int() }}) as rail_rank,
         {{ json_get_text('properties', 'query') }} as search_query,
 
         -- booleans

@@ -1,9 +1,9 @@
 with source as (
 
     select * from {{ source('raw', 'events') }}
-    where event_type in (
-        'play_start', 'heartbeat', 'pause', 'resume', 'seek', 'complete', 'stop'
-    )
+    -- its event types, each row meeting the model's input assumptions
+    -- (the others are in stg_quarantined_events, macros/quarantine.sql)
+    where {{ ottp.meets_input_assumptions('stg_player_events') }}
 
 ),
 
