@@ -1,4 +1,5 @@
 -- Play time never exceeds the wall-clock span of its playback.
+{{ config(meta={'model_logic': true}) }}
 select
     playback_id,
     played_s,

@@ -1,5 +1,6 @@
 -- An actor's sessions never overlap, and each starts more than
 -- session_gap_minutes after the previous one ended.
+{{ config(meta={'model_logic': true}) }}
 with
 
 sessions as (
