@@ -154,46 +154,89 @@
 {%- endmacro %}
 
 
-{#- Every assumption of every staging model, numbered in order (1, 2, ...),
-    plus 0: an event type no staging model takes (the contract's enum). -#}
-{% macro quarantine_assumptions() -%}
-    {%- set rows = [{
-        'assumption_id': 0, 'staging_model': none, 'rule_id': 'event_type.enum',
-        'reason_code': 'unknown_event_type', 'reason': 'no staging model takes this event type',
-        'column': 'event_type', 'event_types': [], 'violated': none}] -%}
-    {%- for model, event_types in ottp.event_families().items() -%}
-        {%- for assumption in ottp.input_assumptions(model) -%}
-            {%- do rows.append({
-                'assumption_id': rows | length, 'staging_model': model,
-                'rule_id': assumption.rule_id, 'reason_code': assumption.reason_code,
-                'reason': assumption.reason, 'column': assumption.column,
-                'event_types': event_types, 'violated': assumption.violated}) -%}
-        {%- endfor -%}
+{#- The catalog's assumptions (stg_titles), over raw.titles as titles left
+    joined to the categories seed as known_categories: a title's category
+    must be one of the seed's, which the title contract names but no loader
+    rule checks. -#}
+{% macro title_assumptions() -%}
+    {%- set assumptions = [] -%}
+    {%- for column in ['title_id', 'category', 'duration_s'] -%}
+        {%- do assumptions.append({
+            'rule_id': 'titles.' ~ column ~ '.required', 'reason_code': 'missing_field',
+            'reason': column ~ ' is null', 'column': column,
+            'violated': 'titles.' ~ column ~ ' is null'}) -%}
     {%- endfor -%}
+    {%- do assumptions.append({
+        'rule_id': 'titles.kind.enum', 'reason_code': 'invalid_value',
+        'reason': 'kind is not movie or episode', 'column': 'title_kind',
+        'violated': "titles.kind not in ('movie', 'episode')"}) -%}
+    {%- do assumptions.append({
+        'rule_id': 'titles.category.seed', 'reason_code': 'invalid_value',
+        'reason': 'category is not in the categories seed', 'column': 'category',
+        'violated': 'known_categories.category is null'}) -%}
+    {{ return(assumptions) }}
+{%- endmacro %}
+
+
+{#- The catalog filter of stg_titles. -#}
+{% macro meets_title_assumptions() -%}
+    {%- for assumption in ottp.title_assumptions() %}
+    {{ 'and ' if not loop.first }}not coalesce({{ assumption.violated }}, false)
+    {%- endfor %}
+{%- endmacro %}
+
+
+{#- Every assumption of every staging model of `relation` (events or
+    titles), numbered in order (1, 2, ...); for events also 0: an event type
+    no staging model takes (the contract's enum). `applies` is the event
+    types an assumption concerns, as a condition. -#}
+{% macro quarantine_assumptions(relation='events') -%}
+    {%- set rows = [] -%}
+    {%- if relation == 'titles' -%}
+        {%- for assumption in ottp.title_assumptions() -%}
+            {%- do rows.append(dict(assumption, assumption_id=loop.index,
+                                    staging_model='stg_titles', applies=none)) -%}
+        {%- endfor -%}
+    {%- else -%}
+        {%- do rows.append({
+            'assumption_id': 0, 'staging_model': none, 'rule_id': 'event_type.enum',
+            'reason_code': 'unknown_event_type',
+            'reason': 'no staging model takes this event type',
+            'column': 'event_type', 'applies': none, 'violated': none}) -%}
+        {%- for model, event_types in ottp.event_families().items() -%}
+            {%- for assumption in ottp.input_assumptions(model) -%}
+                {%- do rows.append(dict(assumption, assumption_id=rows | length,
+                    staging_model=model,
+                    applies='event_type in (' ~ ottp.quoted_list(event_types) ~ ')')) -%}
+            {%- endfor -%}
+        {%- endfor -%}
+    {%- endif -%}
     {{ return(rows) }}
 {%- endmacro %}
 
 
-{#- The first assumption a raw event breaks (its assumption_id), else null. -#}
-{% macro quarantine_assumption_id() -%}
-    {%- set all_types = [] -%}
-    {%- for event_types in ottp.event_families().values() -%}
-        {%- do all_types.extend(event_types) -%}
-    {%- endfor -%}
+{#- The first assumption a raw row breaks (its assumption_id), else null. -#}
+{% macro quarantine_assumption_id(relation='events') -%}
     case
-        when event_type not in ({{ ottp.quoted_list(all_types) }}) then 0
-        {%- for row in ottp.quarantine_assumptions() if row.assumption_id > 0 %}
-        when event_type in ({{ ottp.quoted_list(row.event_types) }})
-            and coalesce({{ row.violated }}, false) then {{ row.assumption_id }}
+    {%- if relation == 'events' -%}
+        {%- set all_types = [] -%}
+        {%- for event_types in ottp.event_families().values() -%}
+            {%- do all_types.extend(event_types) -%}
         {%- endfor %}
+        when event_type not in ({{ ottp.quoted_list(all_types) }}) then 0
+    {%- endif -%}
+    {%- for row in ottp.quarantine_assumptions(relation) if row.violated is not none %}
+        when {{ row.applies ~ ' and ' if row.applies }}coalesce({{ row.violated }}, false)
+            then {{ row.assumption_id }}
+    {%- endfor %}
     end
 {%- endmacro %}
 
 
 {#- The assumptions as rows (one select per assumption), for the quarantine's
     reason columns. -#}
-{% macro quarantine_assumption_rows() -%}
-    {%- for row in ottp.quarantine_assumptions() %}
+{% macro quarantine_assumption_rows(relation='events') -%}
+    {%- for row in ottp.quarantine_assumptions(relation) %}
     select
         {{ row.assumption_id }} as assumption_id,
         {{ ottp.text_literal(row.staging_model) }} as staging_model,
