@@ -142,7 +142,11 @@ playbacks as (
         max({{ ottp.flag('event_code >= 6') }}) as has_end_event,
         min(occurred_at) as started_at,
         max(occurred_at) as ended_at,
-        max(loaded_at) as loaded_at
+        max(loaded_at) as loaded_at,
+        -- a playback that opens with a heartbeat lost its play_start
+        min(case when event_code <> 3 then occurred_at end) as first_change_at,
+        {{ ottp.first_by('position_s', ['occurred_at', 'event_code', 'position_s']) }}
+            as first_position_s
     from coded_events
     group by playback_id
 
@@ -167,6 +171,20 @@ state_changes as (
 
     union all
 
+    -- heartbeats come only while playing: a playback that opens with one (its
+    -- play_start lost) is playing from there; before its first event nothing
+    -- is known, and nothing counts
+    select
+        playback_id,
+        started_at as occurred_at,
+        3 as event_code,
+        first_position_s as position_s,
+        first_position_s as reached_position_s
+    from playbacks
+    where first_change_at is null or first_change_at > started_at
+
+    union all
+
     -- the last event closes the last stretch (code 9 sorts after the rest)
     select
         playback_id,
@@ -178,9 +196,6 @@ state_changes as (
 
 ),
 
--- play_start (1), resume (2) and a seek (4) while playing start a stretch of
--- playing; a seek keeps the state it found: paused when it follows a pause (5)
--- or is followed by a resume.
 stretches as (
 
     select
@@ -188,7 +203,6 @@ stretches as (
         occurred_at,
         event_code,
         position_s,
-        lag(event_code) over playback_changes as previous_code,
         lead(event_code) over playback_changes as next_code,
         lead(occurred_at) over playback_changes as next_at,
         lead(reached_position_s) over playback_changes as next_reached_position_s
@@ -202,15 +216,20 @@ stretches as (
 
 ),
 
+-- A stretch counts how far the playhead moved, within its wall-clock time:
+-- paused, the playhead stays put and nothing counts. A stretch that ends at a
+-- resume was paused (a seek before a resume was made while paused), so a
+-- position change there is a seek, never play. Any other stretch that moved
+-- the playhead was playing, whatever state its start left: after a pause, a
+-- later heartbeat, complete, stop or seek further on shows a resume was lost.
 play_time as (
 
     select
         playback_id,
         sum(
             case
-                when next_at is null or event_code >= 5 then 0
-                when event_code = 4 and (previous_code = 5 or next_code = 2) then 0
-                -- how far the playhead moved, within the wall-clock time
+                when next_at is null then 0
+                when next_code = 2 and event_code >= 4 then 0
                 else greatest(
                     least(
                         next_reached_position_s - position_s,
