@@ -477,3 +477,80 @@ def test_a_models_not_null_columns_are_checked_in_one_test_that_names_them(built
         f'select null_column, null_rows from "{stored[0][0]}"."{stored[0][1]}" order by 1',
     )
     assert rows == [("device_id", 2), ("ended_at", 1)]
+
+
+def test_heartbeats_give_play_time_back_when_play_starts_and_resumes_are_lost(built, tmp_path):
+    """Heartbeats come only while playing: with every play_start and resume of the data
+    lost, the heartbeats and end events still give (almost) every play its time: what
+    follows a pause whose resume was lost counts, and a play loses at most the stretch
+    before its first heartbeat (one heartbeat interval, 60 s)."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copy(built.warehouse, warehouse)
+    env = dict(built.env, OTTP_WAREHOUSE_PATH=str(warehouse))
+    con = duckdb.connect(str(warehouse))
+    try:
+        lost = con.execute(
+            "delete from raw.events where event_type in ('play_start', 'resume')"
+        ).fetchall()[0][0]
+        con.execute("create table compare.int_plays_kept as select * from intermediate.int_plays")
+    finally:
+        con.close()
+    assert lost > 1000
+    target = tmp_path / "target"
+    shutil.copytree(built.target_path, target, ignore=shutil.ignore_patterns("logs", "run"))
+    run_dbt(["run", "--select", "int_plays", "--full-refresh"], env, target)
+    plays, off_by_more, kept_s, left_s, kept_valid, left_valid = query(
+        warehouse,
+        """
+        select
+            count(*),
+            count(*) filter (where abs(left_plays.played_s - kept.played_s) > 60.001),
+            sum(kept.played_s),
+            sum(left_plays.played_s),
+            count(*) filter (where kept.is_valid_play),
+            count(*) filter (where left_plays.is_valid_play)
+        from intermediate.int_plays as left_plays
+        inner join compare.int_plays_kept as kept using (playback_id)
+        """,
+    )[0]
+    assert plays > 500
+    # a play that lost other events too (a heartbeat, a seek) may be further off
+    assert off_by_more <= plays * 0.005, (off_by_more, plays)
+    assert kept_s - 60 * plays <= left_s <= kept_s
+    assert left_valid >= kept_valid * 0.95
+
+
+def test_title_transitions_count_every_viewing(built):
+    """Each valid play followed by the user's next valid play of another title, in the
+    same session or within 24 h of its end, is one transition: a rewatch of X that
+    precedes Y counts from the rewatch, however long ago X was first played."""
+    expected, rewatch_anchored = query(
+        built.warehouse,
+        """
+        with pairs as (
+            select
+                user_id,
+                title_id,
+                session_id,
+                ended_at,
+                lag(title_id) over next_play as previous_title_id,
+                lead(title_id) over next_play as next_title_id,
+                lead(session_id) over next_play as next_session_id,
+                lead(started_at) over next_play as next_started_at
+            from marts.plays
+            where is_valid_play
+            window next_play as (partition by user_id order by started_at, playback_id)
+        )
+        select
+            count(*),
+            count(*) filter (where previous_title_id = title_id and session_id <> next_session_id)
+        from pairs
+        where next_title_id <> title_id
+            and (session_id = next_session_id
+                 or epoch(next_started_at) - epoch(ended_at) <= 24 * 3600)
+        """,
+    )[0]
+    counted = query(built.warehouse, "select sum(transition_count) from marts.title_transitions")
+    assert expected > 100
+    assert rewatch_anchored > 0, "the data should hold a rewatch followed by another title"
+    assert counted[0][0] == expected

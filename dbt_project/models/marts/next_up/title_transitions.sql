@@ -1,8 +1,10 @@
 -- "Viewers of X watch Y next": for each user, the next different title they
--- played validly after X, in the same session or within next_up_window_hours.
--- Over all such transitions: support = share of all transitions, confidence =
--- share of X's transitions that go to Y, lift = confidence / share of all
--- transitions that go to Y.
+-- played validly after a viewing of X, in the same session or within
+-- next_up_window_hours of it. Every viewing anchors: the window starts at the
+-- end of the user's latest valid play of X before Y, so a rewatch of X
+-- followed by Y counts. Over all such transitions: support = share of all
+-- transitions, confidence = share of X's transitions that go to Y, lift =
+-- confidence / share of all transitions that go to Y.
 with
 
 plays as (
@@ -17,43 +19,22 @@ titles as (
 
 ),
 
-valid_plays as (
-
-    select
-        user_id,
-        session_id,
-        title_id,
-        playback_id,
-        started_at,
-        lag(title_id) over (
-            partition by user_id order by started_at, playback_id
-        ) as previous_title_id
-    from plays
-    where is_valid_play
-
-),
-
--- Back-to-back plays of one title (resuming it) are one viewing.
-viewings as (
-
-    select *
-    from valid_plays
-    where previous_title_id is null or previous_title_id <> title_id
-
-),
-
+-- Each valid play with the user's next one; back-to-back plays of one title
+-- (resuming or rewatching it) are left out below, so only the last play of X
+-- before another title pairs, from its own end.
 pairs as (
 
     select
         user_id,
         session_id as from_session_id,
         title_id as from_title_id,
-        started_at as from_started_at,
-        lead(session_id) over next_viewing as to_session_id,
-        lead(title_id) over next_viewing as to_title_id,
-        lead(started_at) over next_viewing as to_started_at
-    from viewings
-    window next_viewing as (partition by user_id order by started_at, playback_id)
+        ended_at as from_ended_at,
+        lead(session_id) over next_play as to_session_id,
+        lead(title_id) over next_play as to_title_id,
+        lead(started_at) over next_play as to_started_at
+    from plays
+    where is_valid_play
+    window next_play as (partition by user_id order by started_at, playback_id)
 
 ),
 
@@ -65,9 +46,10 @@ transitions as (
     from pairs
     where
         to_title_id is not null
+        and to_title_id <> from_title_id
         and (
             from_session_id = to_session_id
-            or {{ ottp.seconds_between('from_started_at', 'to_started_at') }}
+            or {{ ottp.seconds_between('from_ended_at', 'to_started_at') }}
             <= {{ var('next_up_window_hours') * 3600 }}
         )
 
