@@ -53,6 +53,7 @@ def build(path: Path, contacts: int, recs_per_contact: int) -> None:
                 as favourite_title_name,
             i % 300 as titles_watched, i % 900 as valid_play_count, i % 4 as fan_category_count,
             i % 2 as hardcore_fan_category_count, {recs_per_contact} as recommendation_count,
+            (i % 40) / 10.0 as pauses_per_hour_watched,
             timestamp '2025-01-01' + to_seconds(i * 17) as signed_up_at,
             timestamp '2026-09-01' + to_seconds(i % 2500000) as last_active_at
         from range({contacts}) as t(i)

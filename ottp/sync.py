@@ -204,6 +204,7 @@ TABLES: tuple[TableSpec, ...] = (
             "fan_category_count:integer!",
             "hardcore_fan_category_count:integer!",
             "recommendation_count:integer!",
+            "pauses_per_hour_watched:double",
             "signed_up_at:timestamp",
             "last_active_at:timestamp",
         ),

@@ -1,5 +1,6 @@
-"""A deleted user's sessions after pseudonymisation: no real id left, and the next
-incremental build agrees with a full refresh (plays still find their sessions)."""
+"""A deleted user after pseudonymisation: no real id left in the sessions, the next
+incremental build agrees with a full refresh (plays still find their sessions), and
+the rebuilt marts hold the person once, deleted and never contactable."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ FIRST = date(2026, 8, 1)
 
 
 def _dbt(*args: str) -> None:
+    work = config.settings().data_dir
     out = subprocess.run(
         [config.dbt_executable(), *args, "--profiles-dir", str(config.DBT_PROJECT_DIR),
-         "--project-dir", str(config.DBT_PROJECT_DIR), "--target", "duckdb"],
+         "--project-dir", str(config.DBT_PROJECT_DIR), "--target", "duckdb",
+         "--target-path", str(work / "dbt_target"), "--log-path", str(work / "dbt_logs")],
         cwd=config.DBT_PROJECT_DIR, env=config.dbt_env(), capture_output=True, text=True,
         timeout=900,
     )
@@ -42,14 +45,19 @@ def warehouse(tmp_path_factory):
     mp.undo()
 
 
-def test_the_next_incremental_build_after_a_deletion_matches_a_full_refresh(warehouse):
+@pytest.fixture(scope="module")
+def deleted(warehouse):
+    """The most active contactable user asks for deletion; the pass and the next build run."""
     root = warehouse
     path = root / "warehouse.duckdb"
     con = duckdb.connect(str(path), read_only=True)
     user = con.execute(
-        "select p.user_id from marts.plays as p where p.is_valid_play "
+        "select p.user_id from marts.plays as p "
+        "join marts.users as u on p.user_id = u.user_id "
+        "where p.is_valid_play and u.is_contactable "
         "group by 1 order by count(*) desc, 1 limit 1"
     ).fetchall()[0][0]
+    people_before = con.execute("select count(*) from marts.users").fetchall()[0][0]
     con.close()
     day = FIRST + timedelta(days=DAYS)
     write_landing(root / "landing", [
@@ -73,7 +81,12 @@ def test_the_next_incremental_build_after_a_deletion_matches_a_full_refresh(ware
 
     # the incremental build after the deletion: its tests (plays belong to sessions) pass
     _dbt("build", "--exclude", "path:models/exports")
+    return root, user, people_before
 
+
+def test_the_next_incremental_build_after_a_deletion_matches_a_full_refresh(deleted):
+    root, _, _ = deleted
+    path = root / "warehouse.duckdb"
     # a full refresh from the (pseudonymised) raw events gives the same sessions
     copy = root / "full"
     copy.mkdir()
@@ -97,3 +110,27 @@ def test_the_next_incremental_build_after_a_deletion_matches_a_full_refresh(ware
     ).fetchall())
     con.close()
     assert incremental == full
+
+
+def test_a_deleted_person_is_one_row_deleted_and_never_contactable(deleted):
+    root, user, people_before = deleted
+    con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
+    pseudonyms = [p for (p,) in con.execute("select pseudonym from raw.deleted_users").fetchall()]
+    assert len(pseudonyms) == 1
+    rows = con.execute(
+        "select user_id, is_deleted, is_contactable from marts.users "
+        "where user_id = ? or user_id = ?", [user, pseudonyms[0]],
+    ).fetchall()
+    # the pseudonym carries the person; the real id, left on the request alone, is no row
+    assert rows == [(pseudonyms[0], True, False)]
+    # one row per person: those before, and u_other who appeared with the deletion
+    assert con.execute("select count(*) from marts.users").fetchall()[0][0] == people_before + 1
+    for mart in ("marts.users", "marts.user_segments", "marts.user_lifecycle"):
+        deleted_rows = con.execute(
+            f"select count(*) from {mart} where user_id = ? and is_deleted", [pseudonyms[0]]
+        ).fetchall()[0][0]
+        assert deleted_rows == 1, mart
+    assert con.execute(
+        "select count(*) from marts.users where is_deleted and is_contactable"
+    ).fetchall()[0][0] == 0
+    con.close()

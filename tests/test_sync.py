@@ -54,7 +54,7 @@ def build_exports(path: Path, users: int = 50, recs: int = 5, *, changes: str = 
             0.25 as churn_risk, 'medium' as churn_risk_band, 't_1' as favourite_title_id,
             'Film ''quoted'', with "commas"' as favourite_title_name, 7 as titles_watched,
             9 as valid_play_count, 1 as fan_category_count, 0 as hardcore_fan_category_count,
-            {recs} as recommendation_count,
+            {recs} as recommendation_count, 1.5 as pauses_per_hour_watched,
             timestamp '2026-08-01 10:00:00' as signed_up_at,
             timestamp '2026-09-29 21:14:03.25' as last_active_at
         from range({users}) as t(i)

@@ -22,12 +22,6 @@ segments as (
 
 ),
 
-category_segments as (
-
-    select * from {{ ref('user_category_segments') }}
-
-),
-
 plays as (
 
     select * from {{ ref('plays') }}
@@ -73,18 +67,6 @@ contactable as (
     where
         users.is_contactable
         and deleted_users.pseudonym is null
-
-),
-
-hardcore_categories as (
-
-    select
-        user_id,
-        {{ ottp.ordered_listagg("category", "','", ["category"]) }}
-            as hardcore_fan_categories
-    from category_segments
-    where segment = 'hardcore_fan'
-    group by user_id
 
 ),
 
@@ -136,7 +118,7 @@ final as (
         contactable.subscription_status,
         segments.highest_segment,
         segments.fan_categories,
-        hardcore_categories.hardcore_fan_categories,
+        segments.hardcore_fan_categories,
         segments.top_category,
         segments.top_categories,
         user_clusters.cluster_id as taste_cluster_id,
@@ -152,6 +134,7 @@ final as (
         segments.fan_category_count,
         segments.hardcore_fan_category_count,
         coalesce(recommendation_counts.recommendation_count, 0) as recommendation_count,
+        segments.pauses_per_hour_watched,
 
         -- timestamps
         contactable.signed_up_at,
@@ -162,8 +145,6 @@ final as (
         on contactable.user_id = lifecycle.user_id
     inner join segments
         on contactable.user_id = segments.user_id
-    left join hardcore_categories
-        on contactable.user_id = hardcore_categories.user_id
     left join user_clusters
         on contactable.user_id = user_clusters.user_id
     left join churn

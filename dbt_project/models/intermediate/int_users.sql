@@ -1,6 +1,13 @@
 -- Every user id seen in the data, with the account state its account events
 -- leave: the latest subscription event sets the status, the latest consent
 -- update wins, a deletion request flags the user.
+--
+-- One row per person, deleted people included. Once a deleted user is
+-- pseudonymised (ottp.sync.pseudonymise_deleted_users), every row of theirs but
+-- the deletion_request carries the pseudonym: the pseudonym is their row here,
+-- flagged deleted (raw.deleted_users lists it), and an id whose only event is a
+-- deletion_request is no row of its own. Late events of the real id keep it a
+-- row, flagged deleted, until the next pass pseudonymises them.
 with
 
 account_events as (
@@ -9,9 +16,16 @@ account_events as (
 
 ),
 
+deleted_pseudonyms as (
+
+    {{ ottp.deleted_user_pseudonyms() }}
+
+),
+
+-- ids with a trace besides a deletion request
 known_users as (
 
-    select user_id from account_events
+    select user_id from account_events where event_type <> 'deletion_request'
     union
     select user_id from {{ ref('int_sessions') }} where user_id is not null
     union
@@ -118,7 +132,10 @@ final as (
 
         -- booleans
         coalesce(account_state.marketing_opt_in_flag = 1, false) as is_marketing_opt_in,
-        account_state.deletion_requested_at is not null as is_deleted,
+        (
+            account_state.deletion_requested_at is not null
+            or deleted_pseudonyms.pseudonym is not null
+        ) as is_deleted,
         account_state.signed_up_at is not null as has_signup_event,
 
         -- timestamps
@@ -127,11 +144,15 @@ final as (
         account_state.last_cancelled_at,
         account_state.last_reactivated_at,
         account_state.consent_updated_at,
-        account_state.deletion_requested_at
+        coalesce(
+            account_state.deletion_requested_at, deleted_pseudonyms.deletion_requested_at
+        ) as deletion_requested_at
 
     from known_users
     left join account_state
         on known_users.user_id = account_state.user_id
+    left join deleted_pseudonyms
+        on known_users.user_id = deleted_pseudonyms.pseudonym
 
 )
 
