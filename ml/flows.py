@@ -262,7 +262,11 @@ def recommendations(
         "warm_users": len(users) - len(cold),
         "cold_users": len(cold),
         "rows": table.num_rows,
-        "with_a_watched_reason": int(pc.sum(pc.is_valid(table["reason_title_id"])).as_py() or 0),
+        "with_a_named_title": int(pc.sum(pc.is_valid(table["reason_title_id"])).as_py() or 0),
+        "reasons_by_kind": {
+            kind: int(pc.sum(pc.equal(table["reason_kind"], kind)).as_py() or 0)
+            for kind in rec.REASON_KINDS
+        },
     }
     return table, info
 

@@ -189,7 +189,8 @@ select
     rating,
     is_on_watchlist,
     valid_play_count > 0 as has_watched,
-    valid_play_count > 0 or is_disliked or coalesce(rating <= 2, false) as is_excluded,
+    valid_play_count > 0 or is_complete or is_disliked or coalesce(rating <= 2, false)
+        as is_excluded,
     last_interaction_at
 from valued
 order by user_id, title_id

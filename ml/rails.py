@@ -7,7 +7,9 @@ home screen (on its first rail):
 2. next_episode        marts.next_episodes
 3. top_picks           ml.recommendations
 4. because_you_watched ml.similar_titles of the user's latest completed or liked
-                       titles (one per series), up to ``anchor_rails`` rails
+                       titles (one per series) that the user watched (a valid play) or
+                       liked, up to ``anchor_rails`` rails: "Because you liked X" for a
+                       liked title, "Because you watched X" otherwise
 5. category_top_picks  the user's recommendations in each category they are a fan
                        of (marts.user_category_segments), then that category's
                        trending titles, up to ``category_rails`` rails
@@ -103,13 +105,14 @@ top_picks as (
 
 anchors as (
 
-    select user_id, title_id, row_number() over (
+    select user_id, title_id, is_liked, row_number() over (
         partition by user_id order by last_interaction_at desc, title_id
     ) as anchor_rank
     from (
         select
             interactions.user_id,
             interactions.title_id,
+            interactions.is_liked,
             interactions.last_interaction_at,
             row_number() over (
                 partition by interactions.user_id, coalesce(titles.series_id, titles.title_id)
@@ -118,7 +121,10 @@ anchors as (
         from ml.training_interactions as interactions
         inner join titles on interactions.title_id = titles.title_id
         -- similar titles exist for available titles only
-        where interactions.evidence in ('completed', 'liked') and titles.is_available
+        where
+            interactions.evidence in ('completed', 'liked')
+            and (interactions.has_watched or interactions.is_liked)
+            and titles.is_available
     )
     where series_pick = 1
 
@@ -128,7 +134,9 @@ because_you_watched as (
 
     select
         anchors.user_id, 4, anchors.anchor_rank, 'because_you_watched',
-        'Because you watched ' || titles.title_name, neighbours.similar_title_id, neighbours.rank,
+        case when anchors.is_liked then 'Because you liked ' else 'Because you watched ' end
+            || titles.title_name,
+        neighbours.similar_title_id, neighbours.rank,
         anchors.title_id, null
     from anchors
     inner join ml.similar_titles as neighbours on anchors.title_id = neighbours.title_id

@@ -1,12 +1,16 @@
 """Per-user top-N from the promoted model, with reasons, and cold start.
 
 - warm users (any positive evidence): the model's top-N, never a title the user
-  watched or disliked, nor one that left the catalog or is unavailable; ALS folds
-  the user's current history in, so a promoted model keeps serving fresh history;
-- each recommendation names the watched title contributing most to it: the one
-  maximising (the user's value for it) x (the model's similarity between it and the
-  recommended title). For item-kNN this is exactly the score's largest term; for the
-  factor models it reads the score through item-item cosine similarity;
+  watched, completed or disliked, nor one that left the catalog or is unavailable; ALS
+  folds the user's current history in, so a promoted model keeps serving fresh history;
+- each recommendation names, among the titles the user watched (a valid play), liked
+  or rated 4-5 stars, the one contributing most to it: the one maximising (the user's
+  value for it) x (the model's similarity between it and the recommended title). For
+  item-kNN this is exactly the score's largest term; for the factor models it reads the
+  score through item-item cosine similarity. The reason says what the user did with it
+  (``reason_kind``): "Because you liked X" (a like), else "Because you rated X 5/5"
+  (a rating of 4 or 5), else "Because you watched X". A watchlist add, an abandoned or
+  too-short play, or a completion without a valid play is never a reason;
 - cold users (no positive evidence): the popularity of the categories they
   browsed (title clicks and expressed interests), then global popularity.
 """
@@ -26,6 +30,12 @@ from ml.models import NO_ITEM, TrainedModel, positive_part
 from ml.registry import Artifact
 
 PAIR_BUDGET = 2_000_000  # (recommendation, history title) pairs scored at once
+
+# What a reason may say about a title of the user's history, as one code per pair:
+# 0 nothing (not a reason), 1 watched, 2 liked, 10 + n rated n stars.
+WATCHED, LIKED, RATED = 1, 2, 10
+MIN_REASON_RATING = 4
+REASON_KINDS = ("watched", "liked", "rated")
 
 
 def target_users(con: duckdb.DuckDBPyConnection) -> np.ndarray:
@@ -97,6 +107,38 @@ def _strongest(rows: sp.csr_matrix, m: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, val
 
 
+def reason_codes(history_table: pa.Table) -> np.ndarray:
+    """For each (user, title) row of the history: what a reason naming it may say.
+
+    A like first, then a rating of ``MIN_REASON_RATING`` stars or more, then a valid
+    play; 0 for anything else (watchlist adds, abandoned or too-short plays).
+    """
+
+    def flag(name: str) -> np.ndarray:
+        return np.asarray(pc.fill_null(history_table[name], False).to_numpy(), dtype=bool)
+
+    rating = np.asarray(
+        pc.fill_null(history_table["rating"].cast(pa.int64()), 0).to_numpy(), dtype=np.int64
+    )
+    watched = np.asarray(pc.fill_null(history_table["valid_play_count"], 0).to_numpy()) > 0
+    return np.select(
+        [flag("is_liked"), rating >= MIN_REASON_RATING, watched],
+        [LIKED, RATED + rating, WATCHED],
+        0,
+    ).astype(np.int64)
+
+
+def reason_text(code: np.ndarray, title_name: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """(reason_kind, reason) for reasons naming ``title_name``; null where code is 0."""
+    named = code > 0
+    kind_index = np.select([code == WATCHED, code == LIKED], [0, 1], 2)
+    kind = pa.array(np.asarray(REASON_KINDS, dtype=object)[kind_index], mask=~named)
+    stars = np.where(code >= RATED, code - RATED, 0)
+    suffix = pa.array(np.array(["", *(f" {k}/5" for k in range(1, 6))], dtype=object)[stars])
+    text = pc.binary_join_element_wise("Because you ", kind, " ", title_name, suffix, "")
+    return kind, text
+
+
 def warm_recommendations(
     artifact: Artifact,
     history_table: pa.Table,
@@ -129,23 +171,35 @@ def warm_recommendations(
     ids, scores = model.recommend(
         data.matrix[warm], data.exclude[warm], n=n, rows=rows, filter_items=blocked
     )
-    reason, _ = explain(model, positives[warm], ids)
+    # only titles the user watched, liked or rated well may be named
+    codes = ia.to_matrix(
+        ia.lookup(users, np.asarray(history_table["user_id"].to_numpy(zero_copy_only=False))),
+        ia.lookup(titles, np.asarray(history_table["title_id"].to_numpy(zero_copy_only=False))),
+        reason_codes(history_table).astype(np.float32),
+        positives.shape,
+    )[warm]
+    nameable = sp.csr_matrix(positives[warm].multiply(codes > 0))
+    reason, _ = explain(model, nameable, ids)
 
     names = np.asarray(catalog["title_name"].to_numpy(zero_copy_only=False), dtype=object)
     names = names[cat_order]
     keep = ids >= 0
-    u_idx = np.repeat(warm, ids.shape[1]).reshape(ids.shape)[keep]
+    w_row = np.repeat(np.arange(len(warm)), ids.shape[1]).reshape(ids.shape)[keep]
+    u_idx = warm[w_row]
     rank = np.tile(np.arange(1, ids.shape[1] + 1), (len(warm), 1))[keep]
     rec = ids[keep]
     why = reason[keep]
-    has_why = why >= 0
-    why_title = pa.array(titles[np.maximum(why, 0)].astype(str), mask=~has_why)
     why_pos = ia.lookup(cat_ids, titles[np.maximum(why, 0)])
-    why_name = pa.array(names[np.maximum(why_pos, 0)].astype(str), mask=~(has_why & (why_pos >= 0)))
-    text = pc.coalesce(
-        pc.binary_join_element_wise("Because you watched ", why_name, ""),
-        pa.scalar("Recommended for you"),
+    code = np.where(
+        (why >= 0) & (why_pos >= 0),
+        np.asarray(codes[w_row, np.maximum(why, 0)]).ravel().astype(np.int64),
+        0,
     )
+    named = code > 0
+    why_title = pa.array(titles[np.maximum(why, 0)].astype(str), mask=~named)
+    why_name = pa.array(names[np.maximum(why_pos, 0)].astype(str), mask=~named)
+    kind, text = reason_text(code, why_name)
+    text = pc.coalesce(text, pa.scalar("Recommended for you"))
     table = pa.table(
         {
             "user_id": pa.array(users[u_idx].astype(str)),
@@ -154,6 +208,7 @@ def warm_recommendations(
             "score": pa.array(scores[keep].astype(np.float32)),
             "reason": text,
             "reason_title_id": why_title,
+            "reason_kind": kind,
             "source": pa.array(np.full(len(rec), "model", dtype=object), type=pa.string()),
             "model_version": pa.array(
                 np.full(len(rec), artifact.version, dtype=object), type=pa.string()
@@ -285,6 +340,7 @@ final as (
         cast(score as float) as score,
         reason,
         cast(null as varchar) as reason_title_id,
+        cast(null as varchar) as reason_kind,
         source,
         'cold_start' as model_version
     from best

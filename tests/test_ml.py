@@ -137,8 +137,9 @@ def test_interactions_classify_and_weigh_the_evidence(con):
     # abandonment is weak evidence: positive, below every completed title
     assert 0 < by.max()["abandoned"] < by.min()["completed"] / t["recency_weight"].min()
     assert t.loc[t["evidence"] == "liked", "value"].mean() > by.mean()["completed"]
-    # the exclusion flag: watched or disliked
+    # the exclusion flag: watched, completed or disliked
     assert t.loc[t["has_watched"], "is_excluded"].all()
+    assert t.loc[t["is_complete"], "is_excluded"].all()
     assert t.loc[t["is_disliked"], "is_excluded"].all()
 
 
@@ -219,18 +220,61 @@ def test_recommendations_never_show_watched_disliked_or_unavailable_titles(con, 
     assert recs.groupby("user_id")["rank"].max().max() <= 20
 
 
-def test_reasons_name_a_title_the_user_watched(con, promoted):
+def test_reasons_name_what_the_user_did(con, promoted):
+    """A named title was watched (a valid play), liked or rated, as the reason says."""
     reg, _ = promoted
-    recs = flows.recommendations(con, reg, n=10)[0].to_pandas()
+    recs = flows.recommendations(con, reg, n=20)[0].to_pandas()
     model_recs = recs[recs["source"] == "model"]
-    assert model_recs["reason_title_id"].notna().mean() > 0.95
-    history = ia.interactions(con, AS_OF).to_pandas()
-    positive = history[history["value"] > 0][["user_id", "title_id"]]
-    named = model_recs.dropna(subset=["reason_title_id"]).merge(
-        positive, left_on=["user_id", "reason_title_id"], right_on=["user_id", "title_id"]
-    )
-    assert len(named) == model_recs["reason_title_id"].notna().sum()
-    assert model_recs["reason"].str.startswith("Because you watched ").mean() > 0.95
+    assert model_recs["reason_title_id"].notna().mean() > 0.9
+    named = model_recs.dropna(subset=["reason_title_id"])
+    assert named["reason_kind"].notna().all()
+    assert recs[recs["reason_title_id"].isna()]["reason_kind"].isna().all()
+    assert set(named["reason_kind"]) == {"watched", "liked", "rated"}
+    con.register("named", named[["user_id", "reason_title_id", "reason_kind", "reason"]])
+    try:
+        wrong = (
+            con.sql("""
+            select named.*, t.title_name, i.is_liked, i.rating,
+                exists (select 1 from marts.plays p where p.user_id = named.user_id
+                        and p.title_id = named.reason_title_id and p.is_valid_play) as watched
+            from named
+            join marts.titles t on t.title_id = named.reason_title_id
+            left join marts.user_title_interests i
+                on i.user_id = named.user_id and i.title_id = named.reason_title_id
+        """)
+            .to_arrow_table()
+            .to_pandas()
+        )
+    finally:
+        con.unregister("named")
+    assert len(wrong) == len(named)
+    kind = wrong["reason_kind"]
+    assert wrong.loc[kind == "watched", "watched"].all()
+    assert wrong.loc[kind == "liked", "is_liked"].fillna(False).all()
+    rated = wrong[kind == "rated"]
+    assert rated["rating"].notna().all()
+    expected = "Because you " + kind + " " + wrong["title_name"]
+    expected[kind == "rated"] += " " + rated["rating"].astype(int).astype(str) + "/5"
+    assert (wrong["reason"] == expected).all()
+    # a watchlist add alone, or a play too short to count, is never a reason
+    assert (kind == "watched").sum() > 0
+
+
+def test_a_completed_title_is_never_recommended(con, promoted):
+    reg, _ = promoted
+    con.register("recs", flows.recommendations(con, reg, n=50)[0])
+    try:
+        completed = con.sql("""
+            select count(*) from recs
+            semi join marts.plays p
+                on p.user_id = recs.user_id and p.title_id = recs.title_id and p.is_complete
+        """).fetchall()[0][0]
+        skims = con.sql(
+            "select count(*) from marts.plays where is_complete and not is_valid_play"
+        ).fetchall()[0][0]
+    finally:
+        con.unregister("recs")
+    assert skims > 0 and completed == 0
 
 
 def test_reason_is_the_largest_contribution_for_item_knn():
@@ -300,8 +344,32 @@ def test_home_rails(con, promoted):
     firsts = r.groupby("user_id")["rail_rank"].min()
     assert (firsts == 1).all()
     byw = r[r["rail_type"] == "because_you_watched"]
-    assert byw["rail_title"].str.startswith("Because you watched ").all()
     assert byw["anchor_title_id"].notna().all()
+    # the rail says what the user did with its anchor: a like, else a valid play
+    anchors = (
+        con.sql("""
+        select distinct r.user_id, r.anchor_title_id, r.rail_title,
+            case when r.rail_title like 'Because you liked %'
+                then 'Because you liked ' else 'Because you watched ' end
+                || t.title_name as expected,
+            case when r.rail_title like 'Because you liked %'
+                then coalesce(i.is_liked, false)
+                else exists (
+                    select 1 from marts.plays p where p.user_id = r.user_id
+                    and p.title_id = r.anchor_title_id and p.is_valid_play)
+            end as true_claim
+        from ml.home_rails r
+        join marts.titles t on t.title_id = r.anchor_title_id
+        left join marts.user_title_interests i
+            on i.user_id = r.user_id and i.title_id = r.anchor_title_id
+        where r.rail_type = 'because_you_watched'
+    """)
+        .to_arrow_table()
+        .to_pandas()
+    )
+    assert len(anchors) > 0 and anchors["true_claim"].all()
+    assert (anchors["rail_title"] == anchors["expected"]).all()
+    assert anchors["rail_title"].str.startswith("Because you liked ").any()
 
 
 def test_taste_clusters_describe_every_viewer(con, promoted):

@@ -9,6 +9,8 @@ import duckdb
 import pytest
 from fixtures.ml_marts import build_marts
 
+from ml.recommend import REASON_KINDS
+
 ML_TABLES = (
     "training_interactions",
     "model_evaluation",
@@ -139,6 +141,93 @@ def test_a_model_failing_the_gate_is_a_failed_check_and_the_promoted_one_keeps_s
     finally:
         con.close()
     assert versions == {promoted_first}
+
+
+def test_the_exclusions_check_catches_untrue_reasons_and_completed_titles(runs, tmp_path):
+    """The check passes on the recommender's own table and fails on each corrupted copy."""
+    import shutil
+
+    from orchestration.defs.ml.assets import exclusion_violations
+
+    root, first, _ = runs
+    metadata = _checks(first)["recommendations_respect_exclusions"].metadata
+    assert metadata["reason_not_true"].value == 0 and metadata["completed"].value == 0
+    path = tmp_path / "warehouse.duckdb"
+    shutil.copy(root / "warehouse.duckdb", path)
+    con = duckdb.connect(str(path))
+    try:
+        assert not any(exclusion_violations(con).values())
+        kinds = dict(
+            con.sql("select reason_kind, count(*) from ml.recommendations group by all").fetchall()
+        )
+        assert kinds.get("watched") and kinds.get("liked") and kinds.get("rated")
+        # one row of each kind to corrupt, and titles the user only put on the watchlist,
+        # or completed
+        pick = """select user_id, rank from ml.recommendations where reason_kind = ?
+                  order by user_id, rank limit 1"""
+        watched, liked, rated = (con.execute(pick, [k]).fetchone() for k in REASON_KINDS)
+        watchlisted = con.execute("""
+            select i.user_id, i.title_id, t.title_name from marts.user_title_interests i
+            join marts.titles t using (title_id)
+            join ml.recommendations r on r.user_id = i.user_id and r.rank = 1
+            where i.added_to_watchlist_at is not null and not coalesce(i.is_liked, false)
+                and i.rating is null and not exists (select 1 from marts.plays p
+                    where p.user_id = i.user_id and p.title_id = i.title_id)
+            order by 1, 2 limit 1""").fetchone()
+        completed = con.execute("""
+            select p.user_id, p.title_id from marts.plays p
+            semi join ml.recommendations r on r.user_id = p.user_id
+            where p.is_complete order by 1, 2 limit 1""").fetchone()
+        corruptions = {
+            "reason_not_true": [
+                # 'watched' naming a title the user only put on the watchlist
+                (
+                    """update ml.recommendations set reason_title_id = ?,
+                       reason = 'Because you watched ' || ? where user_id = ? and rank = 1""",
+                    list(watchlisted[1:]) + [watchlisted[0]],
+                ),
+                # a watched title claimed as liked
+                (
+                    """update ml.recommendations set reason_kind = 'liked',
+                       reason = replace(reason, 'you watched', 'you liked')
+                       where user_id = ? and rank = ?""",
+                    list(watched),
+                ),
+                # the wrong number of stars
+                (
+                    """update ml.recommendations set reason = regexp_replace(reason,
+                       ' [0-9]/5$', ' 1/5') where user_id = ? and rank = ?""",
+                    list(rated),
+                ),
+                # the text says another kind than reason_kind
+                (
+                    """update ml.recommendations set reason = replace(reason, 'you liked',
+                       'you watched') where user_id = ? and rank = ?""",
+                    list(liked),
+                ),
+                # a named title without its kind
+                (
+                    """update ml.recommendations set reason_kind = null
+                       where user_id = ? and rank = ?""",
+                    list(watched),
+                ),
+            ],
+            "completed": [
+                (
+                    "update ml.recommendations set title_id = ? where user_id = ? and rank = 1",
+                    [completed[1], completed[0]],
+                ),
+            ],
+        }
+        for check, statements in corruptions.items():
+            for sql, params in statements:
+                con.execute("begin")
+                con.execute(sql, params)
+                found = exclusion_violations(con)
+                con.execute("rollback")
+                assert found[check] == 1, (check, sql, found)
+    finally:
+        con.close()
 
 
 def test_ml_assets_are_wired_into_the_code_location(data_dir):

@@ -248,15 +248,16 @@ def recommender_model(
         dg.AssetCheckSpec(
             "recommendations_respect_exclusions",
             asset=ml_key("recommendations"),
-            description="No recommendation of a title the user watched or disliked, of an "
-            "unavailable title, or of one out of the catalog; every 'because you watched' "
-            "title was watched by that user.",
+            description="No recommendation of a title the user watched, completed or "
+            "disliked, of an unavailable title, or of one out of the catalog; every reason "
+            "that names a title says what the user did with it, and the marts agree: "
+            "'watched' a valid play of it, 'liked' a like, 'rated X n/5' a rating of n.",
         )
     ],
     description="Top 50 titles per user (rank, score) from the promoted model, each with a "
-    "reason naming the watched title that contributes most; users without history get the "
-    "popularity of the categories they browsed, else global popularity. One row per user and "
-    "rank.",
+    "reason naming the title the user watched, liked or rated well that contributes most "
+    "(reason_kind: watched, liked or rated); users without history get the popularity of the "
+    "categories they browsed, else global popularity. One row per user and rank.",
 )
 def recommendations(warehouse: WarehouseResource):
     with warehouse_connection(warehouse) as con:
@@ -270,7 +271,8 @@ def recommendations(warehouse: WarehouseResource):
             "users": info["users"],
             "warm_users": info["warm_users"],
             "cold_users": info["cold_users"],
-            "rows_with_a_watched_reason": info["with_a_watched_reason"],
+            "rows_with_a_named_title": info["with_a_named_title"],
+            **{f"reasons_{kind}": n for kind, n in info["reasons_by_kind"].items()},
         }
     )
     yield dg.AssetCheckResult(
@@ -298,18 +300,48 @@ def exclusion_violations(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
             where not coalesce(t.is_available, false)
         """,
         ),
-        "reason_not_watched": wh.scalar(
+        "completed": wh.scalar(
             con,
             """
             select count(*) from ml.recommendations as r
-            where r.reason_title_id is not null and not exists (
-                select 1 from ml.training_interactions as i
-                where i.user_id = r.user_id and i.title_id = r.reason_title_id
-                    and i.value > 0
-            )
+            semi join marts.plays as p
+                on r.user_id = p.user_id and r.title_id = p.title_id and p.is_complete
         """,
         ),
+        "reason_not_true": wh.scalar(con, REASON_NOT_TRUE_SQL),
     }
+
+
+# A reason that names a title must say what the user did with it, in the words the
+# recommender uses, and the marts must agree: a valid play for 'watched', a like for
+# 'liked', that rating for 'rated'. A reason without a title names no kind.
+REASON_NOT_TRUE_SQL = """
+select count(*)
+from ml.recommendations as r
+left join marts.titles as t on r.reason_title_id = t.title_id
+left join marts.user_title_interests as i
+    on r.user_id = i.user_id and r.reason_title_id = i.title_id
+where
+    (r.reason_title_id is null) <> (r.reason_kind is null)
+    or (
+        r.reason_kind is not null
+        and (
+            r.reason is distinct from 'Because you ' || r.reason_kind || ' ' || t.title_name
+                || case when r.reason_kind = 'rated'
+                    then ' ' || cast(i.rating as varchar) || '/5' else '' end
+            or case r.reason_kind
+                when 'watched' then not exists (
+                    select 1 from marts.plays as p
+                    where p.user_id = r.user_id and p.title_id = r.reason_title_id
+                        and p.is_valid_play
+                )
+                when 'liked' then not coalesce(i.is_liked, false)
+                when 'rated' then i.rating is null
+                else true
+            end
+        )
+    )
+"""
 
 
 @dg.asset(
