@@ -5,7 +5,8 @@ and anonymous scrapers with hundreds of page views an hour; binge-watchers
 (sessions of 12 to 16 hours, with page views between their plays) are people.
 One simulation with both kinds of bots and with binge-watchers is loaded and
 sessionised; the flag is compared with the simulator's truth
-(``_truth/devices.parquet``) per session, per device and per account.
+(``_truth/devices.parquet``) per session, per device and per account, and a
+bot account is no row of int_users (no person).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def sessions(tmp_path_factory):
     env["OTTP_DATA_DIR"] = str(root)
     env["OTTP_WAREHOUSE_PATH"] = str(warehouse)
     out = subprocess.run(
-        [config.dbt_executable(), "run", "--select", "+int_sessions",
+        [config.dbt_executable(), "run", "--select", "+int_sessions", "+int_users",
          "--profiles-dir", str(config.DBT_PROJECT_DIR),
          "--project-dir", str(config.DBT_PROJECT_DIR), "--target", "duckdb",
          "--target-path", str(root / "target"), "--log-path", str(root / "logs")],
@@ -111,3 +112,11 @@ def test_binge_watchers_are_never_flagged(sessions):
         "where is_likely_bot and actor_id not in (select actor_id from truth where is_bot)"
     ).fetchone()[0]
     assert flagged_people == 0
+
+
+def test_a_bot_account_is_no_user(sessions):
+    accounts = sessions.execute(
+        "select count(*) from intermediate.int_users "
+        "where user_id in (select user_id from truth where is_bot)"
+    ).fetchone()[0]
+    assert accounts == 0

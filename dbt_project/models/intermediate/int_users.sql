@@ -7,7 +7,8 @@
 -- the deletion_request carries the pseudonym: the pseudonym is their row here,
 -- flagged deleted (raw.deleted_users lists it), and an id whose only event is a
 -- deletion_request is no row of its own. Late events of the real id keep it a
--- row, flagged deleted, until the next pass pseudonymises them.
+-- row, flagged deleted, until the next pass pseudonymises them. An account
+-- active only in likely-bot sessions (int_sessions) is no row either.
 with
 
 account_events as (
@@ -27,7 +28,9 @@ known_users as (
 
     select user_id from account_events where event_type <> 'deletion_request'
     union
-    select user_id from {{ ref('int_sessions') }} where user_id is not null
+    -- an account seen only in likely-bot sessions is no person
+    select user_id from {{ ref('int_sessions') }}
+    where user_id is not null and not is_likely_bot
     union
     select user_id from {{ ref('stg_survey_responses') }}
 
