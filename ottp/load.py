@@ -1118,6 +1118,25 @@ def _check_landed(con: duckdb.DuckDBPyConnection, inserted: int) -> None:
         raise RuntimeError(f"load accounting: inserted {inserted} rows, counted {counted} per file")
 
 
+# Catalog fields that are JSON integers (or null), and their minimums, from
+# titles.schema.json; the warehouse keeps them as 32-bit integers.
+TITLE_INTEGERS = contract_rules.TITLE_INTEGERS
+
+
+def _title_integer_checks() -> str:
+    checks = []
+    for f in TITLE_INTEGERS:
+        checks.append(
+            f"when json_type(j.{f}) not in ('UBIGINT', 'BIGINT') "
+            f"or (j.{f} is not null and try_cast(j.{f}::varchar as integer) is null) "
+            f"then 'wrong_type|{f} is not an integer'"
+        )
+    for f, low in TITLE_INTEGERS.items():
+        if low is not None:
+            checks.append(f"when {f} < {low} then 'invalid_value|{f} below {low}'")
+    return "\n                    ".join(checks)
+
+
 def _validate_titles(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
     _create_validated(
         con,
@@ -1131,7 +1150,7 @@ def _validate_titles(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
                    try_cast(j.episode::varchar as integer) as episode,
                    try_cast(j.release_year::varchar as integer) as release_year,
                    try_cast(j.available_from as date) as available_from,
-                   coalesce(try_cast(j.is_available::varchar as boolean), true) as is_available,
+                   coalesce(j.is_available::varchar = 'true', true) as is_available,
                    try_cast(j.keywords as varchar[]) as keywords
             from parsed
         ),
@@ -1161,8 +1180,21 @@ def _validate_titles(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
                         then 'missing_field|series_id'
                     when j.available_from is not null and available_from is null
                         then 'wrong_type|available_from is not a date'
-                    when j.keywords is not null and keywords is null
+                    when json_type(j.keywords) <> 'ARRAY'
+                         or len(list_filter(json_type(j.keywords, '$[*]'),
+                                            lambda t: t <> 'VARCHAR')) > 0
                         then 'wrong_type|keywords is not a list of strings'
+                    {_title_integer_checks()}
+                    when json_type(j.is_available) <> 'BOOLEAN'
+                        then 'wrong_type|is_available is not a boolean'
+                    -- present but null: no JSON null where the schema allows none
+                    when (j.keywords is null or j.is_available is null)
+                         and contains(line, 'null')
+                         and list_contains(json_type(line, ['$.keywords', '$.is_available']),
+                                           'NULL')
+                        then 'wrong_type|' || if(json_type(line, '$.keywords') = 'NULL',
+                                                 'keywords is not a list of strings',
+                                                 'is_available is not a boolean')
                 end as verdict
             from typed
         )

@@ -29,13 +29,12 @@ from typing import TYPE_CHECKING
 
 from ottp import landing
 from ottp.config import RAW_SCHEMA
+from ottp.contract import rules as contract_rules
 from ottp.load import (
-    ALL_EVENT_TYPES,
-    EVENT_TYPES,
     MAX_CLOCK_AHEAD_HOURS,
     MAX_LINE_BYTES,
     MIN_EVENT_TIME,
-    PLATFORMS,
+    TITLE_INTEGERS,
     FileResult,
     LoadReport,
     inspect_file,
@@ -83,15 +82,12 @@ _TABLES = {"events": ("events", "rejected_events"), "catalog": ("titles", "rejec
 
 # Every field as text: numbers keep their digits, objects their JSON. The
 # number fields are parsed a second time as doubles; present as text but not
-# a double means the wrong JSON type.
-_EVENT_TEXT = (
-    "event_id string, event_type string, schema_version string, occurred_at string, "
-    "received_at string, user_id string, device_id string, platform string, "
-    "app_version string, country string, playback_id string, title_id string, "
-    "position_s string, duration_s string, from_position_s string, properties string, "
-    "_corrupt_record string"
+# a double means the wrong JSON type. The fields come from the schema.
+_EVENT_NUMBER_FIELDS = contract_rules.top_level_fields("number")
+_EVENT_TEXT = ", ".join(
+    [f"{f} string" for f in contract_rules.SCHEMA["properties"]] + ["_corrupt_record string"]
 )
-_EVENT_NUMBERS = "position_s double, duration_s double, from_position_s double"
+_EVENT_NUMBERS = ", ".join(f"{f} double" for f in _EVENT_NUMBER_FIELDS)
 _TITLE_TEXT = (
     "title_id string, name string, category string, keywords string, kind string, "
     "series_id string, season string, episode string, duration_s string, "
@@ -99,11 +95,8 @@ _TITLE_TEXT = (
     "_corrupt_record string"
 )
 _TITLE_TYPED = "duration_s double, keywords array<string>"
-# Fields that must be JSON strings (ottp.load's _EVENT_STRINGS / _TITLE_STRINGS).
-_EVENT_STRINGS = (
-    "event_id", "event_type", "schema_version", "occurred_at", "received_at", "user_id",
-    "device_id", "platform", "app_version", "country", "playback_id", "title_id",
-)
+# Fields that must be JSON strings.
+_EVENT_STRINGS = contract_rules.top_level_fields("string")
 _TITLE_STRINGS = ("title_id", "name", "category", "kind", "series_id", "available_from")
 _JSON_OPTIONS = "map('columnNameOfCorruptRecord', '_corrupt_record', 'mode', 'PERMISSIVE')"
 _UUID = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
@@ -291,14 +284,104 @@ def _line_checks() -> str:
     """
 
 
+# Spark's schema_of_variant names (up to the first non-letter) of each JSON Schema type.
+_VARIANT_TYPES = {
+    "string": ("STRING",),
+    "number": ("BIGINT", "DECIMAL", "DOUBLE", "FLOAT"),
+    "integer": ("BIGINT",),
+    "boolean": ("BOOLEAN",),
+    "object": ("OBJECT",),
+}
+_FORMAT_COLUMNS = {("event_id", "uuid"), ("occurred_at", "date-time"), ("received_at", "date-time")}
+_BOUND_OPS = {"minimum": "<", "exclusiveMinimum": "<=", "maximum": ">"}
+
+
+def _spark_text(text: str) -> str:
+    """A Spark SQL string literal (backslashes are escapes there)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _verdict_sql(rule: contract_rules.Rule, value_sql: str | None = None) -> str:
+    """``'<code>|<reason>'``, with the offending value (JSON-quoted, cut short) for ``{value}``."""
+    head, marker, tail = rule.reason.partition("{value}")
+    verdict = _spark_text(f"{rule.reason_code}|{head}")
+    if marker:
+        quoted = f"regexp_extract(to_json(array(left({value_sql}, 50))), '^\\\\[(.*)\\\\]$', 1)"
+        verdict += f" || {quoted} || {_spark_text(tail)}"
+    return verdict
+
+
+def _event_rule_branch(rule: contract_rules.Rule) -> str:
+    """The CASE branch enforcing one rule on a line of ``typed``, as ottp.load does on DuckDB."""
+    f = rule.field
+    value = None
+    if rule.parent is not None:
+        if rule.parent != "properties":
+            raise contract_rules.ContractError(f"{rule.rule_id}: nested only under properties")
+        path = _spark_text(f"$.{rule.name}")
+        kind_of = (
+            f"regexp_extract(schema_of_variant(variant_get(try_parse_json(properties), {path})), "
+            "'^[A-Z]+', 0)"
+        )
+        value = f"get_json_object(properties, {path})"
+        if rule.kind == "required":
+            cond = f"coalesce({kind_of}, 'VOID') = 'VOID'"
+        elif rule.kind == "type":
+            names = contract_rules.in_sql(n for t in rule.value for n in _VARIANT_TYPES[t])
+            cond = f"{kind_of} not in ({names})"
+        elif rule.kind in _BOUND_OPS:
+            cond = f"cast({value} as double) {_BOUND_OPS[rule.kind]} {rule.value!r}"
+        elif rule.kind == "enum":
+            cond = f"{value} not in ({contract_rules.in_sql(rule.value)})"
+        elif rule.kind == "pattern":
+            cond = f"not {value} rlike {_spark_text(rule.value)}"
+        else:
+            raise contract_rules.ContractError(f"{rule.rule_id}: no Spark check")
+    else:
+        top_type = contract_rules.BY_ID.get(f"{f}.type")
+        kind = top_type.value[0] if top_type is not None else None
+        value = f if kind in ("number", "object") else f"j.{f}"
+        if rule.kind == "required":
+            cond = f"{value} is null"
+        elif rule.kind == "type" and kind == "number":
+            cond = (
+                f"(j.{f} is not null and {f} is null) or isnan({f}) "
+                f"or {f} in (double('inf'), double('-inf'))"
+            )
+        elif rule.kind == "type" and kind == "object":
+            cond = f"{f}_not_object"
+        elif rule.kind == "format" and (f, rule.value) in _FORMAT_COLUMNS:
+            cond = f"{f} is null"
+        elif rule.kind == "enum":
+            cond = f"{value} not in ({contract_rules.in_sql(rule.value)})"
+        elif rule.kind == "pattern":
+            cond = f"not {value} rlike {_spark_text(rule.value)}"
+        elif rule.kind in _BOUND_OPS and kind == "number":
+            cond = f"{value} {_BOUND_OPS[rule.kind]} {rule.value!r}"
+        else:
+            raise contract_rules.ContractError(f"{rule.rule_id}: no Spark check")
+    verdict = _verdict_sql(rule, value if rule.kind in ("enum", "pattern") else None)
+    if rule.event_types is not None:
+        types = contract_rules.in_sql(rule.event_types)
+        cond = f"case when event_type in ({types}) then {cond} end"
+    return f"when {cond} then {verdict}"
+
+
+def _event_rule_checks() -> str:
+    """The CASE branches of every contract rule, in RULES' order.
+
+    The text fields' type rules are one branch, not_a_string, in _line_checks.
+    """
+    branches = []
+    for rule in contract_rules.RULES:
+        if rule.kind == "type" and rule.parent is None and rule.value == ("string",):
+            continue
+        branches.append(_event_rule_branch(rule))
+    return "\n                ".join(branches)
+
+
 def _validated_events_sql() -> str:
-    types_sql = ", ".join(f"'{t}'" for t in ALL_EVENT_TYPES)
-    player_sql = ", ".join(f"'{t}'" for t in EVENT_TYPES["player"])
-    with_user_sql = ", ".join(
-        f"'{t}'" for t in EVENT_TYPES["interest"] + EVENT_TYPES["account"] + EVENT_TYPES["survey"]
-    )
-    with_title_sql = ", ".join(f"'{t}'" for t in ("title_click",) + EVENT_TYPES["interest"])
-    platforms_sql = ", ".join(f"'{p}'" for p in PLATFORMS)
+    numbers = ",\n            ".join(f"n.{f} as {f}" for f in _EVENT_NUMBER_FIELDS)
     return f"""
     with parsed as (
         select *,
@@ -316,9 +399,7 @@ def _validated_events_sql() -> str:
                 then cast(j.occurred_at as timestamp) end as occurred_at,
             case when j.received_at rlike '{_TIMESTAMP}'
                 then cast(j.received_at as timestamp) end as received_at,
-            n.position_s as position_s,
-            n.duration_s as duration_s,
-            n.from_position_s as from_position_s,
+            {numbers},
             case when left(j.properties, 1) = '{{' then j.properties end as properties,
             j.properties is not null and left(j.properties, 1) <> '{{' as properties_not_object,
             {_not_a_string(_EVENT_STRINGS)} as not_a_string
@@ -328,61 +409,7 @@ def _validated_events_sql() -> str:
         select *,
             case
                 {_line_checks()}
-                when j.event_id is null then 'missing_field|event_id'
-                when j.event_type is null then 'missing_field|event_type'
-                when j.schema_version is null then 'missing_field|schema_version'
-                when j.occurred_at is null then 'missing_field|occurred_at'
-                when j.received_at is null then 'missing_field|received_at'
-                when j.device_id is null then 'missing_field|device_id'
-                when j.platform is null then 'missing_field|platform'
-                when event_id is null then 'wrong_type|event_id is not a uuid'
-                when occurred_at is null then 'wrong_type|occurred_at is not a timestamp'
-                when received_at is null then 'wrong_type|received_at is not a timestamp'
-                when properties_not_object then 'wrong_type|properties is not an object'
-                when not j.schema_version rlike '^1\\\\.[0-9]+$'
-                    then 'unsupported_schema_version|' || left(j.schema_version, 50)
-                when event_type not in ({types_sql})
-                    then 'unknown_event_type|' || left(event_type, 100)
-                when j.platform not in ({platforms_sql})
-                    then 'invalid_value|platform ' || left(j.platform, 50)
-                when (j.position_s is not null and position_s is null)
-                    or isnan(position_s) or position_s in (double('inf'), double('-inf'))
-                    then 'wrong_type|position_s is not a number'
-                when (j.duration_s is not null and duration_s is null)
-                    or isnan(duration_s) or duration_s in (double('inf'), double('-inf'))
-                    then 'wrong_type|duration_s is not a number'
-                when (j.from_position_s is not null and from_position_s is null)
-                    or isnan(from_position_s)
-                    or from_position_s in (double('inf'), double('-inf'))
-                    then 'wrong_type|from_position_s is not a number'
-                when event_type in ({player_sql}) and j.user_id is null
-                    then 'missing_field|user_id'
-                when event_type in ({player_sql}) and j.playback_id is null
-                    then 'missing_field|playback_id'
-                when event_type in ({player_sql}) and j.title_id is null
-                    then 'missing_field|title_id'
-                when event_type in ({player_sql}) and position_s is null
-                    then 'missing_field|position_s'
-                when event_type in ({player_sql}) and duration_s is null
-                    then 'missing_field|duration_s'
-                when event_type = 'seek' and from_position_s is null
-                    then 'missing_field|from_position_s'
-                when position_s < 0 or from_position_s < 0 or duration_s <= 0
-                    then 'invalid_value|negative position or non-positive duration'
-                when event_type in ({with_title_sql}) and j.title_id is null
-                    then 'missing_field|title_id'
-                when event_type in ({with_user_sql}) and j.user_id is null
-                    then 'missing_field|user_id'
-                when event_type = 'rating' and get_json_object(properties, '$.rating') is null
-                    then 'missing_field|properties.rating'
-                when event_type = 'rating'
-                     and coalesce(cast(get_json_object(properties, '$.rating') as int), 0)
-                         not between 1 and 5
-                    then 'invalid_value|rating outside 1..5'
-                when event_type = 'consent_update'
-                     and cast(get_json_object(properties, '$.marketing_opt_in') as boolean)
-                         is null
-                    then 'missing_field|properties.marketing_opt_in'
+                {_event_rule_checks()}
                 when occurred_at < timestamp '{MIN_EVENT_TIME}'
                      or received_at < timestamp '{MIN_EVENT_TIME}'
                     then 'timestamp_out_of_range|before {MIN_EVENT_TIME}'
@@ -402,6 +429,26 @@ def _validated_events_sql() -> str:
            {_verdict_columns()}
     from checked
     """
+
+
+def _variant_kind(field: str, json_text: str) -> str:
+    """The JSON type of ``field`` in ``json_text`` as Spark's variant names it (null: absent)."""
+    return f"schema_of_variant(variant_get(try_parse_json({json_text}), '$.{field}'))"
+
+
+def _title_integer_checks() -> str:
+    """As ottp.load: catalog integers are JSON integers that fit 32 bits, with their minimums."""
+    checks = [
+        f"when {_variant_kind(f, 'line')} not in ('BIGINT', 'VOID') "
+        f"or (j.{f} is not null and {f} is null) then 'wrong_type|{f} is not an integer'"
+        for f in TITLE_INTEGERS
+    ]
+    checks += [
+        f"when {f} < {low} then 'invalid_value|{f} below {low}'"
+        for f, low in TITLE_INTEGERS.items()
+        if low is not None
+    ]
+    return "\n                ".join(checks)
 
 
 def _validated_titles_sql() -> str:
@@ -445,8 +492,12 @@ def _validated_titles_sql() -> str:
                     then 'missing_field|series_id'
                 when j.available_from is not null and available_from is null
                     then 'wrong_type|available_from is not a date'
-                when j.keywords is not null and keywords is null
+                when {_variant_kind("keywords", "line")} not in ('ARRAY<STRING>', 'ARRAY<VOID>')
+                    or exists(keywords, k -> k is null)
                     then 'wrong_type|keywords is not a list of strings'
+                {_title_integer_checks()}
+                when {_variant_kind("is_available", "line")} <> 'BOOLEAN'
+                    then 'wrong_type|is_available is not a boolean'
             end as verdict
         from typed
     )
@@ -461,7 +512,9 @@ def _validated_titles_sql() -> str:
 def _verdict_columns() -> str:
     return """
         split_part(verdict, '|', 1) as reason_code,
-        regexp_replace(verdict, '\\\\|', ': ') as reason,
+        -- the first | only: the offending value quoted in a reason may hold one
+        concat(split_part(verdict, '|', 1), ': ', substr(verdict, instr(verdict, '|') + 1))
+            as reason,
         case when verdict is not null then line end as raw_line
     """
 

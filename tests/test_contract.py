@@ -28,7 +28,7 @@ import pytest
 from ottp import config, landing, load
 from ottp.contract import rules
 from ottp.spark import java_available
-from tests.conftest import write_landing
+from tests.conftest import make_title, write_landing
 
 EVENTS_SCHEMA = json.loads((config.CONTRACT_DIR / "events.schema.json").read_text())
 TITLES_SCHEMA = json.loads((config.CONTRACT_DIR / "titles.schema.json").read_text())
@@ -48,6 +48,7 @@ def _is_datetime(value) -> bool:
 
 
 VALIDATOR = jsonschema.Draft202012Validator(EVENTS_SCHEMA, format_checker=FORMATS)
+TITLES_VALIDATOR = jsonschema.Draft202012Validator(TITLES_SCHEMA, format_checker=FORMATS)
 
 # What breaking each kind of constraint must be rejected as: written here, from
 # the contract's wording (docs/event-contract.md), not read from the loader.
@@ -60,6 +61,7 @@ EXPECTED_CODE = {
     "minimum": "invalid_value",
     "exclusiveMinimum": "invalid_value",
     "maximum": "invalid_value",
+    "items": "wrong_type",
 }
 OWN_CODE = {
     ("event_type", "enum"): "unknown_event_type",
@@ -94,9 +96,10 @@ def schema_constraints(schema: dict) -> list[dict]:
             found.append(dict(path=path + ("required",), field=prefix + (name,),
                               keyword="required", value=True, event_types=event_types))  # fmt: skip
         for name, sub in node.get("properties", {}).items():
-            walk_field(sub, path + ("properties", name), prefix + (name,), event_types)
+            required = name in node.get("required", [])
+            walk_field(sub, path + ("properties", name), prefix + (name,), event_types, required)
 
-    def walk_field(node, path, field, event_types):
+    def walk_field(node, path, field, event_types, required):
         for keyword, value in node.items():
             if keyword in ANNOTATIONS:
                 continue
@@ -106,14 +109,15 @@ def schema_constraints(schema: dict) -> list[dict]:
                 pytest.fail(f"no test breaks {keyword!r} at {'/'.join(map(str, path))}")
             found.append(dict(path=path + (keyword,), field=field, keyword=keyword,
                               value=value, event_types=event_types,
-                              types=_types(node)))  # fmt: skip
+                              types=_types(node), required=required))  # fmt: skip
         if "properties" in node or "required" in node:
             for name in node.get("required", []):
                 found.append(dict(path=path + ("required",), field=field + (name,),
                                   keyword="required", value=True,
                                   event_types=event_types))  # fmt: skip
             for name, sub in node.get("properties", {}).items():
-                walk_field(sub, path + ("properties", name), field + (name,), event_types)
+                walk_field(sub, path + ("properties", name), field + (name,), event_types,
+                           name in node.get("required", []))  # fmt: skip
 
     unknown = set(schema) - ANNOTATIONS - {"type", "required", "properties", "allOf",
                                            "additionalProperties"}  # fmt: skip
@@ -181,14 +185,19 @@ def _mutations(c: dict) -> list[tuple[object, str]]:
         out = [(SAMPLES[t], code) for t in SAMPLES if t not in allowed
                and not (t == "integer" and "number" in allowed)]  # fmt: skip
         if "null" not in allowed:
-            out.append((None, "missing_field"))  # required means non-null
+            # required means non-null; elsewhere a null is just the wrong type
+            out.append((None, "missing_field" if c["required"] else code))
         if allowed == {"boolean"}:
             out += [("yes", code), ("true", code), (1, code)]  # never coerced
         if allowed == {"integer"}:
             out += [(4.0 + 0.5, code), ("4", code)]
         return out
     if keyword == "format":
-        return [({"uuid": "not-a-uuid", "date-time": "last tuesday"}[value], code)]
+        bad = {"uuid": "not-a-uuid", "date-time": "last tuesday", "date": "2026-13-45"}
+        return [(bad[value], code)]
+    if keyword == "items":
+        assert value == {"type": "string"}, f"teach this test to break items {value}"
+        return [([1], code), (["a", 2], code), (["a", None], code), ([["a"]], code)]
     if keyword == "enum":
         return [("zz_not_in_the_enum", code)]
     if keyword == "pattern":
@@ -207,44 +216,57 @@ def _mutations(c: dict) -> list[tuple[object, str]]:
 DELETE = object()
 
 
-def _error_paths(event: dict) -> set[tuple]:
-    return {tuple(e.absolute_schema_path) for e in VALIDATOR.iter_errors(event)}
+def _break(c: dict, new_value, validator, bases) -> dict | None:
+    """A valid record with constraint ``c`` broken alone by ``new_value`` (None if impossible).
 
-
-def _break(c: dict, new_value, code: str) -> dict | None:
-    """A valid event with constraint ``c`` broken alone by ``new_value`` (None if impossible)."""
-    for event_type in c["event_types"] or ["page_view", *EVENT_TYPES]:
-        event = base_event(event_type)
-        parent = _get_parent(event, c["field"])
-        if new_value is DELETE:
-            parent.pop(c["field"][-1], None)
-        else:
-            parent[c["field"][-1]] = copy.deepcopy(new_value)
-        errors = _error_paths(event)
-        if new_value is None and c["keyword"] in ("required", "type"):
-            # null breaks the non-null type that goes with required: the same field only
-            fields = {tuple(e.absolute_path) for e in VALIDATOR.iter_errors(event)}
-            if errors and fields == {c["field"]}:
-                return event
-        elif errors == {c["path"]}:
-            return event
+    ``bases`` gives a fresh valid record per event type (None: any record).
+    """
+    for event_type in c["event_types"] or [None]:
+        for record in bases(event_type):
+            parent = _get_parent(record, c["field"])
+            if new_value is DELETE:
+                parent.pop(c["field"][-1], None)
+            else:
+                parent[c["field"][-1]] = copy.deepcopy(new_value)
+            errors = list(validator.iter_errors(record))
+            paths = {tuple(e.absolute_schema_path) for e in errors}
+            if new_value is None and c["keyword"] in ("required", "type"):
+                # null breaks the non-null type that goes with required: the same field only
+                if errors and {tuple(e.absolute_path) for e in errors} == {c["field"]}:
+                    return record
+            elif paths and all(p[: len(c["path"])] == c["path"] for p in paths):
+                return record  # (an items error lies under items/...)
     return None
 
 
-def hostile_cases() -> list[dict]:
-    """One line per way to break each constraint of the schema, with its expected code."""
+def _event_bases(event_type):
+    for t in [event_type] if event_type else ["page_view", *EVENT_TYPES]:
+        yield base_event(t)
+
+
+def _title_bases(_):
+    yield make_title(title_id=f"t_{uuid.uuid4().hex[:8]}")
+    yield make_title(title_id=f"t_{uuid.uuid4().hex[:8]}", kind="episode", series_id="s_0001",
+                     season=1, episode=2)  # fmt: skip
+
+
+def hostile_cases(schema=EVENTS_SCHEMA) -> list[dict]:
+    """One record per way to break each constraint of the schema, with its expected code."""
+    titles = schema is TITLES_SCHEMA
+    validator = TITLES_VALIDATOR if titles else VALIDATOR
+    bases = _title_bases if titles else _event_bases
     cases = []
-    for c in schema_constraints(EVENTS_SCHEMA):
+    for c in schema_constraints(schema):
         isolated = 0
         for new_value, code in _mutations(c):
-            event = _break(c, new_value, code)
-            if event is None:
+            record = _break(c, new_value, validator, bases)
+            if record is None:
                 continue
             isolated += 1
             shown = "absent" if new_value is DELETE else json.dumps(new_value)
             where = "/".join(map(str, c["path"]))
-            label = f"{where} [{'.'.join(c['field'])}] <- {shown}"
-            cases.append(dict(constraint=c, event=event, code=code, label=label))
+            label = f"{schema['$id']}: {where} [{'.'.join(c['field'])}] <- {shown}"
+            cases.append(dict(constraint=c, event=record, code=code, label=label))
         assert isolated, f"no line breaks {c['path']} alone: teach this test how"
     return cases
 
@@ -273,40 +295,55 @@ def regression_lines() -> list[tuple[str, dict, str]]:
 # ---------------------------------------------------------------- loading them
 
 
-def _all_lines() -> tuple[list[str], dict[str, str], dict[str, str], list[dict]]:
-    """The landing lines, the expected code and a label per line, and the schema cases."""
-    lines, expected, labels = [], {}, {}
-    cases = hostile_cases()
+def _all_lines() -> dict:
+    """The landing lines of each kind, the expected code and a label per line, the cases."""
+    lines = {"events": [], "catalog": []}
+    expected, labels = {}, {}
+
+    def add(kind, record, code, label):
+        line = json.dumps(record)
+        lines[kind].append(line)
+        expected[line], labels[line] = code, label
+
+    cases = hostile_cases() + hostile_cases(TITLES_SCHEMA)
     for case in cases:
-        line = json.dumps(case["event"])
-        lines.append(line)
-        expected[line], labels[line] = case["code"], case["label"]
+        kind = "catalog" if case["label"].startswith(TITLES_SCHEMA["$id"]) else "events"
+        add(kind, case["event"], case["code"], case["label"])
     for name, event, code in regression_lines():
-        event = {**event, "event_id": str(uuid.uuid4())}
-        line = json.dumps(event)
-        lines.append(line)
-        expected[line], labels[line] = code, name
+        add("events", {**event, "event_id": str(uuid.uuid4())}, code, name)
     for event_type in EVENT_TYPES:
-        line = json.dumps(base_event(event_type))
-        lines.append(line)
-        expected[line], labels[line] = None, f"valid {event_type}"
-    return lines, expected, labels, cases
+        add("events", base_event(event_type), None, f"valid {event_type}")
+    for title in _title_bases(None):
+        add("catalog", title, None, f"valid {title['kind']}")
+    return dict(lines=lines, expected=expected, labels=labels, cases=cases)
 
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory):
     root = tmp_path_factory.mktemp("contract_hostile")
-    lines, expected, labels, cases = _all_lines()
-    write_landing(root / "landing", lines)
+    built = _all_lines()
+    for kind, lines in built["lines"].items():
+        name = "titles.ndjson.gz" if kind == "catalog" else "part-00000.ndjson.gz"
+        write_landing(root / "landing", lines, kind=kind, name=name)
     report = load.load_landing(root / "warehouse.duckdb", root / "landing")
     con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
     try:
-        got = dict(con.execute("select raw_line, reason_code from raw.rejected_events").fetchall())
-        reasons = dict(con.execute("select raw_line, reason from raw.rejected_events").fetchall())
+        rows = con.execute(
+            "select raw_line, reason_code, reason from raw.rejected_events union all "
+            "select raw_line, reason_code, reason from raw.rejected_titles"
+        ).fetchall()
     finally:
         con.close()
-    return dict(root=root, lines=lines, expected=expected, labels=labels, report=report,
-                got=got, reasons=reasons, cases=cases)  # fmt: skip
+    return dict(
+        root=root,
+        lines=[line for kind in built["lines"].values() for line in kind],
+        expected=built["expected"],
+        labels=built["labels"],
+        cases=built["cases"],
+        report=report,
+        got={line: code for line, code, _ in rows},
+        reasons={line: reason for line, _, reason in rows},
+    )
 
 
 def test_every_valid_base_event_validates():
@@ -374,13 +411,15 @@ def test_the_spark_loader_gives_every_hostile_line_the_same_verdict(hostile, tmp
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["reconciles"]
-    folder = tmp_path / "spark_data" / "spark" / "warehouse" / "raw.db" / "rejected_events"
-    got = dict(
-        duckdb.sql(
-            f"select raw_line, reason_code from read_parquet('{folder}/**/*.parquet', "
-            "hive_partitioning = true)"
-        ).fetchall()
-    )
+    raw = tmp_path / "spark_data" / "spark" / "warehouse" / "raw.db"
+    got = {}
+    for table in ("rejected_events", "rejected_titles"):
+        got |= dict(
+            duckdb.sql(
+                f"select raw_line, reason_code from read_parquet('{raw / table}/**/*.parquet', "
+                "hive_partitioning = true)"
+            ).fetchall()
+        )
     differ = [
         f"{hostile['labels'][line]}: DuckDB {hostile['got'].get(line)}, Spark {got.get(line)}"
         for line in hostile["lines"]

@@ -290,6 +290,14 @@ PLATFORMS: tuple[str, ...] = BY_ID["platform.enum"].value
 if tuple(t for family in FAMILIES.values() for t in family) != ALL_EVENT_TYPES:
     raise ContractError("FAMILIES must list the schema's event_type enum, in its order")
 
+TITLES_SCHEMA = json.loads(SCHEMA_PATH.with_name("titles.schema.json").read_text())
+# Catalog fields that are JSON integers (or null), with their minimum (None: none).
+TITLE_INTEGERS = {
+    f: node.get("minimum")
+    for f, node in TITLES_SCHEMA["properties"].items()
+    if "integer" in _types(node)
+}
+
 
 def top_level_fields(json_type: str) -> tuple[str, ...]:
     """Top-level fields whose only allowed JSON type (besides null) is ``json_type``."""
