@@ -21,6 +21,12 @@ interests as (
 
 ),
 
+pauses as (
+
+    select * from {{ ref('pauses') }}
+
+),
+
 play_metrics as (
 
     select
@@ -32,6 +38,8 @@ play_metrics as (
         sum(played_s) as played_s,
         avg(furthest_pct) as avg_percent_watched,
         sum({{ ottp.flag('rewatched_s > 0') }}) as rewatched_play_count,
+        sum(pause_count) as pause_count,
+        sum({{ ottp.flag('pause_count > 0') }}) as paused_play_count,
         {{ ottp.retention_curve_columns('furthest_pct', 'has_reached_100_pct') }}
     from plays
     group by title_id
@@ -52,6 +60,23 @@ scenes as (
     from plays
     where most_rewatched_scene_s is not null
     group by title_id, most_rewatched_scene_s
+
+),
+
+-- Pauses by the rewatch_scene_s bucket of the title they stopped it in.
+paused_scenes as (
+
+    select
+        title_id,
+        scene_start_s,
+        count(*) as pause_count,
+        count(distinct playback_id) as paused_play_count,
+        row_number() over (
+            partition by title_id
+            order by count(*) desc, count(distinct playback_id) desc, scene_start_s
+        ) as scene_rank
+    from pauses
+    group by title_id, scene_start_s
 
 ),
 
@@ -102,6 +127,14 @@ final as (
         scenes.scene_start_s + {{ scene_s }} as most_rewatched_scene_end_s,
         scenes.rewatched_s as most_rewatched_scene_rewatched_s,
 
+        -- pausing
+        coalesce(play_metrics.pause_count, 0) as pause_count,
+        coalesce(play_metrics.paused_play_count, 0) as paused_play_count,
+        paused_scenes.scene_start_s as most_paused_scene_s,
+        paused_scenes.scene_start_s + {{ scene_s }} as most_paused_scene_end_s,
+        paused_scenes.pause_count as most_paused_scene_pause_count,
+        paused_scenes.paused_play_count as most_paused_scene_play_count,
+
         -- expressed interests
         coalesce(interest_metrics.like_count, 0) as like_count,
         coalesce(interest_metrics.dislike_count, 0) as dislike_count,
@@ -119,6 +152,10 @@ final as (
         on titles.title_id = play_metrics.title_id
     left join scenes
         on titles.title_id = scenes.title_id and scenes.scene_rank = 1
+    left join paused_scenes
+        on
+            titles.title_id = paused_scenes.title_id
+            and paused_scenes.scene_rank = 1
     left join interest_metrics
         on titles.title_id = interest_metrics.title_id
 

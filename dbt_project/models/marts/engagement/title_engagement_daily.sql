@@ -16,6 +16,12 @@ interests as (
 
 ),
 
+pauses as (
+
+    select * from {{ ref('pauses') }}
+
+),
+
 play_metrics as (
 
     select
@@ -28,6 +34,7 @@ play_metrics as (
         sum(played_s) as played_s,
         avg(furthest_pct) as avg_percent_watched,
         sum({{ ottp.flag('rewatched_s > 0') }}) as rewatched_play_count,
+        sum(pause_count) as pause_count,
         {{ ottp.retention_curve_columns('furthest_pct', 'has_reached_100_pct') }}
     from plays
     group by title_id, play_date
@@ -48,6 +55,22 @@ scenes as (
     from plays
     where most_rewatched_scene_s is not null
     group by title_id, play_date, most_rewatched_scene_s
+
+),
+
+-- Pauses of the day's plays by the rewatch_scene_s bucket they stopped in.
+paused_scenes as (
+
+    select
+        title_id,
+        play_date as activity_date,
+        scene_start_s,
+        row_number() over (
+            partition by title_id, play_date
+            order by count(*) desc, count(distinct playback_id) desc, scene_start_s
+        ) as scene_rank
+    from pauses
+    group by title_id, play_date, scene_start_s
 
 ),
 
@@ -114,6 +137,11 @@ final as (
         scenes.scene_start_s as most_rewatched_scene_s,
         scenes.scene_start_s + {{ scene_s }} as most_rewatched_scene_end_s,
 
+        -- pausing
+        coalesce(play_metrics.pause_count, 0) as pause_count,
+        paused_scenes.scene_start_s as most_paused_scene_s,
+        paused_scenes.scene_start_s + {{ scene_s }} as most_paused_scene_end_s,
+
         -- expressed interests
         coalesce(reactions.like_count, 0) as like_count,
         coalesce(reactions.dislike_count, 0) as dislike_count,
@@ -132,6 +160,11 @@ final as (
             title_days.title_id = scenes.title_id
             and title_days.activity_date = scenes.activity_date
             and scenes.scene_rank = 1
+    left join paused_scenes
+        on
+            title_days.title_id = paused_scenes.title_id
+            and title_days.activity_date = paused_scenes.activity_date
+            and paused_scenes.scene_rank = 1
     left join reactions
         on
             title_days.title_id = reactions.title_id
