@@ -87,6 +87,19 @@ def _print_summary(summary: dict) -> None:
             "rejected by reason: "
             + ", ".join(f"{k}={v:,}" for k, v in summary["rejected_by_reason"].items())
         )
+    q = summary.get("quarantine") or {}
+    if q.get("built"):
+        print(
+            f"staging: {q['staged_events']:,} events staged, {q['quarantined_events']:,} "
+            f"quarantined (raw = staged + quarantined: {q['reconciles']}), "
+            f"{q['quarantined_titles']:,} catalog rows quarantined"
+        )
+        reasons = q["events_by_reason"] + q["titles_by_reason"]
+        if reasons:
+            print(
+                "quarantined by rule: "
+                + ", ".join(f"{r['rule_id']}={r['rows']:,}" for r in reasons)
+            )
     width = max((len(k) for k in summary["rows"]), default=10)
     for table, n in summary["rows"].items():
         print(f"  {table:<{width}}  {n:>12,} rows")

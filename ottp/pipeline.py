@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from ottp import config, instance, landing, load
+from ottp import config, instance, landing, load, report
 
 
 @dataclass
@@ -69,7 +69,8 @@ def backfill(
 
 
 def summary(s: config.Settings | None = None) -> dict:
-    """What was built: events loaded and rejected, and rows per mart."""
+    """What was built: events loaded and rejected, rows quarantined out of staging
+    by reason (with raw = staged + quarantined), and rows per mart."""
     s = s or config.settings()
     totals = load.reconciliation(s.warehouse_path)
     con = load.connect(s.warehouse_path)
@@ -90,6 +91,12 @@ def summary(s: config.Settings | None = None) -> dict:
                 "select reason_code, count(*) from raw.rejected_events group by 1 order by 1"
             ).fetchall()
         )
+        quarantine = report.quarantine(con)
     finally:
         con.close()
-    return {"load": totals, "rejected_by_reason": rejected, "rows": rows}
+    return {
+        "load": totals,
+        "rejected_by_reason": rejected,
+        "quarantine": quarantine,
+        "rows": rows,
+    }

@@ -1,6 +1,7 @@
 """The pipeline report: one self-contained HTML page a data engineer reads after a build.
 
-What arrived (lines per landing day, rejected lines by reason), who the viewers are
+What arrived (lines per landing day, rejected lines by reason, rows the staging
+models quarantined by reason, with raw = staged + quarantined), who the viewers are
 (fan segments per category, lifecycle stages, a retention curve), how the
 recommender does over its versions, whether the CRM gates passed and what the
 last sync wrote. Charts are inline SVG, so the page opens from the file system
@@ -21,6 +22,15 @@ import duckdb
 from ottp import config, load
 
 RETENTION_DAYS = 28
+# The staging model of each event family (ottp.contract.rules.FAMILIES); every
+# raw event is in one of them or in the quarantine (dbt_project/macros/quarantine.sql).
+EVENT_STAGING_MODELS = {
+    "navigation": "stg_navigation_events",
+    "player": "stg_player_events",
+    "interest": "stg_interest_events",
+    "account": "stg_account_events",
+    "survey": "stg_survey_responses",
+}
 
 
 @dataclass
@@ -36,6 +46,7 @@ class Report:
             f"lines ({f['load']['duplicates']:,} duplicates, {f['load']['rejected']:,} "
             f"rejected); reconciliation {'holds' if f['load']['reconciles'] else 'FAILS'}.",
             "",
+            *_quarantine_markdown(f["quarantine"]),
             "| segment | users |",
             "|---|---:|",
             *(f"| {k} | {v:,} |" for k, v in f["segments"].items()),
@@ -83,6 +94,7 @@ def _figures(con: duckdb.DuckDBPyConnection, data_dir: Path, reconciliation: dic
             "select reason_code, count(*) from raw.rejected_events group by 1 order by 2 desc",
         )
     )
+    figures["quarantine"] = quarantine(con)
     figures["lines_per_day"] = [
         (str(d), int(n))
         for d, n in _rows(
@@ -190,6 +202,79 @@ def _gates(results_dir: Path) -> list[dict]:
     return gates
 
 
+def quarantine(con: duckdb.DuckDBPyConnection) -> dict:
+    """Rows the staging models kept out, by reason, and raw = staged + quarantined.
+
+    Counted from the staging views themselves (not from raw minus quarantine), so
+    a row dropped anywhere between raw and staging breaks the reconciliation.
+    Empty (``built`` false) before the first dbt build made the views.
+    """
+    views = ["stg_quarantined_events", "stg_quarantined_titles",
+             *EVENT_STAGING_MODELS.values()]  # fmt: skip
+    if not all(_has_table(con, "staging", v) for v in views):
+        return {"built": False, "events_by_reason": [], "titles_by_reason": []}
+    staged_sql = " + ".join(
+        f"(select count(*) from staging.{m})" for m in EVENT_STAGING_MODELS.values()
+    )
+    raw, staged, quarantined, titles = con.execute(
+        f"""
+        select
+            (select count(*) from raw.events),
+            {staged_sql},
+            (select count(*) from staging.stg_quarantined_events),
+            (select count(*) from staging.stg_quarantined_titles)
+        """
+    ).fetchone()
+    by_reason = [
+        {"staging_model": m, "rule_id": r, "reason_code": c, "reason": t, "rows": int(n)}
+        for m, r, c, t, n in _rows(
+            con,
+            "select staging_model, rule_id, reason_code, reason, count(*) "
+            "from staging.stg_quarantined_events group by all order by 5 desc, 2",
+        )
+    ]
+    titles_by_reason = [
+        {"staging_model": "stg_titles", "rule_id": r, "reason_code": c, "reason": t,
+         "rows": int(n)}
+        for r, c, t, n in _rows(
+            con,
+            "select rule_id, reason_code, reason, count(*) "
+            "from staging.stg_quarantined_titles group by all order by 4 desc, 1",
+        )
+    ]  # fmt: skip
+    return {
+        "built": True,
+        "raw_events": int(raw),
+        "staged_events": int(staged),
+        "quarantined_events": int(quarantined),
+        "quarantined_titles": int(titles),
+        "reconciles": raw == staged + quarantined,
+        "events_by_reason": by_reason,
+        "titles_by_reason": titles_by_reason,
+    }
+
+
+def _quarantine_markdown(q: dict) -> list[str]:
+    if not q["built"]:
+        return ["Quarantine: the staging views are not built yet.", ""]
+    lines = [
+        f"**{q['quarantined_events']:,}** raw events quarantined out of staging "
+        f"(raw {q['raw_events']:,} = staged {q['staged_events']:,} + quarantined: "
+        f"{'holds' if q['reconciles'] else 'FAILS'}); "
+        f"{q['quarantined_titles']:,} catalog rows quarantined.",
+        "",
+    ]
+    rows = q["events_by_reason"] + q["titles_by_reason"]
+    if rows:
+        lines += ["| staging model | rule | reason | rows |", "|---|---|---|---:|"]
+        lines += [
+            f"| {r['staging_model'] or '(none)'} | {r['rule_id']} | {r['reason']} | {r['rows']:,} |"
+            for r in rows
+        ]
+        lines.append("")
+    return lines
+
+
 # --------------------------------------------------------------------------- charts
 
 
@@ -264,6 +349,28 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _quarantine_html(q: dict) -> list[str]:
+    if not q["built"]:
+        return ["<h3>Quarantine</h3><p>The staging views are not built yet.</p>"]
+    rows = q["events_by_reason"] + q["titles_by_reason"]
+    return [
+        "<h3>Quarantined rows: loaded, but kept out of staging</h3>",
+        _table(
+            ["raw events", "staged", "quarantined", "reconciles", "catalog rows quarantined"],
+            [[f"{q['raw_events']:,}", f"{q['staged_events']:,}",
+              f"{q['quarantined_events']:,}", "yes" if q["reconciles"] else "NO",
+              f"{q['quarantined_titles']:,}"]],
+        ),
+        _table(
+            ["staging model", "rule", "reason code", "reason", "rows"],
+            [[r["staging_model"] or "(none)", r["rule_id"], r["reason_code"], r["reason"],
+              f"{r['rows']:,}"] for r in rows],
+        )
+        if rows
+        else "<p>No row quarantined.</p>",
+    ]  # fmt: skip
+
+
 def _html(figures: dict, generated_at: datetime) -> str:
     ld = figures["load"]
     models = [m for m in figures["models"] if m["candidate"] is not None]
@@ -278,6 +385,7 @@ def _html(figures: dict, generated_at: datetime) -> str:
         _bars(figures["lines_per_day"]),
         "<h3>Rejected lines by reason</h3>",
         _bars(list(figures["rejected_by_reason"].items())),
+        *_quarantine_html(figures["quarantine"]),
         "<h2>Audience</h2><h3>Users by highest segment</h3>",
         _bars(list(figures["segments"].items())),
         "<h3>Fans and hardcore fans per category</h3>",
