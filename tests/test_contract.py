@@ -491,3 +491,13 @@ def test_simulated_titles_validate_against_the_schema(clean_landing):
         errors = list(validator.iter_errors(title))
         assert not errors, f"{title}: {errors[0].message}"
         assert title["category"] in known
+
+
+def test_the_docs_list_every_rule_with_its_reason_code():
+    """docs/event-contract.md states the rules as the loaders run them."""
+    doc = (config.REPO_ROOT / "docs" / "event-contract.md").read_text()
+    rows = dict(re.findall(r"^\| `([a-z_.A-Z]+)` \|.*\| `([a-z_]+)` \|$", doc, re.MULTILINE))
+    assert rows == {r.rule_id: r.reason_code for r in rules.RULES}
+    for r in rules.RULES:
+        if r.kind in ("minimum", "exclusiveMinimum", "maximum"):
+            assert f"{r.value}" in doc
