@@ -34,7 +34,8 @@ from tests.test_sync import PG, PG_URL
 PASSWORD = "canary-pw-5e1f"
 CANARIES = {
     "device_id": "canary-device-7d3a",
-    "country": "canary-country",
+    # the contract allows ISO-style codes only (^[A-Z]{2}$): QZ is user-assigned, never real
+    "country": "QZ",
     "app_version": "canary-app-9.9",
     "email": "canary.person@example.invalid",
     "query": "canary search for my own name",
@@ -196,7 +197,10 @@ def _assert_nobody_leaks(world, users: list[str], printed: str) -> None:
     # Not in the file's bytes either: deleted rows are overwritten, the WAL emptied.
     sqlite_path = targets[0].path
     raw = b"".join(p.read_bytes() for p in (sqlite_path, Path(f"{sqlite_path}-wal")) if p.exists())
-    for value in [*users, *CANARIES.values()]:
+    # two letters are no canary among a binary file's bytes: the country is checked in
+    # the tables' text above, and no export has a country column (checked too)
+    canaries = [v for k, v in CANARIES.items() if k != "country"]
+    for value in [*users, *canaries]:
         assert value.encode() not in raw, value
     assert PASSWORD not in printed
     for f in (root / "crm" / "state").glob("*"):
