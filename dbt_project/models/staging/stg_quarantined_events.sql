@@ -21,7 +21,7 @@ checked as (
 
     select
         -- ids
-        cast(event_id as {{ dbt.type_string() }}) as event_id,
+        event_id,
         event_type,
 
         -- the first broken assumption, null when none
@@ -45,7 +45,7 @@ quarantined as (
 
     select
         -- ids
-        checked.event_id,
+        cast(checked.event_id as {{ dbt.type_string() }}) as event_id,
         checked.event_type,
 
         -- why
