@@ -27,6 +27,10 @@ def test_definitions_load_with_every_group_and_job(data_dir):
         assert d.resolve_job_def(job) is not None
     checks = {key.name for key in d.resolve_asset_graph().asset_check_keys}
     assert "load_reconciliation" in checks
+    # The quarantine's warning check runs in the ingest job, after the staging views.
+    assert "staging_quarantine" in checks
+    ingest_checks = d.resolve_job_def("ingest").asset_layer.asset_graph.asset_check_keys
+    assert "staging_quarantine" in {key.name for key in ingest_checks}
 
 
 def test_instance_yaml_switches_to_postgres_by_environment(data_dir, monkeypatch):

@@ -25,7 +25,8 @@ from ottp import report
     tags={"layer": "report"},
     pool="warehouse_writer",
     description="An HTML page under $OTTP_DATA_DIR/reports/pipeline.html (ottp/report.py): "
-    "lines per landing day and rejected lines by reason, fan segments and lifecycle stages, "
+    "lines per landing day, rejected lines by reason, rows quarantined out of staging by "
+    "reason (raw = staged + quarantined), fan segments and lifecycle stages, "
     "a retention curve, NDCG@10 of every trained model version, and the latest Great "
     "Expectations results of each CRM gate.",
 )
@@ -40,6 +41,8 @@ def pipeline_report(warehouse: WarehouseResource) -> dg.MaterializeResult:
             # numbers, so the asset's Plots tab draws them over time
             "events_loaded": f["load"]["events_loaded"],
             "rejected_lines": f["load"]["rejected"],
+            "quarantined_events": f["quarantine"].get("quarantined_events", 0),
+            "quarantined_titles": f["quarantine"].get("quarantined_titles", 0),
             "fans": sum(n for _, n, _ in f["fans_per_category"]),
             "hardcore_fans": sum(n for _, _, n in f["fans_per_category"]),
             **{f"users_{stage}": n for stage, n in f["lifecycle"].items()},
