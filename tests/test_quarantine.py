@@ -26,7 +26,7 @@ import pytest
 
 from ottp import landing, pipeline, report
 from ottp.load import load_files
-from tests.test_dbt_models import query, run_dbt
+from tests.test_dbt_models import PG, postgres_database, query, run_dbt  # noqa: F401
 
 SIM = dict(users=40, titles=30, days=3, seed=3, dirty_rate=0.01)
 BUILD = ["build", "--exclude", "exports", "--exclude-resource-type", "unit_test"]
@@ -359,3 +359,34 @@ def test_the_ingest_job_succeeds_and_its_check_warns(poisoned, tmp_path, monkeyp
     assert not warning.passed and warning.severity == dg.AssetCheckSeverity.WARN
     assert warning.metadata["quarantined_events"].value == len(POISON_EVENTS)
     assert all(e.passed for name, e in checks.items() if name != "staging_quarantine")
+
+
+def test_postgres_quarantines_the_same_rows(poisoned, postgres_database):  # noqa: F811
+    """The same poisoned raw tables on PostgreSQL: the build passes and the
+    quarantine holds the same rows with the same rules as on DuckDB."""
+    import psycopg2
+
+    from ottp.pg_mirror import mirror_raw_to_postgres
+
+    dsn = " ".join(f"{k}={v}" for k, v in {**PG, "dbname": postgres_database}.items())
+    mirror_raw_to_postgres(poisoned.root / "raw_only.duckdb", dsn)
+    env = dict(poisoned.env, OTTP_DBT_TARGET="postgres", OTTP_PG_DATABASE=postgres_database)
+    build = run_dbt(BUILD, env, poisoned.root / "target_pg", check=False)
+    assert build.returncode == 0, build.stdout[-6000:]
+    sql_events = (
+        "select event_id, staging_model, rule_id, reason_code "
+        "from staging.stg_quarantined_events"
+    )
+    sql_titles = "select title_id, rule_id from staging.stg_quarantined_titles"
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql_events)
+            pg_events = set(cur.fetchall())
+            cur.execute(sql_titles)
+            pg_titles = set(cur.fetchall())
+    finally:
+        conn.close()
+    assert pg_events == set(query(poisoned.warehouse, sql_events))
+    assert len(pg_events) == len(POISON_EVENTS)
+    assert pg_titles == set(query(poisoned.warehouse, sql_titles))
