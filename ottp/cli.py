@@ -94,11 +94,13 @@ def _print_summary(summary: dict) -> None:
             f"quarantined (raw = staged + quarantined: {q['reconciles']}), "
             f"{q['quarantined_titles']:,} catalog rows quarantined"
         )
-        reasons = q["events_by_reason"] + q["titles_by_reason"]
-        if reasons:
+        by_rule: dict[str, int] = {}
+        for r in q["events_by_reason"] + q["titles_by_reason"]:
+            by_rule[r["rule_id"]] = by_rule.get(r["rule_id"], 0) + r["rows"]
+        if by_rule:
             print(
                 "quarantined by rule: "
-                + ", ".join(f"{r['rule_id']}={r['rows']:,}" for r in reasons)
+                + ", ".join(f"{rule}={n:,}" for rule, n in sorted(by_rule.items()))
             )
     width = max((len(k) for k in summary["rows"]), default=10)
     for table, n in summary["rows"].items():
