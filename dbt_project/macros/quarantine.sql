@@ -11,7 +11,10 @@
     Such a row is kept out of its staging model (meets_input_assumptions, the
     staging filter) and recorded in stg_quarantined_events with the first
     assumption it breaks (quarantine_assumptions, quarantine_assumption_id):
-    the build goes on, and raw.events = staged rows + quarantined rows.
+    the build goes on, and raw.events = staged rows + quarantined rows. The
+    catalog likewise: title_assumptions, stg_titles, stg_quarantined_titles.
+    event_families is the schema's event_type enum by family
+    (ottp.contract.rules.FAMILIES; tests/test_input_assumptions.py compares).
 
     Each assumption: rule_id (the loader rule that guarantees it, or the
     model's own rule where the contract says nothing), reason_code (the rule's
