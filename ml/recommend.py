@@ -139,6 +139,13 @@ def reason_text(code: np.ndarray, title_name: pa.Array) -> tuple[pa.Array, pa.Ar
     return kind, text
 
 
+def _values_at(m: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """m[rows[k], cols[k]] for every k, as int64 (vectorised; empty for no pairs)."""
+    if len(rows) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.asarray(m[rows, cols]).ravel().astype(np.int64)
+
+
 def warm_recommendations(
     artifact: Artifact,
     history_table: pa.Table,
@@ -190,11 +197,7 @@ def warm_recommendations(
     rec = ids[keep]
     why = reason[keep]
     why_pos = ia.lookup(cat_ids, titles[np.maximum(why, 0)])
-    code = np.where(
-        (why >= 0) & (why_pos >= 0),
-        np.asarray(codes[w_row, np.maximum(why, 0)]).ravel().astype(np.int64),
-        0,
-    )
+    code = np.where((why >= 0) & (why_pos >= 0), _values_at(codes, w_row, np.maximum(why, 0)), 0)
     named = code > 0
     why_title = pa.array(titles[np.maximum(why, 0)].astype(str), mask=~named)
     why_name = pa.array(names[np.maximum(why_pos, 0)].astype(str), mask=~named)

@@ -260,6 +260,31 @@ def test_reasons_name_what_the_user_did(con, promoted):
     assert (kind == "watched").sum() > 0
 
 
+def test_reason_codes_put_a_like_first_then_a_good_rating_then_a_valid_play():
+    history = pa.table(
+        {
+            "is_liked": [True, False, False, False, None, True],
+            "rating": pa.array([5, 5, 3, None, 2, None], type=pa.int32()),
+            "valid_play_count": [1, 1, 2, 0, 0, 0],
+        }
+    )
+    codes = recommend.reason_codes(history)
+    assert codes.tolist() == [recommend.LIKED, recommend.RATED + 5, recommend.WATCHED, 0, 0, 2]
+    names = pa.array(["A", "B", "C", "D", "E", "F"])
+    kind, text = recommend.reason_text(codes, names)
+    assert kind.to_pylist() == ["liked", "rated", "watched", None, None, "liked"]
+    assert text.to_pylist() == [
+        "Because you liked A",
+        "Because you rated B 5/5",
+        "Because you watched C",
+        None,
+        None,
+        "Because you liked F",
+    ]
+    empty = np.zeros(0, dtype=np.int64)
+    assert len(recommend._values_at(sp.csr_matrix((0, 3)), empty, empty)) == 0
+
+
 def test_a_completed_title_is_never_recommended(con, promoted):
     reg, _ = promoted
     con.register("recs", flows.recommendations(con, reg, n=50)[0])
