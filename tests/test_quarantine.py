@@ -390,3 +390,103 @@ def test_postgres_quarantines_the_same_rows(poisoned, postgres_database):  # noq
     assert pg_events == set(query(poisoned.warehouse, sql_events))
     assert len(pg_events) == len(POISON_EVENTS)
     assert pg_titles == set(query(poisoned.warehouse, sql_titles))
+
+
+_SPARK_POISON = """
+import json, sys
+from ottp import spark
+s = spark.session('poison')
+events, titles = sys.argv[1], sys.argv[2]
+columns = [c for c in s.table('raw.events').columns if c != 'load_id']
+s.read.parquet(events).createOrReplaceTempView('poison_events')
+s.sql('insert into raw.events partition (load_id = \\'poison\\') select '
+      + ', '.join(columns) + ' from poison_events')
+columns = [c for c in s.table('raw.titles').columns if c != 'load_id']
+s.read.parquet(titles).createOrReplaceTempView('poison_titles')
+s.sql('insert into raw.titles partition (load_id = \\'poison\\') select '
+      + ', '.join(columns) + ' from poison_titles')
+"""
+_SPARK_READ = """
+import json
+from ottp import spark
+s = spark.session('read')
+events = s.sql('select event_id, staging_model, rule_id, reason_code '
+               'from staging.stg_quarantined_events').collect()
+titles = s.sql('select title_id, rule_id from staging.stg_quarantined_titles').collect()
+print(json.dumps({'events': [list(r) for r in events], 'titles': [list(r) for r in titles]}))
+"""
+
+
+def test_spark_quarantines_the_same_rows(poisoned, tmp_path):
+    """On Spark: the same landing files through the Spark loader, the same poison
+    rows added to its raw tables; the build passes and the quarantine holds the
+    same rows with the same rules as on DuckDB."""
+    import subprocess
+    import sys
+
+    from ottp.config import DBT_PROJECT_DIR, dbt_executable
+    from ottp.spark import java_available
+
+    if not java_available():
+        pytest.skip("Spark needs a Java runtime (java on PATH or JAVA_HOME)")
+    ids = list(poisoned.event_ids.values())
+    con = duckdb.connect(str(poisoned.root / "raw_only.duckdb"), read_only=True)
+    try:
+        marks = ", ".join("?" for _ in ids)
+        con.execute(
+            f"copy (select * exclude (load_id) replace (cast(event_id as varchar) as event_id, "
+            f"cast(properties as varchar) as properties) from raw.events "
+            f"where event_id in ({marks})) to '{tmp_path}/events.parquet' (format parquet)",
+            ids,
+        )
+        con.execute(
+            "copy (select * exclude (load_id) from raw.titles "
+            "where title_id in ('t_cooking', 't_short')) "
+            f"to '{tmp_path}/titles.parquet' (format parquet)"
+        )
+    finally:
+        con.close()
+    env = dict(
+        os.environ,
+        OTTP_DATA_DIR=str(tmp_path / "spark_data"),
+        OTTP_DBT_TARGET="spark",
+        OTTP_SPARK_THREADS="2",
+        OTTP_SPARK_SHUFFLE_PARTITIONS="2",
+        DBT_SEND_ANONYMOUS_USAGE_STATS="false",
+    )
+    env.pop("OTTP_LANDING_DIR", None)
+
+    def run(cmd: list[str], ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        if result.returncode not in ok:
+            pytest.fail(f"{cmd[:4]}\n{result.stdout[-4000:]}\n{result.stderr[-3000:]}")
+        return result
+
+    # exit status 1: the simulator's malformed lines were rejected (as on DuckDB)
+    load = run(
+        [sys.executable, "-m", "ottp.spark_load", "--landing", str(poisoned.root / "landing"),
+         "--json"],
+        ok=(0, 1),
+    )  # fmt: skip
+    assert json.loads(load.stdout.strip().splitlines()[-1])["reconciles"]
+    run([sys.executable, "-c", _SPARK_POISON, f"{tmp_path}/events.parquet",
+         f"{tmp_path}/titles.parquet"])  # fmt: skip
+    target = tmp_path / "target"
+    run([dbt_executable(), *BUILD,
+         "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+         "--target-path", str(target), "--log-path", str(target / "logs")])  # fmt: skip
+    read = json.loads(run([sys.executable, "-c", _SPARK_READ]).stdout.strip().splitlines()[-1])
+    spark_events = {tuple(r) for r in read["events"]}
+    duck_events = set(
+        query(
+            poisoned.warehouse,
+            "select event_id, staging_model, rule_id, reason_code "
+            "from staging.stg_quarantined_events",
+        )
+    )
+    assert spark_events == duck_events
+    assert len(spark_events) == len(POISON_EVENTS)
+    duck_titles = set(
+        query(poisoned.warehouse, "select title_id, rule_id from staging.stg_quarantined_titles")
+    )
+    assert {tuple(r) for r in read["titles"]} == duck_titles
