@@ -734,17 +734,26 @@ def _set_batch_files(
     )
 
 
-def _create_validated(con: duckdb.DuckDBPyConnection, paths: list[str], select_sql: str) -> None:
-    """Run one validation query over the files (or none) and collect the reader's refusals."""
+def _create_validated(
+    con: duckdb.DuckDBPyConnection,
+    paths: list[str],
+    select_sql: str,
+    params: dict | None = None,
+) -> None:
+    """Run one validation query over the files (or none) and collect the reader's refusals.
+
+    ``params`` are the query's own parameters (besides ``$paths``).
+    """
     con.execute("drop table if exists _reader_errors")
     con.execute("drop table if exists _reader_scans")
     if paths:
         source = f"select filename as file_path, line from {_reader()}"
     else:
         source = "select null::varchar as file_path, null::varchar as line where false"
+    params = {**(params or {}), **({"paths": paths} if paths else {})}
     con.execute(
         f"create or replace temp table _validated as with lines as ({source}) {select_sql}",
-        {"paths": paths} if paths else None,
+        params or None,
     )
     if paths:
         con.execute(
@@ -1138,6 +1147,7 @@ def _title_integer_checks() -> str:
 
 
 def _validate_titles(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
+    """As _validate_events, for catalog lines; the categories come from the seed, read now."""
     _create_validated(
         con,
         paths,
@@ -1176,6 +1186,9 @@ def _validate_titles(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
                     when duration_s <= 0 then 'invalid_value|duration_s not positive'
                     when j.kind not in ('movie', 'episode')
                         then 'invalid_value|kind ' || to_json(left(j.kind, 50))
+                    when not list_contains($categories, j.category)
+                        then 'invalid_value|category ' || to_json(left(j.category, 50))
+                             || ' is not one of seeds/{contract_rules.CATEGORIES_SEED}'
                     when j.kind = 'episode' and j.series_id is null
                         then 'missing_field|series_id'
                     when j.available_from is not null and available_from is null
@@ -1204,6 +1217,7 @@ def _validate_titles(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
                {_verdict_columns()}
         from checked
         """,
+        {"categories": list(contract_rules.title_categories())},
     )
 
 

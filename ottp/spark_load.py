@@ -306,9 +306,13 @@ def _verdict_sql(rule: contract_rules.Rule, value_sql: str | None = None) -> str
     head, marker, tail = rule.reason.partition("{value}")
     verdict = _spark_text(f"{rule.reason_code}|{head}")
     if marker:
-        quoted = f"regexp_extract(to_json(array(left({value_sql}, 50))), '^\\\\[(.*)\\\\]$', 1)"
-        verdict += f" || {quoted} || {_spark_text(tail)}"
+        verdict += f" || {_json_quoted(value_sql)} || {_spark_text(tail)}"
     return verdict
+
+
+def _json_quoted(value_sql: str) -> str:
+    """The text as a JSON string (quoted, escaped), cut to 50 characters: as DuckDB's to_json."""
+    return f"regexp_extract(to_json(array(left({value_sql}, 50))), '^\\\\[(.*)\\\\]$', 1)"
 
 
 def _event_rule_branch(rule: contract_rules.Rule) -> str:
@@ -488,6 +492,9 @@ def _validated_titles_sql() -> str:
                 when duration_s <= 0 then 'invalid_value|duration_s not positive'
                 when j.kind not in ('movie', 'episode')
                     then 'invalid_value|kind ' || left(j.kind, 50)
+                when not array_contains(:categories, j.category)
+                    then 'invalid_value|category ' || {_json_quoted("j.category")}
+                         || ' is not one of seeds/{contract_rules.CATEGORIES_SEED}'
                 when j.kind = 'episode' and j.series_id is null
                     then 'missing_field|series_id'
                 when j.available_from is not null and available_from is null
@@ -530,8 +537,13 @@ def _load_kind(
 
     table, reject_table = _TABLES[kind]
     _lines(spark, batch).createOrReplaceTempView("_spark_lines")
-    sql = _validated_events_sql() if kind == "events" else _validated_titles_sql()
-    validated = spark.sql(sql).withColumn("loaded_at", F.lit(loaded_at))
+    if kind == "events":
+        validated = spark.sql(_validated_events_sql())
+    else:
+        # the categories seed, read now, bound as an array parameter
+        categories = list(contract_rules.title_categories())
+        validated = spark.sql(_validated_titles_sql(), args={"categories": categories})
+    validated = validated.withColumn("loaded_at", F.lit(loaded_at))
     # Read once: the inserts, the rejects and the counts all come from it.
     validated = validated.persist()
     validated.createOrReplaceTempView("_spark_validated")

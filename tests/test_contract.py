@@ -160,6 +160,9 @@ def base_event(event_type: str) -> dict:
         "consent_update": {"marketing_opt_in": False},
         "survey_response": {"survey_id": "nps", "question_id": "score", "answer": "9"},
         "page_view": {"page": "home"},
+        "rail_impression": {"rail": "trending", "title_ids": ["t_00001", "t_00002"]},
+        "title_click": {"rail": "trending", "rank": 2},
+        "search": {"query": "space"},
     }.get(event_type)
     return event
 
@@ -289,6 +292,19 @@ def regression_lines() -> list[tuple[str, dict, str]]:
         ("rating-4.5", {**base_event("rating"), "properties": {"rating": 4.5}}, "wrong_type"),
         ("rating-text", {**base_event("rating"), "properties": {"rating": "4"}}, "wrong_type"),
         ("rating-4.0", {**base_event("rating"), "properties": {"rating": 4.0}}, "wrong_type"),
+        # staging casts rank to a 32-bit integer: a text, a fraction or a huge
+        # number is the loader's to reject, not a cast error in dbt
+        ("rank-text", {**base_event("title_click"),
+                       "properties": {"rail": "trending", "rank": "abc"}}, "wrong_type"),
+        ("rank-2.5", {**base_event("title_click"),
+                      "properties": {"rail": "trending", "rank": 2.5}}, "wrong_type"),
+        ("rank-zero", {**base_event("title_click"),
+                       "properties": {"rail": "trending", "rank": 0}}, "invalid_value"),
+        ("rank-huge", {**base_event("title_click"),
+                       "properties": {"rail": "trending", "rank": 12345678901}}, "invalid_value"),
+        ("page-view-rank-huge", {**base_event("page_view"),
+                                 "properties": {"page": "home", "rank": 12345678901}},
+         "invalid_value"),
     ]  # fmt: skip
 
 
@@ -311,6 +327,9 @@ def _all_lines() -> dict:
         add(kind, case["event"], case["code"], case["label"])
     for name, event, code in regression_lines():
         add("events", {**event, "event_id": str(uuid.uuid4())}, code, name)
+    # the schema names the categories seed in words only; the loaders read the seed
+    add("catalog", make_title(title_id="t_cooking", category="cooking"), "invalid_value",
+        "category outside seeds/categories.csv")  # fmt: skip
     for event_type in EVENT_TYPES:
         add("events", base_event(event_type), None, f"valid {event_type}")
     for title in _title_bases(None):
@@ -386,6 +405,14 @@ def test_a_constraint_the_loaders_do_not_know_fails_loudly():
         "email"
     )
     with pytest.raises(rules.ContractError, match="email"):
+        rules.derive(schema)
+    # a branch that does not type the properties object cannot require a field in it:
+    # the loaders would reject a null object JSON Schema accepts
+    schema = copy.deepcopy(EVENTS_SCHEMA)
+    rank_branch = next(b for b in schema["allOf"] if "title_click" in str(b["if"])
+                       and "rank" in str(b["then"]))  # fmt: skip
+    rank_branch["then"]["properties"]["properties"]["required"] = ["rank"]
+    with pytest.raises(rules.ContractError, match="need the object typed"):
         rules.derive(schema)
 
 
@@ -478,6 +505,13 @@ def test_simulated_events_validate_against_the_schema(clean_landing):
     for field in ("position_s", "duration_s", "from_position_s"):
         top = max((e.get(field) or 0) for e in events)
         assert top <= EVENTS_SCHEMA["properties"][field]["maximum"], field
+    # every title_click carries an integer rank the rank rules accept
+    ranks = [e["properties"]["rank"] for e in events if e["event_type"] == "title_click"]
+    assert ranks and all(type(r) is int for r in ranks)
+    low = rules.BY_ID["properties.rank.minimum"].value
+    high = rules.BY_ID["properties.rank.maximum"].value
+    assert low <= min(ranks) and max(ranks) <= high
+    assert "title_click" in rules.BY_ID["properties.rank.type"].event_types
 
 
 def test_simulated_titles_validate_against_the_schema(clean_landing):

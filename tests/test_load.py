@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from ottp import load
+from ottp import config, load
 from tests.conftest import DAY, make_event, make_title, write_landing
 
 PLAY = {
@@ -271,3 +271,38 @@ def test_catalog_snapshots_load_and_bad_titles_are_rejected(tmp_path):
     assert reasons == [("invalid_json", 1), ("missing_field", 1), ("wrong_type", 1)]
     kw = _query(tmp_path, "select keywords from raw.titles where title_id = 't_00001'")
     assert kw == [(["family", "city"],)]
+
+
+def test_a_title_whose_category_is_not_in_the_seed_is_rejected(tmp_path, monkeypatch):
+    """The categories come from seeds/categories.csv, read at load time (the models join it)."""
+    land = tmp_path / "landing"
+    write_landing(
+        land,
+        [make_title(), make_title(title_id="t_00002", category="cooking")],
+        kind="catalog",
+        name="titles.ndjson.gz",
+    )
+    report = _load(tmp_path)
+    assert (report.lines_in, report.loaded, report.rejected) == (2, 1, 1)
+    rejected = _query(tmp_path, "select reason_code, reason, raw_line from raw.rejected_titles")
+    assert [(code, reason) for code, reason, _ in rejected] == [
+        ("invalid_value", 'invalid_value: category "cooking" is not one of seeds/categories.csv')
+    ]
+    assert json.loads(rejected[0][2])["title_id"] == "t_00002"
+    assert _query(tmp_path, "select title_id from raw.titles") == [("t_00001",)]
+
+    # the seed is the list: a seed that names the category lets the next snapshot in
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    (seeds / "categories.csv").write_text(
+        (config.SEEDS_DIR / "categories.csv").read_text() + "cooking,Cooking,Food shows\n"
+    )
+    monkeypatch.setattr(config, "SEEDS_DIR", seeds)
+    snapshot = [
+        make_title(),
+        make_title(title_id="t_00002", category="cooking"),
+        make_title(title_id="t_00003", category="comedy"),
+    ]
+    write_landing(land, snapshot, day=date(2026, 8, 2), kind="catalog", name="titles.ndjson.gz")
+    assert _load(tmp_path).loaded == 3
+    assert _query(tmp_path, "select count(*) from raw.titles where category = 'cooking'") == [(1,)]

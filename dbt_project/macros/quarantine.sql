@@ -164,8 +164,8 @@
 
 {#- The catalog's assumptions (stg_titles), over raw.titles as titles left
     joined to the categories seed as known_categories: a title's category
-    must be one of the seed's, which the title contract names but no loader
-    rule checks. -#}
+    must be one of the seed's (titles.category.seed: both title loaders check
+    it against the same seed file; a row loaded before they did is held here). -#}
 {% macro title_assumptions() -%}
     {%- set assumptions = [] -%}
     {%- for column in ['title_id', 'category', 'duration_s'] -%}

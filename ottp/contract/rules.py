@@ -16,14 +16,20 @@ Two readings are stricter than plain JSON Schema, on purpose:
 
 A keyword this module does not know raises ``ContractError`` at import: a
 constraint added to the schema cannot go unenforced by the loaders.
+
+The catalog's category rule (``titles.schema.json`` names the seed in words)
+is :func:`title_categories`: the seed file itself, read at load time.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from ottp import config
 
 SCHEMA_PATH = Path(__file__).with_name("events.schema.json")
 
@@ -197,7 +203,14 @@ class _Collector:
                 self.add(name, kind, bound, event_types, path + (kind,),
                          reason=f"{name} {words} {bound:g}")  # fmt: skip
         if "properties" in node or "required" in node:
-            if not top_level or "object" not in types:
+            # A branch may constrain the nested fields of a nullable object
+            # without typing it again: they apply when it is an object. Its
+            # required fields then need the object required (typed) too.
+            untyped_branch = not types and parent_node is not None
+            if untyped_branch and "required" in node:
+                raise ContractError(f"{where}: nested required fields need the object typed")
+            object_types = _types(parent_node) if untyped_branch else types
+            if not top_level or "object" not in object_types:
                 raise ContractError(f"{where}: nested fields only one level down, in an object")
             self.node(node, event_types, path, prefix=name + ".")
 
@@ -297,6 +310,22 @@ TITLE_INTEGERS = {
     for f, node in TITLES_SCHEMA["properties"].items()
     if "integer" in _types(node)
 }
+
+
+# The catalog rule the schema states in words only ("one of seeds/categories.csv"):
+# both title loaders check it against the seed file itself, read at load time.
+TITLE_CATEGORY_RULE = "titles.category.seed"
+CATEGORIES_SEED = "categories.csv"
+
+
+def title_categories() -> tuple[str, ...]:
+    """The categories a catalog title may have: ``category`` of seeds/categories.csv, read now."""
+    path = config.SEEDS_DIR / CATEGORIES_SEED
+    with open(path, newline="", encoding="utf-8") as handle:
+        categories = tuple(row["category"] for row in csv.DictReader(handle) if row["category"])
+    if not categories:
+        raise ContractError(f"{path}: no categories, every title would be rejected")
+    return categories
 
 
 def top_level_fields(json_type: str) -> tuple[str, ...]:
