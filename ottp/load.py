@@ -920,6 +920,9 @@ def _sql_text(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+_DATE_TIME = _sql_text(contract_rules.DATE_TIME_PATTERN)
+
+
 def _verdict_sql(rule: contract_rules.Rule, value_sql: str | None = None) -> str:
     """``'<code>|<reason>'``, with the offending value (JSON-quoted, cut short) for ``{value}``."""
     head, _, tail = rule.reason.partition("{value}")
@@ -1023,8 +1026,12 @@ def _validate_events(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
             select file_path, line, j, schema_version_text, not_a_string, has_non_finite, has_nul,
                    try_cast(j.event_id as uuid) as event_id,
                    j.event_type as event_type,
-                   try_cast(j.occurred_at as timestamptz) at time zone 'UTC' as occurred_at,
-                   try_cast(j.received_at as timestamptz) at time zone 'UTC' as received_at,
+                   case when regexp_full_match(j.occurred_at, {_DATE_TIME})
+                        then try_cast(upper(j.occurred_at) as timestamptz) at time zone 'UTC'
+                   end as occurred_at,
+                   case when regexp_full_match(j.received_at, {_DATE_TIME})
+                        then try_cast(upper(j.received_at) as timestamptz) at time zone 'UTC'
+                   end as received_at,
                    {numbers},
                    case when left(j.properties::varchar, 1) = '{{' then j.properties end
                        as properties,

@@ -100,7 +100,7 @@ _EVENT_STRINGS = contract_rules.top_level_fields("string")
 _TITLE_STRINGS = ("title_id", "name", "category", "kind", "series_id", "available_from")
 _JSON_OPTIONS = "map('columnNameOfCorruptRecord', '_corrupt_record', 'mode', 'PERMISSIVE')"
 _UUID = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-_TIMESTAMP = "^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}"
+_TIMESTAMP = "^" + contract_rules.DATE_TIME_PATTERN.replace("\\", "\\\\") + "$"
 
 
 def ensure_raw_schema(spark: SparkSession) -> None:

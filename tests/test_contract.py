@@ -302,6 +302,13 @@ def regression_lines() -> list[tuple[str, dict, str]]:
                        "properties": {"rail": "trending", "rank": 0}}, "invalid_value"),
         ("rank-huge", {**base_event("title_click"),
                        "properties": {"rail": "trending", "rank": 12345678901}}, "invalid_value"),
+        # RFC 3339 date-times only: DuckDB's cast reads a date alone as midnight
+        ("occurred-date-only", {**base_event("page_view"), "occurred_at": "2026-08-01"},
+         "wrong_type"),
+        ("received-no-offset", {**base_event("page_view"),
+                                "received_at": "2026-08-01T10:00:01"}, "wrong_type"),
+        ("occurred-space", {**base_event("page_view"),
+                            "occurred_at": "2026-08-01 10:00:00Z"}, "wrong_type"),
         ("page-view-rank-huge", {**base_event("page_view"),
                                  "properties": {"page": "home", "rank": 12345678901}},
          "invalid_value"),
@@ -535,3 +542,87 @@ def test_the_docs_list_every_rule_with_its_reason_code():
     for r in rules.RULES:
         if r.kind in ("minimum", "exclusiveMinimum", "maximum"):
             assert f"{r.value}" in doc
+
+
+# Values that hostile or buggy clients send: wrong JSON types, strings that look
+# like other types, bounds and their neighbours, control characters.
+FUZZ_VALUES = [
+    None, "", "yes", "true", "12", "1e2", "FR", "fr", " FR", "FR\n", "FRA", "é", "x" * 300,
+    "2026-08-01T10:00:00Z", "2026-08-01", "not-a-date", "1.0", "2.0", "web", "WEB", "heartbeat",
+    0, 1, -1, 3, 5, 6, 1.5, 4.0, 1e2, 1e-9, -0.0, 86400, 86400.5, 86401, 1000, 1001,
+    2**31, 2**63, 1e308, True, False, [], [None], [1, 2], {}, {"a": 1},
+]  # fmt: skip
+FUZZ_FIELDS = [
+    *EVENTS_SCHEMA["properties"],
+    *(f"properties.{k}" for k in ("rating", "marketing_opt_in", "survey_id", "question_id",
+                                  "answer", "rank", "rail")),
+]  # fmt: skip
+# The loader's readings stricter than JSON Schema (docs/event-contract.md): a
+# JSON integer literal for integers, and timestamps within the plausible range.
+STRICTER_READINGS = ("is not an integer", "timestamp_out_of_range")
+
+
+def _stricter_reading(reason: str, event: dict) -> bool:
+    if any(r in reason for r in STRICTER_READINGS):
+        return True
+    # Python's re (the reference validator's) lets "$" match before a final
+    # newline; JSON Schema's ECMA-262 patterns and the loaders do not.
+    values = [*event.values(), *(event.get("properties") or {}).values()]
+    return "does not match" in reason and any(
+        isinstance(v, str) and v.endswith("\n") for v in values
+    )
+
+
+def _fuzzed_events(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    events = []
+    for _ in range(n):
+        event = base_event(rng.choice(EVENT_TYPES))
+        for _ in range(rng.choice((1, 1, 2, 3))):
+            field, value = rng.choice(FUZZ_FIELDS), rng.choice(FUZZ_VALUES)
+            if field == "event_id":
+                continue
+            parent, key = event, field
+            if field.startswith("properties."):
+                if not isinstance(event.get("properties"), dict):
+                    event["properties"] = {}
+                parent, key = event["properties"], field.split(".", 1)[1]
+            if rng.random() < 0.15:
+                parent.pop(key, None)
+            else:
+                parent[key] = value
+        events.append(event)
+    return events
+
+
+def test_random_hostile_lines_load_only_when_the_reference_validator_accepts_them(tmp_path):
+    """A differential test against jsonschema: whatever the loader accepts is valid
+    under the schema, and what it rejects that the schema accepts is rejected only
+    for one of its documented stricter readings."""
+    events = _fuzzed_events(3000, seed=16)
+    write_landing(tmp_path / "landing", [json.dumps(e) for e in events])
+    report = load.load_landing(tmp_path / "warehouse.duckdb", tmp_path / "landing")
+    assert report.reconciles and report.lines_in == len(events)
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    try:
+        accepted = {str(r[0]) for r in con.execute("select event_id from raw.events").fetchall()}
+        reasons = {
+            json.loads(line)["event_id"]: reason
+            for line, reason in con.execute(
+                "select raw_line, reason from raw.rejected_events"
+            ).fetchall()
+        }
+    finally:
+        con.close()
+    assert len(accepted) + len(reasons) == len(events)
+    accepted_invalid, rejected_valid = [], []
+    for event in events:
+        errors = list(VALIDATOR.iter_errors(event))
+        if event["event_id"] in accepted and errors:
+            accepted_invalid.append((errors[0].message, event))
+        reason = reasons.get(event["event_id"])
+        if reason is not None and not errors and not _stricter_reading(reason, event):
+            rejected_valid.append((reason, event))
+    assert 500 < len(accepted) < len(events) - 500  # both verdicts well exercised
+    assert not accepted_invalid, accepted_invalid[:3]
+    assert not rejected_valid, rejected_valid[:3]

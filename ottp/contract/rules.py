@@ -56,6 +56,14 @@ _NODE_KEYWORDS = {"type", "properties", "required", "allOf", "additionalProperti
 _FIELD_KEYWORDS = {"type", "enum", "pattern", "format", "minimum", "exclusiveMinimum",
                    "maximum", "properties", "required"}  # fmt: skip
 _FORMATS = {"uuid": "a uuid", "date-time": "a timestamp"}
+# JSON Schema's date-time is RFC 3339: a date alone, or a time without an
+# offset, is not one, although DuckDB's and Spark's casts would read it. Both
+# loaders match this (RE2 and Java alike) before parsing.
+DATE_TIME_PATTERN = (
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"  # date
+    r"[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"  # time
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"  # offset
+)
 _TYPE_WORDS = {
     "string": "a string",
     "number": "a number",
