@@ -32,39 +32,17 @@ from ottp._sim_util import (
     seg_cumsum,
     weighted_choice,
 )
+from ottp.contract import rules as contract_rules
 
 HEARTBEAT_INTERVAL_S = 60
 
-EVENT_TYPES = (
-    "page_view",
-    "rail_impression",
-    "title_click",
-    "search",
-    "play_start",
-    "heartbeat",
-    "pause",
-    "resume",
-    "seek",
-    "complete",
-    "stop",
-    "like",
-    "dislike",
-    "rating",
-    "add_to_watchlist",
-    "share",
-    "signup",
-    "subscribe",
-    "cancel",
-    "reactivate",
-    "consent_update",
-    "deletion_request",
-    "survey_response",
-)
+# The contract's order; ET below numbers event types by it.
+EVENT_TYPES = contract_rules.ALL_EVENT_TYPES
 ET = {name: i for i, name in enumerate(EVENT_TYPES)}
-PLAYER_TYPES = ("play_start", "heartbeat", "pause", "resume", "seek", "complete", "stop")
-NAVIGATION_TYPES = ("page_view", "rail_impression", "title_click", "search")
+PLAYER_TYPES = contract_rules.FAMILIES["player"]
+NAVIGATION_TYPES = contract_rules.FAMILIES["navigation"]
 
-PLATFORMS = ("web", "ios", "android", "tv")
+PLATFORMS = contract_rules.PLATFORMS
 PLATFORM_WEIGHTS = (0.2, 0.2, 0.25, 0.35)
 APP_VERSIONS = {
     "web": ("2026.07.2", "2026.06.4", "2026.05.1"),
