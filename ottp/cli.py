@@ -123,9 +123,16 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
     instance.prepare_dagster_home()
     cmd = [
-        sys.executable, "-m", "dagster", "dev",
-        "-m", "orchestration.definitions",
-        "--host", args.host, "--port", str(args.port),
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-m",
+        "orchestration.definitions",
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
     ]
     print(f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}\n$ {' '.join(cmd)}")
     return subprocess.call(cmd, cwd=config.REPO_ROOT)
@@ -186,8 +193,10 @@ def _cmd_bi_snapshot(args: argparse.Namespace) -> int:
 
     published = snapshot.publish()
     print(published.markdown())
-    print(f"\npublished {published.path} ({published.bytes / 2**20:.1f} MiB) "
-          f"in {published.seconds:.1f} s; open it with: duckdb -readonly {published.path}")
+    print(
+        f"\npublished {published.path} ({published.bytes / 2**20:.1f} MiB) "
+        f"in {published.seconds:.1f} s; open it with: duckdb -readonly {published.path}"
+    )
     return 0
 
 
@@ -206,7 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--days", type=int, default=DEMO["days"])
     sim.add_argument("--seed", type=int, default=DEMO["seed"])
     sim.add_argument(
-        "--dirty-rate", type=float, default=DEMO["dirty_rate"],
+        "--dirty-rate",
+        type=float,
+        default=DEMO["dirty_rate"],
         help="Share of lines made dirty: duplicates, late, skewed, malformed, bots.",
     )
     sim.add_argument("--start-date", type=date.fromisoformat, default=date(2026, 8, 1))
@@ -293,10 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
         "landing days in one run, then everything after it; the runs show in the UI.",
     )
     bf.add_argument("--from", dest="start", type=date.fromisoformat, required=True)
-    bf.add_argument("--to", dest="end", type=date.fromisoformat, required=True,
-                    help="last day, inclusive")
-    bf.add_argument("--daily-only", action="store_true",
-                    help="only the daily layer; automation or build_warehouse does the rest")
+    bf.add_argument(
+        "--to", dest="end", type=date.fromisoformat, required=True, help="last day, inclusive"
+    )
+    bf.add_argument(
+        "--daily-only",
+        action="store_true",
+        help="only the daily layer; automation or build_warehouse does the rest",
+    )
     bf.set_defaults(func=_cmd_backfill)
 
     rep = sub.add_parser(

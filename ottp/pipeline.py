@@ -81,9 +81,9 @@ def summary(s: config.Settings | None = None) -> dict:
             "order by 1, 2"
         ).fetchall()
         rows = {
-            f"{schema}.{name}": con.execute(
-                f'select count(*) from "{schema}"."{name}"'
-            ).fetchone()[0]
+            f"{schema}.{name}": con.execute(f'select count(*) from "{schema}"."{name}"').fetchone()[
+                0
+            ]
             for schema, name in tables
         }
         rejected = dict(

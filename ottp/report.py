@@ -291,7 +291,7 @@ def _bars(items: list[tuple[str, float]], unit: str = "", width: int = 560) -> s
         w = (width - label_w - 80) * value / top
         parts.append(
             f'<text x="{label_w - 6}" y="{y + 15}" text-anchor="end">'
-            f'{html.escape(str(label))}</text>'
+            f"{html.escape(str(label))}</text>"
             f'<rect x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{row - 6}" fill="#4f6bed"/>'
             f'<text x="{label_w + w + 4:.1f}" y="{y + 15}">{value:,.0f}{unit}</text>'
         )
@@ -318,12 +318,12 @@ def _line(points: list[tuple[float, float]], x_label: str, y_label: str, percent
         f"{'M' if i == 0 else 'L'}{sx(x):.1f},{sy(y):.1f}" for i, (x, y) in enumerate(points)
     )
     ticks = [y1 * t / 4 for t in range(5)]
+
     def tick(t: float) -> str:
         return f"{t:.0%}" if percent else f"{t:.3f}"
 
     labels = "".join(
-        f'<text x="{pad - 6}" y="{sy(t) + 4:.1f}" text-anchor="end">{tick(t)}</text>'
-        for t in ticks
+        f'<text x="{pad - 6}" y="{sy(t) + 4:.1f}" text-anchor="end">{tick(t)}</text>' for t in ticks
     )
     grid = "".join(
         f'<line x1="{pad}" x2="{width - pad}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" stroke="#ddd"/>'
@@ -378,8 +378,15 @@ def _html(figures: dict, generated_at: datetime) -> str:
         "<h2>Loading</h2>",
         _table(
             ["lines in", "events loaded", "duplicates", "rejected", "reconciles"],
-            [[f"{ld['lines_in']:,}", f"{ld['events_loaded']:,}", f"{ld['duplicates']:,}",
-              f"{ld['rejected']:,}", "yes" if ld["reconciles"] else "NO"]],
+            [
+                [
+                    f"{ld['lines_in']:,}",
+                    f"{ld['events_loaded']:,}",
+                    f"{ld['duplicates']:,}",
+                    f"{ld['rejected']:,}",
+                    "yes" if ld["reconciles"] else "NO",
+                ]
+            ],
         ),
         "<h3>Lines per landing day</h3>",
         _bars(figures["lines_per_day"]),
@@ -395,22 +402,45 @@ def _html(figures: dict, generated_at: datetime) -> str:
         "<h3>Lifecycle stages</h3>",
         _bars(list(figures["lifecycle"].items())),
         "<h3>Retention: share of viewers active N days after their first day</h3>",
-        _line([(d, r) for d, r, _ in figures["retention"]], "days since first activity",
-              "active", percent=True),
+        _line(
+            [(d, r) for d, r, _ in figures["retention"]],
+            "days since first activity",
+            "active",
+            percent=True,
+        ),
         "<h2>Recommender</h2><h3>NDCG@10 of each trained version (the gate's metric)</h3>",
-        _line([(i + 1, m["candidate"]) for i, m in enumerate(models)], "model version (in order)",
-              "NDCG@10", percent=False),
+        _line(
+            [(i + 1, m["candidate"]) for i, m in enumerate(models)],
+            "model version (in order)",
+            "NDCG@10",
+            percent=False,
+        ),
         _table(
             ["version", "decided at", "candidate NDCG@10", "popularity NDCG@10", "promoted"],
-            [[m["version"], m["decided_at"], f"{m['candidate']:.4f}",
-              f"{m['baseline']:.4f}" if m["baseline"] is not None else "–",
-              "yes" if m["passed"] else "no"] for m in models],
+            [
+                [
+                    m["version"],
+                    m["decided_at"],
+                    f"{m['candidate']:.4f}",
+                    f"{m['baseline']:.4f}" if m["baseline"] is not None else "–",
+                    "yes" if m["passed"] else "no",
+                ]
+                for m in models
+            ],
         ),
         "<h2>CRM gates (Great Expectations)</h2>",
         _table(
             ["table", "result", "expectations", "failed", "results file"],
-            [[g["table"], "pass" if g["success"] else "FAIL", g["evaluated"], len(g["failures"]),
-              g["path"]] for g in figures["gates"]],
+            [
+                [
+                    g["table"],
+                    "pass" if g["success"] else "FAIL",
+                    g["evaluated"],
+                    len(g["failures"]),
+                    g["path"],
+                ]
+                for g in figures["gates"]
+            ],
         ),
     ]
     failures = [(g["table"], f) for g in figures["gates"] for f in g["failures"]]
@@ -451,8 +481,12 @@ def build(
     try:
         missing = [
             f"{schema}.{name}"
-            for schema, name in [("marts", "user_segments"), ("marts", "user_lifecycle"),
-                                 ("marts", "sessions"), ("marts", "user_category_segments")]
+            for schema, name in [
+                ("marts", "user_segments"),
+                ("marts", "user_lifecycle"),
+                ("marts", "sessions"),
+                ("marts", "user_category_segments"),
+            ]
             if not _has_table(con, schema, name)
         ]
         if missing:

@@ -175,8 +175,14 @@ def _skip_known_files(
                 status, lines = "duplicate_file", old_lines
             report.files.append(
                 FileResult(
-                    str(f.path), f.kind, f.partition_date, status,
-                    lines_in=lines, duplicates=lines, sha256=sha, size_bytes=f.size_bytes,
+                    str(f.path),
+                    f.kind,
+                    f.partition_date,
+                    status,
+                    lines_in=lines,
+                    duplicates=lines,
+                    sha256=sha,
+                    size_bytes=f.size_bytes,
                 )
             )
             continue
@@ -200,8 +206,13 @@ def _drop_corrupt_files(
         else:
             report.files.append(
                 FileResult(
-                    str(f.path), f.kind, f.partition_date, "unreadable",
-                    error=problem, sha256=sha, size_bytes=f.size_bytes,
+                    str(f.path),
+                    f.kind,
+                    f.partition_date,
+                    "unreadable",
+                    error=problem,
+                    sha256=sha,
+                    size_bytes=f.size_bytes,
                 )
             )
     return sound
@@ -246,6 +257,8 @@ def _lines(spark: SparkSession, batch: list[tuple[landing.LandingFile, str]]) ->
 # an escaped NUL cannot be stored as text.
 _JSON_STRING = r'"(?:[^"\\\\]|\\\\.)*"'
 _ESCAPED_NUL = r"(^|[^\\\\])(\\\\\\\\)*\\\\u0000"
+
+
 def _not_a_string(text_fields: Sequence[str]) -> str:
     """The first text field holding a number, boolean, object or array (null: none).
 
@@ -626,9 +639,16 @@ def _load_kind(
         lines_in, rejected, loaded = (row.lines_in, row.rejected, row.loaded) if row else (0, 0, 0)
         report.files.append(
             FileResult(
-                str(f.path), f.kind, f.partition_date, "loaded",
-                lines_in=lines_in, loaded=loaded, rejected=rejected,
-                duplicates=lines_in - loaded - rejected, sha256=sha, size_bytes=f.size_bytes,
+                str(f.path),
+                f.kind,
+                f.partition_date,
+                "loaded",
+                lines_in=lines_in,
+                loaded=loaded,
+                rejected=rejected,
+                duplicates=lines_in - loaded - rejected,
+                sha256=sha,
+                size_bytes=f.size_bytes,
             )
         )
 
@@ -637,8 +657,18 @@ def _write_manifest(spark: SparkSession, report: LoadReport, loaded_at: datetime
     """The commit of the load: its manifest rows, in one file."""
     rows = [
         (
-            report.load_id, r.path, r.kind, r.landing_date, r.size_bytes, r.sha256, r.status,
-            r.lines_in, r.loaded, r.duplicates, r.rejected, loaded_at,
+            report.load_id,
+            r.path,
+            r.kind,
+            r.landing_date,
+            r.size_bytes,
+            r.sha256,
+            r.status,
+            r.lines_in,
+            r.loaded,
+            r.duplicates,
+            r.rejected,
+            loaded_at,
         )
         for r in report.files
         if r.status in ("loaded", "duplicate_file")

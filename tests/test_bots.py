@@ -36,11 +36,28 @@ def sessions(tmp_path_factory):
     env["OTTP_DATA_DIR"] = str(root)
     env["OTTP_WAREHOUSE_PATH"] = str(warehouse)
     out = subprocess.run(
-        [config.dbt_executable(), "run", "--select", "+int_sessions", "+int_users",
-         "--profiles-dir", str(config.DBT_PROJECT_DIR),
-         "--project-dir", str(config.DBT_PROJECT_DIR), "--target", "duckdb",
-         "--target-path", str(root / "target"), "--log-path", str(root / "logs")],
-        cwd=config.DBT_PROJECT_DIR, env=env, capture_output=True, text=True, timeout=900,
+        [
+            config.dbt_executable(),
+            "run",
+            "--select",
+            "+int_sessions",
+            "+int_users",
+            "--profiles-dir",
+            str(config.DBT_PROJECT_DIR),
+            "--project-dir",
+            str(config.DBT_PROJECT_DIR),
+            "--target",
+            "duckdb",
+            "--target-path",
+            str(root / "target"),
+            "--log-path",
+            str(root / "logs"),
+        ],
+        cwd=config.DBT_PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert out.returncode == 0, out.stdout[-4000:]
     con = duckdb.connect(str(warehouse))
@@ -65,8 +82,10 @@ def _score(con: duckdb.DuckDBPyConnection, flagged: str, planted: str) -> tuple[
 
 
 def test_the_simulation_has_both_kinds_of_bots_and_binge_watchers(sessions):
-    kinds = {k for (k,) in sessions.execute(
-        "select distinct bot_kind from truth where is_bot").fetchall()}
+    kinds = {
+        k
+        for (k,) in sessions.execute("select distinct bot_kind from truth where is_bot").fetchall()
+    }
     assert kinds == {"non_stop_player", "scraper"}
     binge = sessions.execute(
         "select count(*) from intermediate.int_sessions as s "

@@ -127,9 +127,9 @@ def _quarantine(manifest: dict) -> dict[str, dict[str, str]]:
 
 def _staging_ancestors(manifest: dict, unique_id: str) -> set[str]:
     """Names of the staging models a node reads, directly or through other models."""
-    seen, todo, found = set(), [unique_id], set()
-    while todo:
-        node = manifest["nodes"].get(todo.pop())
+    seen, pending, found = set(), [unique_id], set()
+    while pending:
+        node = manifest["nodes"].get(pending.pop())
         if node is None:
             continue
         for parent in node["depends_on"]["nodes"]:
@@ -138,7 +138,7 @@ def _staging_ancestors(manifest: dict, unique_id: str) -> set[str]:
             seen.add(parent)
             if _model_path(manifest, parent).startswith("models/staging/"):
                 found.add(manifest["nodes"][parent]["name"])
-            todo.append(parent)
+            pending.append(parent)
     return found
 
 

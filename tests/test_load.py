@@ -51,10 +51,16 @@ BAD_LINES = [
     pytest.param(_without(make_event(), "device_id"), "missing_field", id="no-device"),
     pytest.param(make_event(user_id=None, **PLAY), "missing_field", id="play-no-user"),
     pytest.param(make_event(**{**PLAY, "position_s": None}), "missing_field", id="no-position"),
-    pytest.param(make_event(event_type="seek", **_without(PLAY, "event_type")),
-                 "missing_field", id="seek-no-from"),
-    pytest.param(make_event(event_type="rating", title_id="t_1", properties={}),
-                 "missing_field", id="rating-no-value"),
+    pytest.param(
+        make_event(event_type="seek", **_without(PLAY, "event_type")),
+        "missing_field",
+        id="seek-no-from",
+    ),
+    pytest.param(
+        make_event(event_type="rating", title_id="t_1", properties={}),
+        "missing_field",
+        id="rating-no-value",
+    ),
     pytest.param(make_event(occurred_at=12345), "wrong_type", id="time-as-number"),
     pytest.param(make_event(event_id="not-a-uuid"), "wrong_type", id="bad-uuid"),
     pytest.param(make_event(**{**PLAY, "position_s": "abc"}), "wrong_type", id="position-string"),
@@ -64,15 +70,24 @@ BAD_LINES = [
     pytest.param(make_event(schema_version="2.0"), "unsupported_schema_version", id="v2"),
     pytest.param(make_event(platform="fridge"), "invalid_value", id="platform"),
     pytest.param(make_event(**{**PLAY, "position_s": -5}), "invalid_value", id="negative"),
-    pytest.param(make_event(event_type="rating", title_id="t_1", properties={"rating": 9}),
-                 "invalid_value", id="rating-9"),
-    pytest.param(make_event(occurred_at="1970-01-01T00:00:00Z"), "timestamp_out_of_range",
-                 id="epoch"),
-    pytest.param(make_event(received_at="2099-01-01T00:00:00Z",
-                            occurred_at="2099-01-01T00:00:00Z"),
-                 "timestamp_out_of_range", id="future"),
-    pytest.param(make_event(occurred_at="2026-08-03T10:00:00Z"), "timestamp_out_of_range",
-                 id="occurred-after-received"),
+    pytest.param(
+        make_event(event_type="rating", title_id="t_1", properties={"rating": 9}),
+        "invalid_value",
+        id="rating-9",
+    ),
+    pytest.param(
+        make_event(occurred_at="1970-01-01T00:00:00Z"), "timestamp_out_of_range", id="epoch"
+    ),
+    pytest.param(
+        make_event(received_at="2099-01-01T00:00:00Z", occurred_at="2099-01-01T00:00:00Z"),
+        "timestamp_out_of_range",
+        id="future",
+    ),
+    pytest.param(
+        make_event(occurred_at="2026-08-03T10:00:00Z"),
+        "timestamp_out_of_range",
+        id="occurred-after-received",
+    ),
 ]
 
 
@@ -103,11 +118,15 @@ def test_valid_events_of_every_family_load_with_their_fields(tmp_path):
         make_event(event_type="rating", title_id="t_00001", properties={"rating": 4}),
         make_event(event_type="consent_update", properties={"marketing_opt_in": False}),
         make_event(event_type="cancel", properties={"reason": "too_expensive"}),
-        make_event(event_type="survey_response",
-                   properties={"survey_id": "nps", "question_id": "score", "answer": "9"}),
+        make_event(
+            event_type="survey_response",
+            properties={"survey_id": "nps", "question_id": "score", "answer": "9"},
+        ),
         make_event(user_id=None, event_type="search", properties={"query": "space"}),
-        make_event(properties={"page": "home", "extra": {"deep": [1, {"x": None}]}},
-                   unknown_top_level_field="kept out"),
+        make_event(
+            properties={"page": "home", "extra": {"deep": [1, {"x": None}]}},
+            unknown_top_level_field="kept out",
+        ),
     ]
     write_landing(tmp_path / "landing", events)
     report = _load(tmp_path)
@@ -180,10 +199,14 @@ def test_per_file_counts_reconcile(tmp_path):
     report = _load(tmp_path)
     by_path = {r.path: r for r in report.files}
     assert (by_path[str(f1)].lines_in, by_path[str(f1)].loaded, by_path[str(f1)].rejected) == (
-        3, 2, 1,
+        3,
+        2,
+        1,
     )
     assert (by_path[str(f2)].loaded, by_path[str(f2)].duplicates, by_path[str(f2)].rejected) == (
-        1, 1, 1,
+        1,
+        1,
+        1,
     )
     manifest = _query(
         tmp_path,
@@ -229,9 +252,7 @@ def test_a_crash_mid_load_leaves_the_previous_state_and_the_next_run_completes(
 def test_a_corrupt_gzip_file_is_reported_and_the_rest_of_the_day_loads(tmp_path):
     good = write_landing(tmp_path / "landing", [make_event() for _ in range(5)])
     corrupt = good.parent / "part-00001.ndjson.gz"
-    whole = gzip.compress(
-        b"\n".join(json.dumps(make_event()).encode() for _ in range(200)) + b"\n"
-    )
+    whole = gzip.compress(b"\n".join(json.dumps(make_event()).encode() for _ in range(200)) + b"\n")
     corrupt.write_bytes(whole[: len(whole) // 2])
 
     report = _load(tmp_path)

@@ -21,10 +21,24 @@ FIRST = date(2026, 8, 1)
 def _dbt(*args: str) -> None:
     work = config.settings().data_dir
     out = subprocess.run(
-        [config.dbt_executable(), *args, "--profiles-dir", str(config.DBT_PROJECT_DIR),
-         "--project-dir", str(config.DBT_PROJECT_DIR), "--target", "duckdb",
-         "--target-path", str(work / "dbt_target"), "--log-path", str(work / "dbt_logs")],
-        cwd=config.DBT_PROJECT_DIR, env=config.dbt_env(), capture_output=True, text=True,
+        [
+            config.dbt_executable(),
+            *args,
+            "--profiles-dir",
+            str(config.DBT_PROJECT_DIR),
+            "--project-dir",
+            str(config.DBT_PROJECT_DIR),
+            "--target",
+            "duckdb",
+            "--target-path",
+            str(work / "dbt_target"),
+            "--log-path",
+            str(work / "dbt_logs"),
+        ],
+        cwd=config.DBT_PROJECT_DIR,
+        env=config.dbt_env(),
+        capture_output=True,
+        text=True,
         timeout=900,
     )
     assert out.returncode == 0, out.stdout[-4000:]
@@ -60,13 +74,26 @@ def deleted(warehouse):
     people_before = con.execute("select count(*) from marts.users").fetchall()[0][0]
     con.close()
     day = FIRST + timedelta(days=DAYS)
-    write_landing(root / "landing", [
-        make_event(event_type="deletion_request", user_id=user, properties={},
-                   occurred_at=f"{day}T08:00:00.000Z", received_at=f"{day}T08:00:01.000Z"),
-        # someone else keeps watching: the next build has new events to process
-        make_event(user_id="u_other", occurred_at=f"{day}T09:00:00.000Z",
-                   received_at=f"{day}T09:00:01.000Z"),
-    ], day=day, name="part-deletion.ndjson.gz")
+    write_landing(
+        root / "landing",
+        [
+            make_event(
+                event_type="deletion_request",
+                user_id=user,
+                properties={},
+                occurred_at=f"{day}T08:00:00.000Z",
+                received_at=f"{day}T08:00:01.000Z",
+            ),
+            # someone else keeps watching: the next build has new events to process
+            make_event(
+                user_id="u_other",
+                occurred_at=f"{day}T09:00:00.000Z",
+                received_at=f"{day}T09:00:01.000Z",
+            ),
+        ],
+        day=day,
+        name="part-deletion.ndjson.gz",
+    )
     load.load_landing(path, root / "landing")
     report = sync.pseudonymise_deleted_users(path)
     assert report.users == 1
@@ -92,10 +119,12 @@ def test_the_next_incremental_build_after_a_deletion_matches_a_full_refresh(dele
     copy.mkdir()
     shutil.copy(path, copy / "warehouse.duckdb")
     con = duckdb.connect(str(path), read_only=True)
-    incremental = set(con.execute(
-        "select session_id, actor_id, started_at, ended_at, event_count "
-        "from intermediate.int_sessions"
-    ).fetchall())
+    incremental = set(
+        con.execute(
+            "select session_id, actor_id, started_at, ended_at, event_count "
+            "from intermediate.int_sessions"
+        ).fetchall()
+    )
     con.close()
     mp = pytest.MonkeyPatch()
     mp.setenv("OTTP_DATA_DIR", str(copy))
@@ -104,10 +133,12 @@ def test_the_next_incremental_build_after_a_deletion_matches_a_full_refresh(dele
     finally:
         mp.undo()
     con = duckdb.connect(str(copy / "warehouse.duckdb"), read_only=True)
-    full = set(con.execute(
-        "select session_id, actor_id, started_at, ended_at, event_count "
-        "from intermediate.int_sessions"
-    ).fetchall())
+    full = set(
+        con.execute(
+            "select session_id, actor_id, started_at, ended_at, event_count "
+            "from intermediate.int_sessions"
+        ).fetchall()
+    )
     con.close()
     assert incremental == full
 
@@ -119,7 +150,8 @@ def test_a_deleted_person_is_one_row_deleted_and_never_contactable(deleted):
     assert len(pseudonyms) == 1
     rows = con.execute(
         "select user_id, is_deleted, is_contactable from marts.users "
-        "where user_id = ? or user_id = ?", [user, pseudonyms[0]],
+        "where user_id = ? or user_id = ?",
+        [user, pseudonyms[0]],
     ).fetchall()
     # the pseudonym carries the person; the real id, left on the request alone, is no row
     assert rows == [(pseudonyms[0], True, False)]
@@ -130,7 +162,10 @@ def test_a_deleted_person_is_one_row_deleted_and_never_contactable(deleted):
             f"select count(*) from {mart} where user_id = ? and is_deleted", [pseudonyms[0]]
         ).fetchall()[0][0]
         assert deleted_rows == 1, mart
-    assert con.execute(
-        "select count(*) from marts.users where is_deleted and is_contactable"
-    ).fetchall()[0][0] == 0
+    assert (
+        con.execute(
+            "select count(*) from marts.users where is_deleted and is_contactable"
+        ).fetchall()[0][0]
+        == 0
+    )
     con.close()

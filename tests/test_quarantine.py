@@ -348,13 +348,13 @@ def test_the_ingest_job_succeeds_and_its_check_warns(poisoned, tmp_path, monkeyp
         "dagster/asset_partition_range_end": days[-1].isoformat(),
     }
     with dg.DagsterInstance.ephemeral() as instance:
-        result = load_defs().resolve_job_def("ingest").execute_in_process(
-            instance=instance, tags=tags, raise_on_error=False
+        result = (
+            load_defs()
+            .resolve_job_def("ingest")
+            .execute_in_process(instance=instance, tags=tags, raise_on_error=False)
         )
     assert result.success
-    checks = {
-        e.check_name: e for e in result.get_asset_check_evaluations()
-    }
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     warning = checks["staging_quarantine"]
     assert not warning.passed and warning.severity == dg.AssetCheckSeverity.WARN
     assert warning.metadata["quarantined_events"].value == len(POISON_EVENTS)
@@ -374,8 +374,7 @@ def test_postgres_quarantines_the_same_rows(poisoned, postgres_database):  # noq
     build = run_dbt(BUILD, env, poisoned.root / "target_pg", check=False)
     assert build.returncode == 0, build.stdout[-6000:]
     sql_events = (
-        "select event_id, staging_model, rule_id, reason_code "
-        "from staging.stg_quarantined_events"
+        "select event_id, staging_model, rule_id, reason_code from staging.stg_quarantined_events"
     )
     sql_titles = "select title_id, rule_id from staging.stg_quarantined_titles"
     conn = psycopg2.connect(dsn)
