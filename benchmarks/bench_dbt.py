@@ -39,9 +39,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ottp import landing  # noqa: E402
 from ottp.config import DBT_PROJECT_DIR, dbt_executable  # noqa: E402
-from ottp.load import load_files  # noqa: E402
+from ottp.ingest import landing  # noqa: E402
+from ottp.ingest.load import load_files  # noqa: E402
 
 
 def timed_dbt(args: list[str], env: dict[str, str], target_path: Path) -> dict:
@@ -122,7 +122,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from ottp.simulate import simulate
+    from ottp.simulator import simulate
 
     tmp = None
     if args.workdir is None:

@@ -4,9 +4,9 @@
                                        [--workdir DIR] [--engines duckdb postgres spark]
 
 Simulates ~0.83M events with the defaults (`--users 3400` for ~1M), loads them into DuckDB
-(ottp.load), copies the raw tables to a fresh PostgreSQL database
-(ottp.pg_mirror) and loads the same landing files into Spark's raw tables
-(ottp.spark_load, Spark reading the files itself). Then times, on each engine,
+(ottp.ingest.load), copies the raw tables to a fresh PostgreSQL database
+(ottp.ingest.pg_mirror) and loads the same landing files into Spark's raw tables
+(ottp.ingest.spark_load, Spark reading the files itself). Then times, on each engine,
 the same command as its own process: ``dbt build --full-refresh --exclude
 exports`` (seeds, every model, data and unit tests). Prints a table of wall
 seconds, the ratio to DuckDB, and the seconds dbt spent running models alone
@@ -34,9 +34,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ottp import landing  # noqa: E402
 from ottp.config import DBT_PROJECT_DIR, dbt_executable  # noqa: E402
-from ottp.load import load_files  # noqa: E402
+from ottp.ingest import landing  # noqa: E402
+from ottp.ingest.load import load_files  # noqa: E402
 
 PG = dict(host="127.0.0.1", port=5432, user="postgres", dbname="test")
 BUILD = ["build", "--full-refresh", "--exclude", "exports"]
@@ -53,9 +53,17 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
 
 def timed_dbt(env: dict[str, str], target: Path) -> dict:
     cmd = [
-        dbt_executable(), *BUILD, "--quiet",
-        "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
-        "--target-path", str(target), "--log-path", str(target / "logs"),
+        dbt_executable(),
+        *BUILD,
+        "--quiet",
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+        "--target-path",
+        str(target),
+        "--log-path",
+        str(target / "logs"),
     ]
     load_before = os.getloadavg()[0]
     wall, _ = timed(cmd, env)
@@ -67,8 +75,9 @@ def timed_dbt(env: dict[str, str], target: Path) -> dict:
         "nodes": len(results),
         "failed": sum(r["status"] in ("error", "fail") for r in results),
         "model_s": round(sum(r["execution_time"] for r in models), 1),
-        "slowest_models": {r["unique_id"].split(".")[-1]: round(r["execution_time"], 1)
-                           for r in slowest},
+        "slowest_models": {
+            r["unique_id"].split(".")[-1]: round(r["execution_time"], 1) for r in slowest
+        },
         "load_avg_before": round(load_before, 2),
         "load_avg_after": round(os.getloadavg()[0], 2),
     }
@@ -81,11 +90,15 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=27)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--workdir", type=Path)
-    parser.add_argument("--engines", nargs="+", default=["duckdb", "postgres", "spark"],
-                        choices=["duckdb", "postgres", "spark"])
+    parser.add_argument(
+        "--engines",
+        nargs="+",
+        default=["duckdb", "postgres", "spark"],
+        choices=["duckdb", "postgres", "spark"],
+    )
     args = parser.parse_args()
 
-    from ottp.simulate import simulate
+    from ottp.simulator import simulate
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="ottp-bench-engines-"))
     if work.exists():
@@ -95,8 +108,14 @@ def main() -> None:
     base_env.pop("OTTP_LANDING_DIR", None)
 
     started = time.perf_counter()
-    simulate(work / "landing", users=args.users, titles=args.titles, days=args.days,
-             seed=args.seed, dirty_rate=0.01)
+    simulate(
+        work / "landing",
+        users=args.users,
+        titles=args.titles,
+        days=args.days,
+        seed=args.seed,
+        dirty_rate=0.01,
+    )
     files = landing.discover(work / "landing")
     print(f"simulated {len(files)} files in {time.perf_counter() - started:.0f} s", flush=True)
 
@@ -116,7 +135,7 @@ def main() -> None:
     if "postgres" in args.engines:
         import psycopg2
 
-        from ottp.pg_mirror import mirror_raw_to_postgres
+        from ottp.ingest.pg_mirror import mirror_raw_to_postgres
 
         name = f"ottp_bench_{uuid.uuid4().hex[:10]}"
         admin = psycopg2.connect(**PG)
@@ -139,8 +158,14 @@ def main() -> None:
     if "spark" in args.engines:
         env = dict(base_env, OTTP_DBT_TARGET="spark", OTTP_DATA_DIR=str(work / "spark_data"))
         wall, out = timed(
-            [sys.executable, "-m", "ottp.spark_load", "--landing", str(work / "landing"),
-             "--json"],
+            [
+                sys.executable,
+                "-m",
+                "ottp.ingest.spark_load",
+                "--landing",
+                str(work / "landing"),
+                "--json",
+            ],
             env,
         )
         spark_report = json.loads(out.strip().splitlines()[-1])
@@ -152,24 +177,35 @@ def main() -> None:
 
     base = results.get("duckdb", {}).get("wall_s")
     print()
-    print(f"dbt {' '.join(BUILD)} on {events:,} events "
-          f"({os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()})")
+    print(
+        f"dbt {' '.join(BUILD)} on {events:,} events "
+        f"({os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()})"
+    )
     print()
     print("| engine | wall s | vs DuckDB | models s | nodes | load avg before/after |")
     print("|---|---:|---:|---:|---:|---|")
     for engine, r in results.items():
         ratio = f"{r['wall_s'] / base:.1f}×" if base else "-"
-        print(f"| {engine} | {r['wall_s']} | {ratio} | {r['model_s']} | {r['nodes']} | "
-              f"{r['load_avg_before']} / {r['load_avg_after']} |")
+        print(
+            f"| {engine} | {r['wall_s']} | {ratio} | {r['model_s']} | {r['nodes']} | "
+            f"{r['load_avg_before']} / {r['load_avg_after']} |"
+        )
     print()
     print("raw load:", ", ".join(f"{k} {v} s" for k, v in loads.items()))
     out_dir = REPO / "bench-results"
     out_dir.mkdir(exist_ok=True)
-    (out_dir / "bench_engines.json").write_text(json.dumps(
-        {"events": events, "cores": os.cpu_count(), "dbt": results, "raw_load_s": loads,
-         "args": {k: str(v) for k, v in vars(args).items()}},
-        indent=2,
-    ))
+    (out_dir / "bench_engines.json").write_text(
+        json.dumps(
+            {
+                "events": events,
+                "cores": os.cpu_count(),
+                "dbt": results,
+                "raw_load_s": loads,
+                "args": {k: str(v) for k, v in vars(args).items()},
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

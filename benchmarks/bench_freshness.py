@@ -34,7 +34,7 @@ import duckdb
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ottp import landing  # noqa: E402
+from ottp.ingest import landing  # noqa: E402
 
 TARGET_S = 300
 
@@ -82,7 +82,8 @@ def _idle(base: str, quiet_s: float = 45) -> None:
     quiet_since = None
     while True:
         busy = [
-            r for r in _runs(base)
+            r
+            for r in _runs(base)
             if r["status"] in ("QUEUED", "STARTING", "STARTED", "NOT_STARTED")
         ]
         now = time.monotonic()
@@ -184,22 +185,46 @@ def main(argv: list[str] | None = None) -> int:
     py = sys.executable
     print(f"[fresh] generating {args.users} users x {args.days} days under {root}", file=sys.stderr)
     subprocess.run(
-        [py, "-m", "ottp.cli", "simulate", "--out", str(root / "landing"),
-         "--users", str(args.users),
-         "--titles", str(args.titles), "--days", str(args.days), "--seed", "42", "--quiet"],
-        cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL,
+        [
+            py,
+            "-m",
+            "ottp.cli",
+            "simulate",
+            "--out",
+            str(root / "landing"),
+            "--users",
+            str(args.users),
+            "--titles",
+            str(args.titles),
+            "--days",
+            str(args.days),
+            "--seed",
+            "42",
+            "--quiet",
+        ],
+        cwd=REPO,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
     print("[fresh] first build (ottp demo)", file=sys.stderr)
     started = time.monotonic()
-    subprocess.run([py, "-m", "ottp.cli", "demo"], cwd=REPO, env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [py, "-m", "ottp.cli", "demo"], cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL
+    )
     first_build_s = time.monotonic() - started
 
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     log = open(root / "dagster-dev.log", "w")
-    ui = subprocess.Popen([py, "-m", "ottp.cli", "ui", "--port", str(port)], cwd=REPO, env=env,
-                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    ui = subprocess.Popen(
+        [py, "-m", "ottp.cli", "ui", "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     results = []
     try:
         _wait(lambda: _graphql(base, "{ version }")["version"], 300, "the webserver")
@@ -213,8 +238,12 @@ def main(argv: list[str] | None = None) -> int:
             path, lines = _next_day_file(root / "landing", day)
             arrived = time.time()
             print(f"[fresh] file {i + 1}/{args.files}: {lines:,} events of {day}", file=sys.stderr)
-            _wait(lambda d=day: (s := _synced_through(crm)) and s.date() >= d, 1800,
-                  f"the CRM sync of {day}", interval=1)
+            _wait(
+                lambda d=day: (s := _synced_through(crm)) and s.date() >= d,
+                1800,
+                f"the CRM sync of {day}",
+                interval=1,
+            )
             reached = time.time()
             runs = [r for r in _runs(base) if r["runId"] not in known]
             ingest = [r for r in runs if r["jobName"] == "ingest"]
@@ -275,8 +304,10 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r.get('ingest_run_s', '–')} | {r.get('wait_for_automation_s', '–')} "
             f"| {r.get('automation_runs_s', '–')} |"
         )
-    print(f"\nmedian {summary['median_latency_s']} s, max {summary['max_latency_s']} s, "
-          f"target {TARGET_S} s: {'met' if summary['target_met'] else 'MISSED'}")
+    print(
+        f"\nmedian {summary['median_latency_s']} s, max {summary['max_latency_s']} s, "
+        f"target {TARGET_S} s: {'met' if summary['target_met'] else 'MISSED'}"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
     return 0

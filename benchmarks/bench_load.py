@@ -36,22 +36,33 @@ def _bare_read_json(files: list[str], db: str, out) -> None:
     )
     rows = con.execute("select count(*) from events").fetchone()[0]
     con.close()
-    out.put({"seconds": time.perf_counter() - started, "rows": rows,
-             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    out.put(
+        {
+            "seconds": time.perf_counter() - started,
+            "rows": rows,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+    )
 
 
 def _loader(landing_dir: str, db: str, out) -> None:
-    from ottp import load
+    from ottp.ingest import load
 
     started = time.perf_counter()
     report = load.load_landing(Path(db), Path(landing_dir))
-    out.put({"seconds": time.perf_counter() - started, "rows": report.events_loaded,
-             "lines_in": report.lines_in, "reconciles": report.reconciles,
-             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    out.put(
+        {
+            "seconds": time.perf_counter() - started,
+            "rows": report.events_loaded,
+            "lines_in": report.lines_in,
+            "reconciles": report.reconciles,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+    )
 
 
 def _simulate(landing_dir: str, size: dict, out) -> None:
-    from ottp.simulate import simulate
+    from ottp.simulator import simulate
 
     started = time.perf_counter()
     sim = simulate(Path(landing_dir), seed=1, dirty_rate=0.01, progress=False, **size)
@@ -76,8 +87,8 @@ def main() -> int:
     parser.add_argument("--json", help="Also write the results here.")
     args = parser.parse_args()
 
-    from ottp import landing
-    from ottp.simulate import suggest_size
+    from ottp.ingest import landing
+    from ottp.simulator import suggest_size
 
     with tempfile.TemporaryDirectory(prefix="ottp-bench-") as tmp:
         tmp = Path(tmp)
@@ -103,9 +114,11 @@ def main() -> int:
                 db.parent.mkdir()
                 result = _in_child(target, first, str(db))
                 runs.append(result)
-                print(f"  run {i + 1} {name:9}: {result['seconds']:6.1f} s "
-                      f"{result['rows']:>12,} rows  peak {result['peak_rss_mib']:,.0f} MiB",
-                      flush=True)
+                print(
+                    f"  run {i + 1} {name:9}: {result['seconds']:6.1f} s "
+                    f"{result['rows']:>12,} rows  peak {result['peak_rss_mib']:,.0f} MiB",
+                    flush=True,
+                )
                 db.unlink()
 
         lines = ours[0]["lines_in"]

@@ -32,7 +32,7 @@ _ACCOUNTING = ("loaded", "duplicates", "rejected", "rejected_by_reason")
 
 def _child(module_path: str, landing_dir: str, warehouse: str) -> None:
     """Load every landing file with the loader at ``module_path``; print one JSON line."""
-    from ottp import landing
+    from ottp.ingest import landing
 
     spec = importlib.util.spec_from_file_location("loader_under_test", module_path)
     loader = importlib.util.module_from_spec(spec)
@@ -79,7 +79,7 @@ def main() -> int:
         _child(*sys.argv[2:5])
         return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--base", required=True, help="git revision whose ottp/load.py is the base")
+    p.add_argument("--base", required=True, help="git revision whose ottp/ingest/load.py is the base")
     p.add_argument("--events", type=int, default=1_000_000)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--landing", type=Path, help="reuse these landing files")
@@ -90,7 +90,7 @@ def main() -> int:
         base = work / "load_base.py"
         base.write_text(
             subprocess.run(
-                ["git", "-C", str(REPO), "show", f"{args.base}:ottp/load.py"],
+                ["git", "-C", str(REPO), "show", f"{args.base}:ottp/ingest/load.py"],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -98,7 +98,7 @@ def main() -> int:
         )
         landing_dir = args.landing
         if landing_dir is None:
-            from ottp.simulate import simulate, suggest_size
+            from ottp.simulator import simulate, suggest_size
 
             landing_dir = work / "landing"
             size = suggest_size(args.events, days=90)

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_sync import build  # noqa: E402
 
-from ottp import quality  # noqa: E402
+from ottp.crm import gates  # noqa: E402
 
 
 def add_marts(path: Path, contacts: int) -> None:
@@ -62,7 +62,7 @@ def main() -> None:
 
         gx_import = time.perf_counter() - t
         t = time.perf_counter()
-        results = quality.validate(
+        results = gates.validate(
             warehouse_path=warehouse, last_sync=None, results_dir=Path(tmp) / "quality"
         )
         total = time.perf_counter() - t

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas  # noqa: F401  (pyarrow imports it lazily; keep that out of the timing)
 import pyarrow  # noqa: F401
 
-from ottp.simulate import simulate, suggest_size
+from ottp.simulator import simulate, suggest_size
 
 
 def peak_rss_mib() -> float:

@@ -24,7 +24,7 @@ import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ottp import sync  # noqa: E402
+from ottp.crm import sync  # noqa: E402
 
 PG_URL = os.environ.get("OTTP_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 

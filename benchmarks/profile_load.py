@@ -1,4 +1,4 @@
-"""Where the loader's time goes: cProfile of ottp.load.load_files, by loader function.
+"""Where the loader's time goes: cProfile of ottp.ingest.load.load_files, by loader function.
 
     .venv/bin/python benchmarks/profile_load.py [--events 2000000] [--landing DIR]
                                                 [--validation-split]
@@ -27,7 +27,7 @@ def validation_split(paths: list[str], repeat: int = 3) -> list[tuple[str, float
     """Median seconds of the validation query cut after each step, lines in memory."""
     import duckdb
 
-    from ottp import load
+    from ottp.ingest import load
 
     captured: dict[str, str] = {}
     original = load._create_validated
@@ -85,8 +85,8 @@ def main() -> int:
     )
     args = ap.parse_args()
 
-    from ottp import landing, load
-    from ottp.simulate import simulate, suggest_size
+    from ottp.ingest import landing, load
+    from ottp.simulator import simulate, suggest_size
 
     with tempfile.TemporaryDirectory(prefix="ottp-profile-load-") as tmp:
         landing_dir = args.landing or Path(tmp) / "landing"
@@ -104,10 +104,10 @@ def main() -> int:
     stats = pstats.Stats(profile)
     rows = []
     for (path, _, name), (_, _, _, cumulative, _) in stats.stats.items():
-        if path.endswith("ottp/load.py") or name in ("sha256_of",):
+        if path.endswith("ottp/ingest/load.py") or name in ("sha256_of",):
             rows.append((cumulative, name))
     print(f"{report.lines_in:,} lines in {wall:.1f} s ({report.lines_in / wall:,.0f} lines/s)")
-    print(f"{'function (ottp/load.py)':<28}{'cumulative s':>14}{'share':>8}")
+    print(f"{'function (ottp/ingest/load.py)':<28}{'cumulative s':>14}{'share':>8}")
     for cumulative, name in sorted(rows, reverse=True)[:16]:
         print(f"{name:<28}{cumulative:>14.2f}{cumulative / wall:>8.0%}")
     if split:

@@ -119,8 +119,10 @@ def _naive_utc(table: pa.Table) -> pa.Table:
     """Spark hands timestamps over as UTC instants; the recommender keeps naive UTC."""
     for i, f in enumerate(table.schema):
         if pa.types.is_timestamp(f.type) and f.type.tz is not None:
-            naive = table.column(i).cast(pa.timestamp(f.type.unit, tz="UTC")).cast(
-                pa.timestamp(f.type.unit)
+            naive = (
+                table.column(i)
+                .cast(pa.timestamp(f.type.unit, tz="UTC"))
+                .cast(pa.timestamp(f.type.unit))
             )
             table = table.set_column(i, f.name, naive)
     return table

@@ -31,9 +31,9 @@ RETRAIN_CRON = "0 4 * * *"
 # was never built starts on its own only when nothing upstream is missing, so a
 # fresh install does not run dbt before the first file has been loaded.
 _A = dg.AutomationCondition
-_UNPARTITIONED_INPUT_MISSING = _A.any_deps_match(
-    _A.missing() & ~_A.will_be_requested()
-).ignore(DAILY_ASSETS)
+_UNPARTITIONED_INPUT_MISSING = _A.any_deps_match(_A.missing() & ~_A.will_be_requested()).ignore(
+    DAILY_ASSETS
+)
 ON_CHANGE = (
     _A.eager()
     .without(~_A.any_deps_missing())
@@ -48,7 +48,6 @@ RETRAIN = _A.on_cron(RETRAIN_CRON) | (
 )
 
 RETRAIN_KEYS = {dg.AssetKey(["ml", "model_evaluation"]), dg.AssetKey(["ml", "recommender_model"])}
-
 
 
 def condition_for(spec: dg.AssetSpec) -> dg.AutomationCondition:

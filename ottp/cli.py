@@ -18,7 +18,7 @@ DEMO = {"users": 1500, "titles": 500, "days": 60, "seed": 42, "dirty_rate": 0.01
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from ottp.simulate import simulate
+    from ottp.simulator import simulate
 
     summary = simulate(
         Path(args.out),
@@ -35,7 +35,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_load(args: argparse.Namespace) -> int:
-    from ottp import load
+    from ottp.ingest import load
 
     s = config.settings()
     s.ensure_dirs()
@@ -54,12 +54,13 @@ def _cmd_load(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ottp import landing, pipeline
+    from ottp import pipeline
+    from ottp.ingest import landing
 
     s = config.settings()
     s.ensure_dirs()
     if not landing.discover(s.landing_dir):
-        from ottp.simulate import simulate
+        from ottp.simulator import simulate
 
         print(f"No landing files in {s.landing_dir}: generating the demo data set {DEMO}")
         summary = simulate(s.landing_dir, progress=True, **DEMO)
@@ -139,11 +140,11 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
-    from ottp import quality, sync
+    from ottp.crm import gates, sync
 
     s = config.settings()
     target = sync.target_from_url(args.target_url)
-    gates = quality.validate(warehouse_path=s.warehouse_path, target=target)
+    gates = gates.validate(warehouse_path=s.warehouse_path, target=target)
     failed = [g for g in gates.values() if not g.success]
     for gate in gates.values():
         print(f"quality gate {gate.table}: {'passed' if gate.success else 'FAILED'}")
@@ -178,7 +179,7 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from ottp import report
+    from ottp.bi import report
 
     built = report.build()
     print(built.markdown())
@@ -189,7 +190,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_bi_snapshot(args: argparse.Namespace) -> int:
-    from ottp import snapshot
+    from ottp.bi import snapshot
 
     published = snapshot.publish()
     print(published.markdown())
@@ -240,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     sl.add_argument("--json", action="store_true", help="Print the report as JSON.")
 
     def _cmd_spark_load(a: argparse.Namespace) -> int:
-        from ottp import spark_load
+        from ottp.ingest import spark_load
 
         return spark_load.main(
             (["--landing", a.landing] if a.landing else [])

@@ -57,9 +57,7 @@ def settings() -> Settings:
         bi_snapshot_path=data_dir / "bi" / "marts_snapshot.duckdb",
         reports_dir=data_dir / "reports",
         warehouse_writers=_writers(dbt_target),
-        max_concurrent_steps=_positive_int(
-            "OTTP_MAX_CONCURRENT_STEPS", str(os.cpu_count() or 2)
-        ),
+        max_concurrent_steps=_positive_int("OTTP_MAX_CONCURRENT_STEPS", str(os.cpu_count() or 2)),
     )
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from ottp import config, instance, landing, load, report
+from ottp import config, instance
+from ottp.bi import report
+from ottp.ingest import landing, load
+from ottp.warehouse import connect
 
 
 @dataclass
@@ -73,7 +76,7 @@ def summary(s: config.Settings | None = None) -> dict:
     by reason (with raw = staged + quarantined), and rows per mart."""
     s = s or config.settings()
     totals = load.reconciliation(s.warehouse_path)
-    con = load.connect(s.warehouse_path)
+    con = connect(s.warehouse_path)
     try:
         tables = con.execute(
             "select table_schema, table_name from information_schema.tables "

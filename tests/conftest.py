@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ottp import landing
+from ottp.ingest import landing
 
 DAY = date(2026, 8, 1)
 

@@ -16,8 +16,9 @@ import subprocess
 import duckdb
 import pytest
 
-from ottp import config, load
-from ottp.simulate import simulate, truth_dir
+from ottp import config
+from ottp.ingest import load
+from ottp.simulator import simulate, truth_dir
 
 # Both kinds of bots and a few binge-watchers with 12-16 h sessions.
 SIM = dict(users=300, titles=120, days=30, seed=7, dirty_rate=0.05)

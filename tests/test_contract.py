@@ -25,8 +25,9 @@ import duckdb
 import jsonschema
 import pytest
 
-from ottp import config, landing, load
+from ottp import config
 from ottp.contract import rules
+from ottp.ingest import landing, load
 from ottp.spark import java_available
 from tests.conftest import make_title, write_landing
 
@@ -438,7 +439,7 @@ def test_the_spark_loader_gives_every_hostile_line_the_same_verdict(hostile, tmp
                OTTP_SPARK_SHUFFLE_PARTITIONS="2")  # fmt: skip
     env.pop("OTTP_LANDING_DIR", None)
     out = subprocess.run(
-        [sys.executable, "-m", "ottp.spark_load", "--landing", str(hostile["root"] / "landing"),
+        [sys.executable, "-m", "ottp.ingest.spark_load", "--landing", str(hostile["root"] / "landing"),
          "--json"],
         env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
@@ -486,7 +487,7 @@ def test_loader_enumerations_match_the_schema():
 
 @pytest.fixture(scope="module")
 def clean_landing(tmp_path_factory):
-    from ottp.simulate import simulate
+    from ottp.simulator import simulate
 
     out = tmp_path_factory.mktemp("contract") / "landing"
     simulate(out, users=60, titles=60, days=4, seed=11, dirty_rate=0.0)

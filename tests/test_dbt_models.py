@@ -25,9 +25,9 @@ import duckdb
 import pytest
 import yaml
 
-from ottp import landing
 from ottp.config import DBT_PROJECT_DIR, SEEDS_DIR, dbt_executable
-from ottp.load import load_files
+from ottp.ingest import landing
+from ottp.ingest.load import load_files
 
 SIM = dict(users=200, titles=150, days=21, seed=7, dirty_rate=0.01)
 INCREMENTAL_MODELS = ("int_sessions", "int_plays")
@@ -107,7 +107,7 @@ def query(path: Path, sql: str, params: list | None = None) -> list[tuple]:
 
 @pytest.fixture(scope="session")
 def built(tmp_path_factory) -> Built:
-    from ottp.simulate import simulate
+    from ottp.simulator import simulate
 
     root = tmp_path_factory.mktemp("dbt_models")
     landing_dir = root / "landing"
@@ -364,7 +364,7 @@ def postgres_database():
 def test_postgres_build_matches_duckdb(built, postgres_database):
     import psycopg2
 
-    from ottp.pg_mirror import mirror_raw_to_postgres
+    from ottp.ingest.pg_mirror import mirror_raw_to_postgres
 
     dsn = " ".join(f"{k}={v}" for k, v in {**PG, "dbname": postgres_database}.items())
     copied = mirror_raw_to_postgres(built.warehouse, dsn)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ottp import cli, landing, load, pipeline
+from ottp import cli, pipeline
+from ottp.ingest import landing, load
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +15,7 @@ def small_run(tmp_path_factory):
     mp.setenv("OTTP_DATA_DIR", str(root))
     mp.delenv("DAGSTER_HOME", raising=False)
     mp.delenv("OTTP_LANDING_DIR", raising=False)
-    from ottp.simulate import simulate
+    from ottp.simulator import simulate
 
     sim = simulate(root / "landing", users=120, titles=80, days=10, seed=3, dirty_rate=0.02)
     runs = pipeline.run_all()

@@ -18,7 +18,9 @@ import yaml
 from conftest import make_event, write_landing
 from test_sync import PG, PG_URL, fingerprint, target_rows
 
-from ottp import cli, config, load, quality, sync
+from ottp import cli, config
+from ottp.crm import gates, sync
+from ottp.ingest import load
 
 EXPORTS_DIR = config.DBT_PROJECT_DIR / "models" / "exports"
 
@@ -111,7 +113,7 @@ def built(tmp_path_factory):
     mp.setenv("OTTP_WAREHOUSE_PATH", str(root / "warehouse.duckdb"))
     mp.delenv("OTTP_LANDING_DIR", raising=False)
     mp.delenv(sync.DATABASE_URL_VAR, raising=False)
-    from ottp.simulate import simulate
+    from ottp.simulator import simulate
 
     simulate(root / "landing", users=200, titles=60, days=16, seed=11, dirty_rate=0.0)
     warehouse = root / "warehouse.duckdb"
@@ -172,9 +174,9 @@ def test_exports_hold_only_contactable_users(built):
 
 def test_gates_pass_and_both_targets_receive_the_exports(built, targets):
     _, warehouse = built
-    gates = quality.validate(warehouse_path=warehouse, last_sync=None)
-    assert all(g.success for g in gates.values()), {
-        t: g.summary_markdown() for t, g in gates.items() if not g.success
+    verdicts = gates.validate(warehouse_path=warehouse, last_sync=None)
+    assert all(g.success for g in verdicts.values()), {
+        t: g.summary_markdown() for t, g in verdicts.items() if not g.success
     }
     for target in targets:
         result = sync.sync(target, warehouse_path=warehouse)
@@ -331,8 +333,8 @@ def test_opt_out_and_a_late_deletion_flow_through_to_the_crm(built, targets):
         query(warehouse, "select distinct trigger_id from exports.crm_trigger_log")
     )
 
-    gates = quality.validate(warehouse_path=warehouse, target=targets[0])
-    assert all(g.success for g in gates.values())
+    verdicts = gates.validate(warehouse_path=warehouse, target=targets[0])
+    assert all(g.success for g in verdicts.values())
     for target in targets:
         result = sync.sync(target, warehouse_path=warehouse)
         assert result.status == "success"

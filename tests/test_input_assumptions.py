@@ -27,7 +27,7 @@ from ottp.contract import rules as contract
 LAYERS = ("models/staging/", "models/intermediate/")
 # Guarantees of the loader that are not constraints of one line, so not in RULES.
 LOADER_GUARANTEES = {
-    "event_id.unique": "ottp/load.py keeps the first received copy of an event_id "
+    "event_id.unique": "ottp/ingest/load.py keeps the first received copy of an event_id "
     "(an anti-join against raw.events), so raw.events holds each id once",
 }
 # Assumptions no loader rule guarantees (the contract is silent on them): the

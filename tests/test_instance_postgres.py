@@ -53,15 +53,19 @@ def test_runs_event_logs_schedules_and_pools_live_in_postgres(pg_instance_db, da
     from orchestration.definitions import defs
 
     day = "2026-08-01"
-    write_landing(data_dir / "landing", [make_event(), make_event(event_type="search",
-                                                                  properties={"query": "x"})])
+    write_landing(
+        data_dir / "landing",
+        [make_event(), make_event(event_type="search", properties={"query": "x"})],
+    )
     instance.prepare_dagster_home()
     with dg.DagsterInstance.get() as inst:
         assert type(inst.run_storage).__name__ == "PostgresRunStorage"
         assert type(inst.event_log_storage).__name__ == "PostgresEventLogStorage"
         assert type(inst.schedule_storage).__name__ == "PostgresScheduleStorage"
-        result = defs().resolve_job_def("ingest").execute_in_process(
-            instance=inst, partition_key=day, raise_on_error=False
+        result = (
+            defs()
+            .resolve_job_def("ingest")
+            .execute_in_process(instance=inst, partition_key=day, raise_on_error=False)
         )
         assert result.success
         run_id = result.run_id

@@ -10,7 +10,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from ottp import config, load
+from ottp import config
+from ottp.ingest import load
 from tests.conftest import DAY, make_event, make_title, write_landing
 
 PLAY = {

@@ -14,7 +14,8 @@ import dagster as dg
 import duckdb
 import pytest
 
-from ottp import config, instance, pipeline, snapshot
+from ottp import config, instance, pipeline
+from ottp.bi import snapshot
 from tests.conftest import make_event, write_landing
 
 FIRST_DAY = date(2026, 8, 1)
@@ -30,7 +31,7 @@ def built(tmp_path_factory):
     mp.delenv("DAGSTER_HOME", raising=False)
     mp.delenv("OTTP_LANDING_DIR", raising=False)
     mp.delenv(instance.POSTGRES_URL_VAR, raising=False)
-    from ottp.simulate import simulate
+    from ottp.simulator import simulate
 
     simulate(root / "landing", users=80, titles=60, days=DAYS, seed=11, dirty_rate=0.01)
     runs = pipeline.run_all(log_level="ERROR")
@@ -50,7 +51,9 @@ def test_the_ingest_run_covers_every_landing_day_in_one_run(built):
     ingest_run = runs[0]
     with dg.DagsterInstance.get() as inst:
         for key in (
-            ["raw", "events"], ["intermediate", "int_sessions"], ["staging", "stg_player_events"]
+            ["raw", "events"],
+            ["intermediate", "int_sessions"],
+            ["staging", "stg_player_events"],
         ):
             partitions = inst.get_materialized_partitions(dg.AssetKey(key))
             expected = {(FIRST_DAY + timedelta(days=i)).isoformat() for i in range(DAYS)}
@@ -93,16 +96,19 @@ def test_a_new_landing_file_is_followed_by_automation_up_to_the_crm(built):
         )
         assert result.success
 
-        after = dg.evaluate_automation_conditions(
-            defs=defs, instance=inst, cursor=first.cursor
-        )
+        after = dg.evaluate_automation_conditions(defs=defs, instance=inst, cursor=first.cursor)
         requested = {
-            key for key in defs.resolve_asset_graph().get_all_asset_keys()
+            key
+            for key in defs.resolve_asset_graph().get_all_asset_keys()
             if after.get_num_requested(key)
         }
         for key in (
-            ["marts", "sessions"], ["marts", "user_segments"], ["ml", "recommendations"],
-            ["exports", "crm_contacts"], ["crm", "crm_contacts"], ["bi", "marts_snapshot"],
+            ["marts", "sessions"],
+            ["marts", "user_segments"],
+            ["ml", "recommendations"],
+            ["exports", "crm_contacts"],
+            ["crm", "crm_contacts"],
+            ["bi", "marts_snapshot"],
             ["quality", "pipeline_report"],
         ):
             assert dg.AssetKey(key) in requested, key
@@ -115,10 +121,7 @@ def test_a_new_landing_file_is_followed_by_automation_up_to_the_crm(built):
 
 def test_freshness_checks_cover_marts_exports_and_the_crm():
     defs = _defs()
-    checks = {
-        key for key in defs.resolve_asset_graph().asset_check_keys
-        if "freshness" in key.name
-    }
+    checks = {key for key in defs.resolve_asset_graph().asset_check_keys if "freshness" in key.name}
     checked = {key.asset_key.path[0] for key in checks}
     assert {"marts", "exports", "crm"} <= checked
     sensors = {s.name for s in defs.sensors}
@@ -217,7 +220,10 @@ def test_a_bi_reader_gets_consistent_marts_while_a_build_runs(built, tmp_path):
         # the demo's build: it holds the warehouse's write lock most of the time
         build = subprocess.run(
             [sys.executable, "-m", "ottp.cli", "demo"],
-            cwd=config.REPO_ROOT, capture_output=True, text=True, timeout=900,
+            cwd=config.REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
         assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
         time.sleep(1)  # a few reads of the new snapshot
@@ -294,15 +300,31 @@ def test_engines_with_several_writers_backfill_a_week_per_run(tmp_path):
     )
     script = tmp_path / "policy.py"
     script.write_text(code)
-    env = {**os.environ, "OTTP_DATA_DIR": str(tmp_path), "OTTP_DBT_TARGET": "postgres",
-           "OTTP_WAREHOUSE_WRITERS": "3"}
-    out = subprocess.run([sys.executable, str(script)], cwd=config.REPO_ROOT, env=env,
-                         capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "OTTP_DATA_DIR": str(tmp_path),
+        "OTTP_DBT_TARGET": "postgres",
+        "OTTP_WAREHOUSE_WRITERS": "3",
+    }
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=config.REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["MULTI_RUN", "7", instance.ENGINE_POOL, instance.ENGINE_POOL]
     env["OTTP_DBT_TARGET"] = "duckdb"
-    out = subprocess.run([sys.executable, str(script)], cwd=config.REPO_ROOT, env=env,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=config.REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.stdout.split() == ["SINGLE_RUN", "None", instance.WRITER_POOL, instance.WRITER_POOL]
 
 
@@ -310,9 +332,21 @@ def test_dbt_docs_are_generated_from_the_built_warehouse(built):
     root, _ = built
     target = root / "dbt-docs"
     out = subprocess.run(
-        [config.dbt_executable(), "docs", "generate", "--profiles-dir", str(config.DBT_PROJECT_DIR),
-         "--project-dir", str(config.DBT_PROJECT_DIR), "--target-path", str(target)],
-        cwd=config.DBT_PROJECT_DIR, env=config.dbt_env(), capture_output=True, text=True,
+        [
+            config.dbt_executable(),
+            "docs",
+            "generate",
+            "--profiles-dir",
+            str(config.DBT_PROJECT_DIR),
+            "--project-dir",
+            str(config.DBT_PROJECT_DIR),
+            "--target-path",
+            str(target),
+        ],
+        cwd=config.DBT_PROJECT_DIR,
+        env=config.dbt_env(),
+        capture_output=True,
+        text=True,
         timeout=600,
     )
     assert out.returncode == 0, out.stdout[-3000:]
@@ -332,7 +366,7 @@ def test_automation_never_has_to_split_an_unsplittable_asset():
 
 
 def test_after_the_first_ingest_automation_reaches_the_crm_in_one_run(data_dir, monkeypatch):
-    from ottp.simulate import simulate
+    from ottp.simulator import simulate
 
     # a new instance of its own, not the module's built one
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
@@ -344,9 +378,7 @@ def test_after_the_first_ingest_automation_reaches_the_crm_in_one_run(data_dir, 
 
     def requested(result) -> set[str]:
         return {
-            k.to_user_string()
-            for k in graph.get_all_asset_keys()
-            if result.get_num_requested(k)
+            k.to_user_string() for k in graph.get_all_asset_keys() if result.get_num_requested(k)
         }
 
     with dg.DagsterInstance.get() as inst:
@@ -366,11 +398,19 @@ def test_after_the_first_ingest_automation_reaches_the_crm_in_one_run(data_dir, 
         # the report: one run from the first file to the CRM
         first = dg.evaluate_automation_conditions(defs=defs, instance=inst, cursor=before.cursor)
         first_keys = requested(first)
-        assert {"marts/sessions", "bi/marts_snapshot", "ml/model_evaluation",
-                "ml/recommender_model", "ml/recommendations", "exports/crm_contacts",
-                "crm/crm_contacts", "quality/pipeline_report"} <= first_keys
+        assert {
+            "marts/sessions",
+            "bi/marts_snapshot",
+            "ml/model_evaluation",
+            "ml/recommender_model",
+            "ml/recommendations",
+            "exports/crm_contacts",
+            "crm/crm_contacts",
+            "quality/pipeline_report",
+        } <= first_keys
         run = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-            instance=inst, asset_selection=[dg.AssetKey.from_user_string(k) for k in first_keys],
+            instance=inst,
+            asset_selection=[dg.AssetKey.from_user_string(k) for k in first_keys],
             raise_on_error=False,
         )
         assert run.success

@@ -11,7 +11,9 @@ from datetime import date, timedelta
 import duckdb
 import pytest
 
-from ottp import config, load, sync
+from ottp import config
+from ottp.crm import sync
+from ottp.ingest import load
 from tests.conftest import make_event, write_landing
 
 DAYS = 4
@@ -50,7 +52,7 @@ def warehouse(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("OTTP_DATA_DIR", str(root))
     mp.delenv("OTTP_LANDING_DIR", raising=False)
-    from ottp.simulate import simulate
+    from ottp.simulator import simulate
 
     simulate(root / "landing", users=60, titles=40, days=DAYS, seed=21, dirty_rate=0.0)
     load.load_landing(root / "warehouse.duckdb", root / "landing")

@@ -9,9 +9,9 @@ import duckdb
 import pytest
 from test_sync import build_exports
 
-from ottp import quality, sync
+from ottp.crm import gates, sync
 
-CLEAN = quality.Limits(min_rows_for_bound=0)
+CLEAN = gates.Limits(min_rows_for_bound=0)
 
 
 def add_marts(path, extra: str = "") -> None:
@@ -43,7 +43,7 @@ def clean_warehouse(tmp_path_factory):
 
 
 def test_clean_exports_pass_and_results_are_kept(clean_warehouse, tmp_path):
-    results = quality.validate(
+    results = gates.validate(
         warehouse_path=clean_warehouse, last_sync=None, limits=CLEAN, results_dir=tmp_path
     )
     assert set(results) == {t.name for t in sync.TABLES}
@@ -91,7 +91,7 @@ def test_every_defect_fails_its_expectation_with_sample_rows(tmp_path):
             from exports.crm_triggers limit 1;
         """,
     )
-    results = quality.validate(
+    results = gates.validate(
         warehouse_path=path, last_sync=None, limits=CLEAN, results_dir=tmp_path / "q"
     )
     failed = {
@@ -148,11 +148,11 @@ def test_circuit_breaker_and_freshness_compare_with_the_last_sync(clean_warehous
         source_as_of=datetime(2026, 10, 1),
         row_counts={"crm_contacts": 500, "crm_recommendations": 250, "crm_similar_titles": 60},
     )
-    results = quality.validate(
+    results = gates.validate(
         ["crm_contacts", "crm_recommendations"],
         warehouse_path=clean_warehouse,
         last_sync=last,
-        limits=quality.Limits(min_rows_for_bound=0, max_age_hours=24),
+        limits=gates.Limits(min_rows_for_bound=0, max_age_hours=24),
         results_dir=tmp_path,
         now=datetime(2026, 10, 5),
     )

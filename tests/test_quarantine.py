@@ -24,8 +24,10 @@ import dagster as dg
 import duckdb
 import pytest
 
-from ottp import landing, pipeline, report
-from ottp.load import load_files
+from ottp import pipeline
+from ottp.bi import report
+from ottp.ingest import landing
+from ottp.ingest.load import load_files
 from tests.test_dbt_models import PG, postgres_database, query, run_dbt  # noqa: F401
 
 SIM = dict(users=40, titles=30, days=3, seed=3, dirty_rate=0.01)
@@ -155,7 +157,7 @@ def _poison(warehouse: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def poisoned(tmp_path_factory) -> Poisoned:
-    from ottp.simulate import simulate
+    from ottp.simulator import simulate
 
     root = tmp_path_factory.mktemp("quarantine")
     simulate(root / "landing", **SIM)
@@ -175,7 +177,7 @@ def poisoned(tmp_path_factory) -> Poisoned:
 
 
 def test_the_poison_is_counted_by_the_load_reconciliation(poisoned):
-    from ottp.load import reconciliation
+    from ottp.ingest.load import reconciliation
 
     assert reconciliation(poisoned.root / "raw_only.duckdb")["reconciles"]
 
@@ -366,7 +368,7 @@ def test_postgres_quarantines_the_same_rows(poisoned, postgres_database):  # noq
     quarantine holds the same rows with the same rules as on DuckDB."""
     import psycopg2
 
-    from ottp.pg_mirror import mirror_raw_to_postgres
+    from ottp.ingest.pg_mirror import mirror_raw_to_postgres
 
     dsn = " ".join(f"{k}={v}" for k, v in {**PG, "dbname": postgres_database}.items())
     mirror_raw_to_postgres(poisoned.root / "raw_only.duckdb", dsn)
@@ -463,7 +465,7 @@ def test_spark_quarantines_the_same_rows(poisoned, tmp_path):
 
     # exit status 1: the simulator's malformed lines were rejected (as on DuckDB)
     load = run(
-        [sys.executable, "-m", "ottp.spark_load", "--landing", str(poisoned.root / "landing"),
+        [sys.executable, "-m", "ottp.ingest.spark_load", "--landing", str(poisoned.root / "landing"),
          "--json"],
         ok=(0, 1),
     )  # fmt: skip

@@ -21,8 +21,8 @@ import duckdb
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ottp import landing, load
 from ottp.contract.rules import BY_ID
+from ottp.ingest import landing, load
 from tests.conftest import DAY, make_event, make_title, write_landing
 
 SETTINGS = settings(

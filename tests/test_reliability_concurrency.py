@@ -16,7 +16,10 @@ import duckdb
 import psycopg2
 import pytest
 
-from ottp import config, landing, load, sync
+from ottp import config
+from ottp.crm import sync
+from ottp.ingest import landing, load
+from ottp.warehouse import WarehouseBusy
 from tests.test_reliability_faults import _raw_difference
 from tests.test_sync import PG, PG_URL, build_exports, source_rows, target_rows
 
@@ -47,7 +50,7 @@ def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory) -> Path:
-    from ottp.simulate import simulate
+    from ottp.simulator import simulate
 
     root = tmp_path_factory.mktemp("concurrency-landing")
     simulate(root / "landing", users=200, titles=60, days=16, seed=9, dirty_rate=0.01)
@@ -59,7 +62,8 @@ def test_two_loaders_at_once_load_each_file_once(simulated, tmp_path):
     reference = load.load_landing(clean, simulated)
     shared = tmp_path / "shared" / "warehouse.duckdb"
     code = f"""
-        from ottp import load
+        from ottp.ingest import load
+        from ottp.warehouse import WarehouseBusy
         report = load.load_landing({str(shared)!r}, {str(simulated)!r})
         print(json.dumps(report.to_dict()))
     """
@@ -89,7 +93,7 @@ def test_a_loader_that_cannot_get_the_warehouse_in_time_fails_cleanly(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "holding"
         started = time.monotonic()
-        with pytest.raises(load.WarehouseBusy, match="held by another process after waiting 1 s"):
+        with pytest.raises(WarehouseBusy, match="held by another process after waiting 1 s"):
             load.load_files(warehouse, [], lock_wait_s=1)
         assert 1 <= time.monotonic() - started < 10
     finally:
@@ -169,7 +173,7 @@ CHANGES = """
 def _two_syncs(target, warehouse, state_dirs) -> list[tuple[int, str, str]]:
     procs = [
         start(f"""
-            from ottp import sync
+            from ottp.crm import sync
             try:
                 result = sync.sync({_make(target)}, warehouse_path={str(warehouse)!r},
                                    state_dir={str(state)!r})

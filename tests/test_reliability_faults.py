@@ -28,7 +28,9 @@ import duckdb
 import psycopg2
 import pytest
 
-from ottp import config, landing, load, sync
+from ottp import config
+from ottp.crm import sync
+from ottp.ingest import landing, load
 from tests.conftest import DAY, make_event, write_landing
 from tests.test_sync import CHANGE_SET, PG, PG_URL, build_exports, target_rows
 
@@ -81,7 +83,7 @@ def python_child(code: str) -> list[str]:
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory) -> Path:
     """Landing files of 16 days with dirty data (duplicates, bad lines), simulated once."""
-    from ottp.simulate import simulate
+    from ottp.simulator import simulate
 
     root = tmp_path_factory.mktemp("faults-landing")
     simulate(root / "landing", users=200, titles=60, days=16, seed=5, dirty_rate=0.01)
@@ -121,12 +123,13 @@ def test_sigkill_during_raw_loading_then_a_rerun_equals_a_clean_load(simulated, 
     committed: list[str] = []
     rc, lines = kill_when(
         python_child(f"""
-            from ottp import load
+            from ottp.ingest import load
             load.load_landing({str(killed)!r}, {str(simulated)!r}, chunk_bytes=1)
         """),
         # one file per chunk: killed once the second chunk committed, in the third
         lambda line: (
-            line.startswith("ottp.load committed") and len(committed.append(line) or committed) == 2
+            line.startswith("ottp.ingest.load committed")
+            and len(committed.append(line) or committed) == 2
         ),
     )
     assert rc == -signal.SIGKILL, "".join(lines)
@@ -312,11 +315,11 @@ def test_sigkill_during_the_crm_sync_then_a_rerun_equals_a_clean_sync(crm_target
     # Killed inside the transaction: contacts applied, 180k recommendation updates to go.
     rc, lines = kill_when(
         python_child(f"""
-            from ottp import sync
+            from ottp.crm import sync
             sync.sync({_make(target)}, warehouse_path={str(warehouse)!r},
                       state_dir={str(state)!r})
         """),
-        lambda line: line.startswith("ottp.sync") and "applied crm_contacts" in line,
+        lambda line: line.startswith("ottp.crm.sync") and "applied crm_contacts" in line,
     )
     assert rc == -signal.SIGKILL, "".join(lines)
     assert full_state(target) == before  # nothing of the killed sync is visible

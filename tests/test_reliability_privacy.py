@@ -26,7 +26,9 @@ import duckdb
 import psycopg2
 import pytest
 
-from ottp import cli, config, load, sync
+from ottp import cli, config
+from ottp.crm import sync
+from ottp.ingest import load
 from tests.conftest import make_event, write_landing
 from tests.test_exports import STAND_IN_ML
 from tests.test_sync import PG, PG_URL
@@ -135,7 +137,7 @@ def world(tmp_path_factory):
     mp.setenv("OTTP_WAREHOUSE_PATH", str(root / "warehouse.duckdb"))
     mp.delenv("OTTP_LANDING_DIR", raising=False)
     mp.delenv(sync.DATABASE_URL_VAR, raising=False)
-    from ottp.simulate import simulate
+    from ottp.simulator import simulate
 
     simulate(root / "landing", users=200, titles=60, days=16, seed=23, dirty_rate=0.0)
     warehouse = root / "warehouse.duckdb"
@@ -407,7 +409,7 @@ def test_sql_looking_values_reach_the_target_as_data(kind, tmp_path):
 
 
 def test_identifiers_from_configuration_are_validated(monkeypatch, tmp_path):
-    from ottp import pg_mirror
+    from ottp.ingest import pg_mirror
 
     for bad in ['crm"; drop schema public; --', "CRM", "crm schema", "1crm", ""]:
         monkeypatch.setenv(sync.DATABASE_URL_VAR, "postgresql://crm@127.0.0.1:5432/test")

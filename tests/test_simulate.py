@@ -14,16 +14,16 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from ottp import landing
-from ottp._sim_model import COUNTRIES
 from ottp.config import CONTRACT_DIR, SEEDS_DIR
-from ottp.simulate import (
+from ottp.ingest import landing
+from ottp.simulator import (
     HEARTBEAT_INTERVAL_S,
     SimulationSummary,
     simulate,
     suggest_size,
     truth_dir,
 )
+from ottp.simulator.behaviour import COUNTRIES
 
 START = dt.date(2026, 8, 1)
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")

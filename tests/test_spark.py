@@ -1,8 +1,8 @@
 """The same dbt project on Apache Spark (a local session), against the DuckDB build.
 
 One small simulated data set goes through both engines the same way: the
-landing days but the last are loaded (Spark: ottp.spark_load, DuckDB:
-ottp.load), then the last day arrives with a re-delivered file and a corrupt
+landing days but the last are loaded (Spark: ottp.ingest.spark_load, DuckDB:
+ottp.ingest.load), then the last day arrives with a re-delivered file and a corrupt
 one. On Spark the incremental models are built before the last day and run
 incrementally after it (the delete+insert rewrite), then a full-refresh
 ``dbt build`` (models, data tests, unit tests) runs, the recommender trains on
@@ -27,9 +27,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from ottp import landing
 from ottp.config import DBT_PROJECT_DIR, dbt_executable
-from ottp.load import load_files
+from ottp.ingest import landing
+from ottp.ingest.load import load_files
 from ottp.spark import java_available
 
 pytestmark = pytest.mark.skipif(
@@ -98,9 +98,16 @@ def _dbt(args: list[str], env: dict[str, str], root: Path, check: bool = True):
     target = root / "spark_target"
     return _run(
         [
-            dbt_executable(), *args,
-            "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
-            "--target-path", str(target), "--log-path", str(target / "logs"),
+            dbt_executable(),
+            *args,
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+            "--target-path",
+            str(target),
+            "--log-path",
+            str(target / "logs"),
         ],
         env,
         check,
@@ -108,22 +115,35 @@ def _dbt(args: list[str], env: dict[str, str], root: Path, check: bool = True):
 
 
 def _spark_load(landing_dir: Path, env: dict[str, str]) -> dict:
-    out = _run([sys.executable, "-m", "ottp.spark_load", "--landing", str(landing_dir), "--json"],
-               env, check=False)
+    out = _run(
+        [sys.executable, "-m", "ottp.ingest.spark_load", "--landing", str(landing_dir), "--json"],
+        env,
+        check=False,
+    )
     assert out.returncode in (0, 1), out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _status_counts(report: dict) -> dict:
-    keys = ("files_loaded", "files_already_loaded", "files_duplicate", "files_unreadable",
-            "lines_in", "loaded", "events_loaded", "duplicates", "rejected",
-            "rejected_by_reason", "reconciles")
+    keys = (
+        "files_loaded",
+        "files_already_loaded",
+        "files_duplicate",
+        "files_unreadable",
+        "lines_in",
+        "loaded",
+        "events_loaded",
+        "duplicates",
+        "rejected",
+        "rejected_by_reason",
+        "reconciles",
+    )
     return {k: report[k] for k in keys}
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Runs:
-    from ottp.simulate import simulate
+    from ottp.simulator import simulate
 
     root = tmp_path_factory.mktemp("spark")
     full = root / "landing"
@@ -150,14 +170,26 @@ def runs(tmp_path_factory) -> Runs:
         load_files(duckdb_path, landing.discover(early)).to_dict(),
         load_files(duckdb_path, landing.discover(full)).to_dict(),
     ]
-    duck_env = dict(os.environ, OTTP_WAREHOUSE_PATH=str(duckdb_path), OTTP_DBT_TARGET="duckdb",
-                    DBT_SEND_ANONYMOUS_USAGE_STATS="false")
+    duck_env = dict(
+        os.environ,
+        OTTP_WAREHOUSE_PATH=str(duckdb_path),
+        OTTP_DBT_TARGET="duckdb",
+        DBT_SEND_ANONYMOUS_USAGE_STATS="false",
+    )
     _run(
         [
-            dbt_executable(), "build", "--exclude", "exports",
-            "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
-            "--target-path", str(root / "duckdb_target"),
-            "--log-path", str(root / "duckdb_target" / "logs"),
+            dbt_executable(),
+            "build",
+            "--exclude",
+            "exports",
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+            "--target-path",
+            str(root / "duckdb_target"),
+            "--log-path",
+            str(root / "duckdb_target" / "logs"),
         ],
         duck_env,
     )
@@ -174,12 +206,13 @@ def runs(tmp_path_factory) -> Runs:
     build = _dbt(["build", "--full-refresh", "--exclude", "exports"], env, root, check=False)
     results = json.loads((root / "spark_target" / "run_results.json").read_text())["results"]
     recommender = _run(
-        [sys.executable, "-m", "ottp.spark_recommend", "--min-lift-over-baseline", "-1"], env
+        [sys.executable, "-m", "ml.spark_flows", "--min-lift-over-baseline", "-1"], env
     )
     counts = json.loads(recommender.stdout.strip().splitlines()[-1])
     exports = _dbt(["build", "--select", "path:models/exports"], env, root, check=False)
-    return Runs(root, duckdb_path, warehouse, duckdb_reports, spark_reports, build, results,
-                counts, exports)
+    return Runs(
+        root, duckdb_path, warehouse, duckdb_reports, spark_reports, build, results, counts, exports
+    )
 
 
 def _duck() -> duckdb.DuckDBPyConnection:
@@ -249,9 +282,12 @@ def test_spark_loader_accounts_for_every_line_like_the_duckdb_loader(runs):
     manifest = con.execute(
         f"select status, count(*) from {source} group by 1 order by 1"
     ).fetchall()
-    assert manifest == con.execute(
-        "select status, count(*) from w.raw.load_manifest group by 1 order by 1"
-    ).fetchall()
+    assert (
+        manifest
+        == con.execute(
+            "select status, count(*) from w.raw.load_manifest group by 1 order by 1"
+        ).fetchall()
+    )
 
 
 def test_spark_build_passes_every_model_and_test(runs):
@@ -316,8 +352,13 @@ def test_spark_incremental_run_equals_its_full_refresh(runs, model):
 
 
 def test_recommender_reads_spark_marts_and_exports_build_on_spark(runs):
-    for table in ("training_interactions", "recommendations", "similar_titles",
-                  "user_taste_clusters", "churn_risk"):
+    for table in (
+        "training_interactions",
+        "recommendations",
+        "similar_titles",
+        "user_taste_clusters",
+        "churn_risk",
+    ):
         assert runs.recommender[table] > 0, table
     assert runs.exports.returncode == 0, runs.exports.stdout[-6000:]
     con = _duck()
@@ -339,10 +380,7 @@ def test_recommender_reads_spark_marts_and_exports_build_on_spark(runs):
         duck.close()
     con.register("expected_pairs", expected)
     spark_pairs = _spark_table(wh, "ml", "training_interactions")
-    pairs = (
-        "select user_id, title_id, evidence, round(value, 4) as value, valid_play_count "
-        "from {}"
-    )
+    pairs = "select user_id, title_id, evidence, round(value, 4) as value, valid_play_count from {}"
     a, b = pairs.format("expected_pairs"), pairs.format(spark_pairs)
     assert _differences(con, a, b) == 0 and _differences(con, b, a) == 0
     exported = con.execute(

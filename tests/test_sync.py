@@ -18,7 +18,7 @@ import duckdb
 import psycopg2
 import pytest
 
-from ottp import sync
+from ottp.crm import sync
 
 PG_URL = os.environ.get("OTTP_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -348,7 +348,7 @@ def test_a_killed_process_leaves_the_previous_sync(target, env, tmp_path):
         make = f"sync.PostgresTarget({PG_URL!r}, {target.schema!r})"
     script = textwrap.dedent(f"""
         import os
-        from ottp import sync
+        from ottp.crm import sync
         def die(table):
             if table == "crm_similar_titles":
                 os._exit(9)  # no rollback, no cleanup: like a killed process

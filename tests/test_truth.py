@@ -1,7 +1,7 @@
 """The marts against what the simulator planted, on the demo data set (`ottp demo`'s seed).
 
 The simulator knows each person's favourite categories, which devices it made bots and
-how many seconds of content every playback really played (``ottp.simulate.truth_dir``).
+how many seconds of content every playback really played (``ottp.simulator.truth_dir``).
 One warehouse is built from the demo seed (load, then the dbt models the marts compared
 here need) and compared with that truth:
 
@@ -28,11 +28,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from ottp import landing
 from ottp.cli import DEMO
 from ottp.config import DBT_PROJECT_DIR, dbt_executable
-from ottp.load import load_files
-from ottp.simulate import simulate, truth_dir
+from ottp.ingest import landing
+from ottp.ingest.load import load_files
+from ottp.simulator import simulate, truth_dir
 
 MARTS = ("plays", "sessions", "user_category_segments", "titles")
 TOLERANCE = 0.05  # relative error of a user's played time that counts as agreeing

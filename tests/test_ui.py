@@ -65,7 +65,7 @@ def _wait(predicate, timeout: float, what: str, interval: float = 1.0):
 
 @pytest.fixture(scope="module")
 def dagster_ui(tmp_path_factory):
-    from ottp.simulate import simulate
+    from ottp.simulator import simulate
 
     root = tmp_path_factory.mktemp("ui")
     simulate(root / "landing", users=40, titles=40, days=2, seed=5, dirty_rate=0.01)
@@ -75,14 +75,15 @@ def dagster_ui(tmp_path_factory):
     log = open(root / "dagster-dev.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "ottp.cli", "ui", "--port", str(port)],
-        cwd=config.REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=config.REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait(
-            lambda: _graphql(base, "{ version }")["data"]["version"], 240, "the webserver"
-        )
+        _wait(lambda: _graphql(base, "{ version }")["data"]["version"], 240, "the webserver")
         yield base, root
     finally:
         os.killpg(proc.pid, 15)
@@ -103,9 +104,16 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--window-size=1600,1000",
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1600,1000",
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
@@ -174,12 +182,16 @@ def test_landing_files_reach_the_crm_with_nobody_clicking(dagster_ui, browser):
     base, _ = dagster_ui
     try:
         _wait(
-            lambda: _materialized_at(base, ["crm", "crm_contacts"]), 1500,
-            "the CRM sync started by automation", interval=5,
+            lambda: _materialized_at(base, ["crm", "crm_contacts"]),
+            1500,
+            "the CRM sync started by automation",
+            interval=5,
         )
         _wait(
-            lambda: _materialized_at(base, ["quality", "pipeline_report"]), 300,
-            "the pipeline report", interval=5,
+            lambda: _materialized_at(base, ["quality", "pipeline_report"]),
+            300,
+            "the pipeline report",
+            interval=5,
         )
     finally:
         browser.get(f"{base}/runs")
@@ -190,8 +202,7 @@ def test_landing_files_reach_the_crm_with_nobody_clicking(dagster_ui, browser):
         base, "{ runsOrError(limit: 50) { ... on Runs { results { status tags { key value } } } } }"
     )["data"]["runsOrError"]["results"]
     by_automation = [
-        r for r in runs
-        if any(t["key"] == "dagster/from_automation_condition" for t in r["tags"])
+        r for r in runs if any(t["key"] == "dagster/from_automation_condition" for t in r["tags"])
     ]
     assert by_automation, "no run was started by automation"
     # the report asset page shows its summary and the link to the HTML page
@@ -222,7 +233,8 @@ def test_a_materialization_launched_from_the_ui_succeeds(dagster_ui, browser):
     def finished_run():
         runs = _graphql(base, query)["data"]["runsOrError"]["results"]
         done = [
-            r for r in runs
+            r
+            for r in runs
             if r["jobName"] == "__ASSET_JOB"
             and not any(t["key"].startswith("dagster/from_automation") for t in r["tags"])
             and r["status"] in ("SUCCESS", "FAILURE", "CANCELED")
@@ -234,7 +246,8 @@ def test_a_materialization_launched_from_the_ui_succeeds(dagster_ui, browser):
     finally:
         browser.save_screenshot(str(ARTIFACTS / "ui-after-launch.png"))
     browser.get(f"{base}/runs/{run['runId']}")
-    _wait(lambda: "Success" in _page_text(browser) or run["status"] != "SUCCESS", 60,
-          "the run page")
+    _wait(
+        lambda: "Success" in _page_text(browser) or run["status"] != "SUCCESS", 60, "the run page"
+    )
     browser.save_screenshot(str(ARTIFACTS / "ui-run.png"))
     assert run["status"] == "SUCCESS", run

@@ -1,6 +1,6 @@
 {#
     The pseudonyms that replaced deleted users' ids (raw.deleted_users, written by
-    ottp.sync.pseudonymise_deleted_users), as a subquery of (pseudonym,
+    ottp.crm.sync.pseudonymise_deleted_users), as a subquery of (pseudonym,
     deletion_requested_at). Before the first pseudonymisation pass the table does
     not exist yet and the subquery is empty; where the table has no
     deletion_requested_at (the Spark loader's raw.deleted_users), it is null.

@@ -5,7 +5,8 @@ import dagster as dg
 
 from orchestration.defs.jobs import ingest
 from orchestration.defs.partitions import landing_days
-from ottp import config, landing
+from ottp import config
+from ottp.ingest import landing
 
 # Every morning, load yesterday's landing partition (late files of earlier days
 # are picked up by the sensor below).
@@ -49,7 +50,8 @@ def new_landing_files(context: dg.SensorEvaluationContext):
     if early:
         context.log.warning(
             "Landing days %s are before the first partition %s; set OTTP_FIRST_LANDING_DAY",
-            ", ".join(early), first_day,
+            ", ".join(early),
+            first_day,
         )
     days = {d for d in days if d >= first_day}
     if not days:

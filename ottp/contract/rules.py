@@ -3,7 +3,7 @@
 The schema is the one source of truth: this module walks it (the top-level
 ``properties`` and ``required``, and every ``allOf`` if/then branch with its
 nested ``properties``) and turns each constraint into a :class:`Rule`. Both
-raw loaders (``ottp.load`` on DuckDB, ``ottp.spark_load`` on Spark) generate
+raw loaders (``ottp.ingest.load`` on DuckDB, ``ottp.ingest.spark_load`` on Spark) generate
 their validation from ``RULES``, in ``RULES``' order: the first rule a line
 breaks gives its ``reason_code``.
 

@@ -3,7 +3,7 @@
 -- update wins, a deletion request flags the user.
 --
 -- One row per person, deleted people included. Once a deleted user is
--- pseudonymised (ottp.sync.pseudonymise_deleted_users), every row of theirs but
+-- pseudonymised (ottp.crm.sync.pseudonymise_deleted_users), every row of theirs but
 -- the deletion_request carries the pseudonym: the pseudonym is their row here,
 -- flagged deleted (raw.deleted_users lists it), and an id whose only event is a
 -- deletion_request is no row of its own. Late events of the real id keep it a

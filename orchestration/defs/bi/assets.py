@@ -4,7 +4,8 @@ import dagster as dg
 
 from orchestration.defs.dbt import assets as dbt_assets
 from orchestration.defs.resources import WarehouseResource
-from ottp import config, snapshot
+from ottp import config
+from ottp.bi import snapshot
 
 MART_KEYS = [key for key in dbt_assets.warehouse_models.keys if key.path[0] == "marts"]
 
@@ -21,7 +22,7 @@ MART_KEYS = [key for key in dbt_assets.warehouse_models.keys if key.path[0] == "
     "written "
     "under a temporary name and renamed into place after each build, so BI tools read a "
     "complete, consistent set of marts while runs hold the warehouse's write lock "
-    "(ottp/snapshot.py).",
+    "(ottp/bi/snapshot.py).",
 )
 def marts_snapshot(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     report = snapshot.publish(

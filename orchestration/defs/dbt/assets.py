@@ -13,7 +13,8 @@ from dagster_dbt import (
 
 from orchestration.defs.dbt.project import dbt_project
 from orchestration.defs.partitions import landing_days
-from ottp import config, instance, load
+from ottp import config, instance
+from ottp.warehouse import connect
 
 # Model folder -> asset group shown in the UI.
 _GROUPS = {"staging": "staging", "intermediate": "marts", "marts": "marts", "exports": "exports"}
@@ -57,7 +58,7 @@ def _row_counts(relations: dict[dg.AssetKey, str]) -> dict[dg.AssetKey, int]:
     # Counted after dbt exits: DuckDB lets one process open the file for writing.
     if config.settings().dbt_target != "duckdb" or not relations:
         return {}
-    con = load.connect(config.settings().warehouse_path)
+    con = connect(config.settings().warehouse_path)
     try:
         return {
             key: con.execute(f"select count(*) from {relation}").fetchone()[0]
@@ -114,9 +115,7 @@ def build_with_row_counts(
     events = list(invocation.stream())
     relations = _table_relations()
     built = {
-        context.asset_key_for_output(e.output_name)
-        for e in events
-        if isinstance(e, dg.Output)
+        context.asset_key_for_output(e.output_name) for e in events if isinstance(e, dg.Output)
     }
     counts = _row_counts({k: v for k, v in relations.items() if k in built})
     for event in events:

@@ -27,9 +27,17 @@ def _sources_newer_than(manifest: Path) -> bool:
 if _sources_newer_than(dbt_project.manifest_path):
     config.export_dbt_env()
     subprocess.run(
-        [config.dbt_executable(), "parse", "--quiet", "--target", config.settings().dbt_target,
-         "--project-dir", str(config.DBT_PROJECT_DIR),
-         "--profiles-dir", str(config.DBT_PROJECT_DIR)],
+        [
+            config.dbt_executable(),
+            "parse",
+            "--quiet",
+            "--target",
+            config.settings().dbt_target,
+            "--project-dir",
+            str(config.DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(config.DBT_PROJECT_DIR),
+        ],
         check=True,
         env=config.dbt_env(),
     )

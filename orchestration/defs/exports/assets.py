@@ -11,7 +11,8 @@ from dagster_dbt import DbtCliResource, dbt_assets
 from orchestration.defs.dbt.assets import EXPORTS_SELECTION, build_with_row_counts, translator
 from orchestration.defs.dbt.project import dbt_project
 from orchestration.defs.resources import WarehouseResource
-from ottp import instance, quality, sync
+from ottp import instance
+from ottp.crm import gates, sync
 
 # The export tables the CRM receives (crm_trigger_log stays in the warehouse).
 SYNCED = [t.name for t in sync.TABLES]
@@ -61,7 +62,7 @@ def deleted_users(warehouse: WarehouseResource) -> dg.MaterializeResult:
             "crm_quality_gate",
             asset=EXPORT_KEYS[table],
             blocking=True,
-            description="Great Expectations suite of the export table (ottp/quality.py): "
+            description="Great Expectations suite of the export table (ottp/crm/gates.py): "
             "keys, allowed values, consent, recommendations, circuit breaker, freshness.",
         )
         for table in SYNCED
@@ -73,7 +74,7 @@ def deleted_users(warehouse: WarehouseResource) -> dg.MaterializeResult:
 def crm_quality_gates(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
     selected = {key.asset_key.path[-1] for key in context.selected_asset_check_keys}
     tables = [t for t in SYNCED if t in selected]
-    results = quality.validate(tables, warehouse_path=warehouse.warehouse)
+    results = gates.validate(tables, warehouse_path=warehouse.warehouse)
     for table, result in results.items():
         yield dg.AssetCheckResult(
             asset_key=EXPORT_KEYS[table],
@@ -104,7 +105,7 @@ def crm_quality_gates(context: dg.AssetCheckExecutionContext, warehouse: Warehou
             owners=["team:data-platform"],
             tags={"layer": "crm"},
             description=f"The CRM target's {table} table: a mirror of exports.{table}, "
-            "synced by primary key (ottp/sync.py).",
+            "synced by primary key (ottp/crm/sync.py).",
         )
         for table in SYNCED
     ],
@@ -114,13 +115,13 @@ def crm_sync(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     """Mirror the checked export tables into the CRM target in one transaction."""
     # The gates again, in this step: automation starts the sync in runs of its own,
     # where the blocking checks of an earlier run no longer stand in the way.
-    gates = quality.validate(SYNCED, warehouse_path=warehouse.warehouse)
-    failed = sorted(t for t, r in gates.items() if not r.success)
+    verdicts = gates.validate(SYNCED, warehouse_path=warehouse.warehouse)
+    failed = sorted(t for t, r in verdicts.items() if not r.success)
     if failed:
         raise dg.Failure(
             f"CRM sync stopped: the quality gates of {', '.join(failed)} fail; "
             "the target keeps its previous state.",
-            metadata={t: dg.MetadataValue.md(gates[t].summary_markdown()) for t in failed},
+            metadata={t: dg.MetadataValue.md(verdicts[t].summary_markdown()) for t in failed},
         )
     try:
         result = sync.sync(warehouse_path=warehouse.warehouse)

@@ -4,7 +4,7 @@ import dagster as dg
 
 from orchestration.defs.partitions import landing_days
 from orchestration.defs.resources import WarehouseResource
-from ottp import landing, load
+from ottp.ingest import landing, load
 
 RAW_TABLES = {
     "events": "One row per distinct event, deduplicated on event_id across files and days.",

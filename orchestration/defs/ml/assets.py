@@ -11,7 +11,7 @@ from ml import evaluation as ev
 from ml import interactions as ia
 from ml import warehouse as wh
 from orchestration.defs.resources import WarehouseResource
-from ottp import load
+from ottp.warehouse import connect
 
 GROUP = "ml"
 OWNERS = ["team:personalisation"]
@@ -28,7 +28,7 @@ def ml_key(name: str) -> dg.AssetKey:
 
 @contextmanager
 def warehouse_connection(warehouse: WarehouseResource) -> Iterator[duckdb.DuckDBPyConnection]:
-    con = load.connect(warehouse.warehouse)
+    con = connect(warehouse.warehouse)
     try:
         yield con
     finally:

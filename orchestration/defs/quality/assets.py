@@ -4,7 +4,7 @@ import dagster as dg
 
 from orchestration.defs.exports import assets as export_assets
 from orchestration.defs.resources import WarehouseResource
-from ottp import report
+from ottp.bi import report
 
 
 @dg.asset(
@@ -24,7 +24,7 @@ from ottp import report
     owners=["team:data-platform"],
     tags={"layer": "report"},
     pool="warehouse_writer",
-    description="An HTML page under $OTTP_DATA_DIR/reports/pipeline.html (ottp/report.py): "
+    description="An HTML page under $OTTP_DATA_DIR/reports/pipeline.html (ottp/bi/report.py): "
     "lines per landing day, rejected lines by reason, rows quarantined out of staging by "
     "reason (raw = staged + quarantined), fan segments and lifecycle stages, "
     "a retention curve, NDCG@10 of every trained model version, and the latest Great "

@@ -3,7 +3,9 @@
 import dagster as dg
 
 from orchestration.defs.resources import WarehouseResource
-from ottp import config, load, report
+from ottp import config
+from ottp.bi import report
+from ottp.warehouse import connect
 
 
 @dg.asset_check(
@@ -26,7 +28,7 @@ def staging_quarantine(warehouse: WarehouseResource) -> dg.AssetCheckResult:
             "there.",
             metadata={"checked": False},
         )
-    con = load.connect(warehouse.warehouse)
+    con = connect(warehouse.warehouse)
     try:
         q = report.quarantine(con)
     finally:

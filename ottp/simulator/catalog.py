@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ottp._sim_util import NEVER
+from ottp.simulator.arrays import NEVER
 
 N_CLUSTERS = 4
 

@@ -583,7 +583,7 @@ def sync(
     backoff (``retry``, default :func:`retry_policy`). ``on_table_applied`` is
     called inside the transaction after each table (tests use it to crash mid-sync).
     """
-    from ottp import load
+    from ottp.warehouse import wait_for_lock
 
     started = time.perf_counter()
     target = target or target_from_url()
@@ -605,12 +605,12 @@ def sync(
         duck.execute("set preserve_insertion_order = false")
         # Another process writing the warehouse (a loader, dbt) or syncing to
         # this target from this machine holds the file: wait for it.
-        load.wait_for_lock(
+        wait_for_lock(
             lambda: duck.execute(f"attach '{_sql_path(warehouse_path)}' as wh (read_only)"),
             f"warehouse {warehouse_path}",
             lock_wait_s,
         )
-        load.wait_for_lock(
+        wait_for_lock(
             lambda: duck.execute(f"attach '{_sql_path(state_path)}' as st"),
             f"sync state {state_path}",
             lock_wait_s,
@@ -1518,10 +1518,10 @@ def pseudonymise_deleted_users(warehouse_path: Path | str | None = None) -> Pseu
     lists the pseudonyms (exports leave them out). Idempotent: a second run on
     the same data changes nothing.
     """
-    from ottp import load
+    from ottp.warehouse import connect
 
     warehouse_path = Path(warehouse_path or config.settings().warehouse_path)
-    con = load.connect(warehouse_path)
+    con = connect(warehouse_path)
     try:
         con.execute("create schema if not exists raw")
         con.execute(

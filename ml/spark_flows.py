@@ -5,7 +5,7 @@ the rest of the recommender reads a Spark-backed connection (ml.warehouse.
 connect_spark) and every table it writes lands in Spark's ``ml`` schema,
 where the CRM export models read it.
 
-    python -m ottp.spark_recommend [--factors 32] [--iterations 10]
+    python -m ml.spark_flows [--factors 32] [--iterations 10]
 """
 
 from __future__ import annotations
@@ -41,9 +41,7 @@ def run(
         table, _ = flows.similar_titles(con, reg)
         counts |= wh.write_tables(con, {"similar_titles": table})
         clusters, members, _ = flows.taste_clusters(con, reg)
-        counts |= wh.write_tables(
-            con, {"taste_clusters": clusters, "user_taste_clusters": members}
-        )
+        counts |= wh.write_tables(con, {"taste_clusters": clusters, "user_taste_clusters": members})
         result = churn.churn_risk(con, wh.as_of(con))
         counts |= wh.write_tables(con, {"churn_risk": result.scores})
     return counts
@@ -64,8 +62,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--min-lift-over-baseline", type=float, default=gate.GatePolicy().min_lift_over_baseline
     )
     args = parser.parse_args(argv)
-    axes = {"factors": args.factors, "regularization": [5.0], "alpha": [1.0, 4.0],
-            "iterations": [args.iterations]}
+    axes = {
+        "factors": args.factors,
+        "regularization": [5.0],
+        "alpha": [1.0, 4.0],
+        "iterations": [args.iterations],
+    }
     config = ev.EvalConfig(
         tuning=tuple(ev.grid("als", axes)),
         variants=tuple(ia.VARIANTS[name] for name in args.weights_variant),

@@ -83,7 +83,7 @@ def _log(message: str) -> None:
 
 
 def _c_generate(landing: str, users: int, titles: int, days: int, seed: int, dirty: float) -> dict:
-    from ottp.simulate import simulate
+    from ottp.simulator import simulate
 
     s = simulate(Path(landing), users=users, titles=titles, days=days, seed=seed, dirty_rate=dirty)
     return {
@@ -99,8 +99,8 @@ def _c_generate(landing: str, users: int, titles: int, days: int, seed: int, dir
 
 
 def _c_load(warehouse: str, landing: str, days: list[str]) -> dict:
-    from ottp import landing as ld
-    from ottp import load
+    from ottp.ingest import landing as ld
+    from ottp.ingest import load
 
     wanted = set(days)
     files = [f for f in ld.discover(Path(landing)) if f.partition_date.isoformat() in wanted]
@@ -133,9 +133,10 @@ def _c_read_json(files: list[str], db: str) -> dict:
 
 def _c_empty_warehouse(warehouse: str) -> dict:
     """A warehouse as the loader leaves it before its first file: raw tables, no rows."""
-    from ottp import load
+    from ottp.ingest import load
+    from ottp.warehouse import connect
 
-    con = load.connect(Path(warehouse))
+    con = connect(Path(warehouse))
     try:
         load.ensure_raw_schema(con)
     finally:
@@ -232,10 +233,10 @@ def _c_train(data_dir: str, warehouse: str) -> dict:
     from ml import flows
     from ml import warehouse as wh
     from ml.models import ModelSpec
-    from ottp import load
+    from ottp.warehouse import connect
 
     reg = flows.registry(Path(data_dir))
-    con = load.connect(Path(warehouse))
+    con = connect(Path(warehouse))
     try:
         table, info = flows.training_interactions(con)
         wh.write_tables(con, {"training_interactions": table})
@@ -281,10 +282,10 @@ def _c_recommend(data_dir: str, warehouse: str) -> dict:
     """What the CRM exports read from the recommender: lists, similar titles, clusters, churn."""
     from ml import churn, flows
     from ml import warehouse as wh
-    from ottp import load
+    from ottp.warehouse import connect
 
     reg = flows.registry(Path(data_dir))
-    con = load.connect(Path(warehouse))
+    con = connect(Path(warehouse))
     timings = {}
     try:
         t0 = time.perf_counter()
@@ -319,7 +320,7 @@ def _c_recommend(data_dir: str, warehouse: str) -> dict:
 def _c_exports(warehouse: str, target_path: str, exclude: list[str]) -> dict:
     import duckdb
 
-    from ottp import sync
+    from ottp.crm import sync
 
     t0 = time.perf_counter()
     sync.pseudonymise_deleted_users(Path(warehouse))
@@ -343,9 +344,9 @@ def _c_exports(warehouse: str, target_path: str, exclude: list[str]) -> dict:
 
 
 def _c_quality(data_dir: str, warehouse: str, sqlite_path: str) -> dict:
-    from ottp import quality, sync
+    from ottp.crm import gates, sync
 
-    results = quality.validate(
+    results = gates.validate(
         warehouse_path=Path(warehouse),
         target=sync.SqliteTarget(Path(sqlite_path)),
         results_dir=Path(data_dir) / "quality",
@@ -361,7 +362,7 @@ def _c_quality(data_dir: str, warehouse: str, sqlite_path: str) -> dict:
 
 
 def _c_sync(warehouse: str, state_dir: str, target: str, schema: str | None = None) -> dict:
-    from ottp import sync
+    from ottp.crm import sync
 
     t = sync.target_from_url(target, schema)
     r = sync.sync(t, warehouse_path=Path(warehouse), state_dir=Path(state_dir))
@@ -374,7 +375,7 @@ def _c_sync(warehouse: str, state_dir: str, target: str, schema: str | None = No
 
 
 def _c_pg_mirror(warehouse: str, dsn: str) -> dict:
-    from ottp import pg_mirror
+    from ottp.ingest import pg_mirror
 
     copied = pg_mirror.mirror_raw_to_postgres(Path(warehouse), dsn)
     return {"items": sum(copied.values()), "rows": copied}
@@ -406,7 +407,7 @@ def _c_sync_peer(warehouse: str, folder: str) -> dict:
 
     import duckdb
 
-    from ottp import sync
+    from ottp.crm import sync
 
     root = Path(folder)
     shutil.rmtree(root, ignore_errors=True)
@@ -781,8 +782,8 @@ def _settings_with(variables: dict[str, str]) -> config.Settings:
 
 
 def run_size(events: int, args: argparse.Namespace, root: Path, pg: dict | None) -> dict:
-    from ottp import landing as ld
-    from ottp.simulate import suggest_size
+    from ottp.ingest import landing as ld
+    from ottp.simulator import suggest_size
 
     work = root / f"events-{events}"
     shutil.rmtree(work, ignore_errors=True)

@@ -30,9 +30,10 @@ try:
 except ImportError:  # a pure-zlib install still checks every file, more slowly
     isal_zlib = None
 
-from ottp import landing
 from ottp.config import RAW_SCHEMA
 from ottp.contract import rules as contract_rules
+from ottp.ingest import landing
+from ottp.warehouse import LOCK_WAIT_S, connect
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +65,6 @@ _TABLES = {"events": ("events", "rejected_events"), "catalog": ("titles", "rejec
 # Client clocks drift; anything further off than this is not a real event time.
 MAX_CLOCK_AHEAD_HOURS = 24
 MIN_EVENT_TIME = "2000-01-01"
-# How long a loader waits for another process to release the warehouse file
-# (DuckDB allows one writing process) before it gives up with WarehouseBusy.
-LOCK_WAIT_S = 300.0
 
 # Text fields are read as VARCHAR, other fields as raw JSON (to check their
 # JSON type). json_transform turns a number or an object in a text field into
@@ -338,55 +336,6 @@ class LoadReport:
         verdict = "holds" if self.reconciles else "DOES NOT HOLD"
         lines.append(f"reconciliation lines_in = loaded + duplicates + rejected: {verdict}")
         return "\n".join(lines)
-
-
-class WarehouseBusy(RuntimeError):
-    """Another process kept the warehouse file open for longer than the wait allowed."""
-
-
-def is_lock_conflict(exc: BaseException) -> bool:
-    """True for DuckDB's refusal to open a file another process holds."""
-    return isinstance(exc, duckdb.IOException) and "Could not set lock" in str(exc)
-
-
-def wait_for_lock(open_, what: str, wait_s: float):
-    """Call ``open_()`` until no other process holds the file, for at most ``wait_s`` seconds."""
-    deadline = time.monotonic() + wait_s
-    delay = 0.05
-    logged = False
-    while True:
-        try:
-            return open_()
-        except duckdb.IOException as e:
-            if not is_lock_conflict(e) or wait_s <= 0:
-                raise
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise WarehouseBusy(
-                    f"{what} is held by another process after waiting {wait_s:g} s: "
-                    f"{str(e).splitlines()[0]}"
-                ) from None
-            if not logged:
-                logger.info("%s is held by another process; waiting", what)
-                logged = True
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 2, 1.0)
-
-
-def connect(
-    warehouse_path: Path, read_only: bool = False, wait_s: float = 0.0
-) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse; with ``wait_s``, wait that long for another writer to finish."""
-    Path(warehouse_path).parent.mkdir(parents=True, exist_ok=True)
-    con = wait_for_lock(
-        lambda: duckdb.connect(str(warehouse_path), read_only=read_only),
-        f"warehouse {warehouse_path}",
-        wait_s,
-    )
-    con.execute("set TimeZone = 'UTC'")
-    # Row order within a table carries no meaning here; not keeping it saves memory.
-    con.execute("set preserve_insertion_order = false")
-    return con
 
 
 def ensure_raw_schema(con: duckdb.DuckDBPyConnection) -> None:

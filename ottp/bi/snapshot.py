@@ -20,7 +20,8 @@ from pathlib import Path
 
 import duckdb
 
-from ottp import config, load
+from ottp import config
+from ottp.warehouse import connect
 
 SNAPSHOT_SCHEMAS = ("marts",)
 # Bookkeeping schema inside the snapshot: when it was published and what it holds.
@@ -68,7 +69,7 @@ def publish(
     started = time.monotonic()
     published_at = datetime.now(UTC).replace(tzinfo=None)
     rows: dict[str, int] = {}
-    con = load.connect(warehouse_path, read_only=False)
+    con = connect(warehouse_path, read_only=False)
     try:
         tables = con.execute(
             "select table_schema, table_name from information_schema.tables "
@@ -87,9 +88,7 @@ def publish(
                 con.execute(f"create schema bi_snapshot.{_ident(schema)}")
             for schema, name in tables:
                 source = f"{_ident(schema)}.{_ident(name)}"
-                con.execute(
-                    f"create table bi_snapshot.{source} as select * from {source}"
-                )
+                con.execute(f"create table bi_snapshot.{source} as select * from {source}")
                 rows[f"{schema}.{name}"] = con.execute(
                     f"select count(*) from bi_snapshot.{source}"
                 ).fetchone()[0]
@@ -102,9 +101,7 @@ def publish(
                 {"published_at": published_at, "run_id": run_id, "source": str(warehouse_path)},
             )
             con.execute(f"create table {meta}.tables (table_name varchar, row_count bigint)")
-            con.executemany(
-                f"insert into {meta}.tables values (?, ?)", sorted(rows.items())
-            )
+            con.executemany(f"insert into {meta}.tables values (?, ?)", sorted(rows.items()))
             con.execute("checkpoint bi_snapshot")
         finally:
             con.execute("detach bi_snapshot")

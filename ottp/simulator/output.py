@@ -18,9 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ottp._sim_catalog import Catalog
-from ottp._sim_model import COUNTRIES, ET, EVENT_TYPES, PLATFORMS, PLAYER_TYPES, Model
-from ottp._sim_util import (
+from ottp.simulator.arrays import (
     MS_PER_DAY,
     Progress,
     fixed_width_strings,
@@ -28,6 +26,8 @@ from ottp._sim_util import (
     iso_ms_strings,
     uuid_strings,
 )
+from ottp.simulator.behaviour import COUNTRIES, ET, EVENT_TYPES, PLATFORMS, PLAYER_TYPES, Model
+from ottp.simulator.catalog import Catalog
 
 PART_LINES = 400_000  # at most this many lines per part file
 GZIP_LEVEL = 1

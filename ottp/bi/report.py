@@ -19,7 +19,9 @@ from pathlib import Path
 
 import duckdb
 
-from ottp import config, load
+from ottp import config
+from ottp.ingest import load
+from ottp.warehouse import connect
 
 RETENTION_DAYS = 28
 # The staging model of each event family (ottp.contract.rules.FAMILIES); every
@@ -477,7 +479,7 @@ def build(
     data_dir = Path(data_dir or s.data_dir)
     out_path = Path(out_path or s.reports_dir / "pipeline.html")
     reconciliation = load.reconciliation(warehouse_path)
-    con = load.connect(warehouse_path)
+    con = connect(warehouse_path)
     try:
         missing = [
             f"{schema}.{name}"

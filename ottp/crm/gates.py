@@ -29,7 +29,7 @@ from pathlib import Path
 import duckdb
 
 from ottp import config
-from ottp import sync as crm_sync
+from ottp.crm import sync as crm_sync
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
@@ -436,10 +436,10 @@ def validate(
     if last_sync is True:
         last_sync = crm_sync.last_successful_sync(target)
     warehouse_path = Path(warehouse_path or config.settings().warehouse_path)
-    from ottp import load
+    from ottp.warehouse import wait_for_lock
 
     # A run writing the warehouse (loader, dbt) holds the file: wait for it.
-    con = load.wait_for_lock(
+    con = wait_for_lock(
         lambda: duckdb.connect(str(warehouse_path), read_only=True),
         f"warehouse {warehouse_path}",
         crm_sync.LOCK_WAIT_S,

@@ -1,6 +1,6 @@
 """Exactly-once loading of landing files into Spark's raw tables (Parquet).
 
-The Spark counterpart of :mod:`ottp.load`, with the same contract: every line
+The Spark counterpart of :mod:`ottp.ingest.load`, with the same contract: every line
 of every file ends up in ``raw.events`` (or ``raw.titles``), counted as a
 duplicate, or in ``raw.rejected_events`` (``raw.rejected_titles``) with the
 same reason codes; files are known by SHA-256 in ``raw.load_manifest``; a
@@ -27,10 +27,10 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ottp import landing
 from ottp.config import RAW_SCHEMA
 from ottp.contract import rules as contract_rules
-from ottp.load import (
+from ottp.ingest import landing
+from ottp.ingest.load import (
     MAX_CLOCK_AHEAD_HOURS,
     MAX_LINE_BYTES,
     MIN_EVENT_TIME,
@@ -72,7 +72,7 @@ RAW_DDL = (
         size_bytes bigint, sha256 string, status string, lines_in bigint,
         loaded bigint, duplicates bigint, rejected bigint, loaded_at timestamp
     ) using parquet""",
-    # Written by the deletion pass (ottp/sync.py) on DuckDB; the exports read it.
+    # Written by the deletion pass (ottp/crm/sync.py) on DuckDB; the exports read it.
     f"""create table if not exists {RAW_SCHEMA}.deleted_users (
         user_id string, pseudonym string, deleted_at timestamp
     ) using parquet""",
@@ -253,7 +253,7 @@ def _lines(spark: SparkSession, batch: list[tuple[landing.LandingFile, str]]) ->
     )
 
 
-# As in ottp.load: NaN and Infinity outside string literals are not JSON, and
+# As in ottp.ingest.load: NaN and Infinity outside string literals are not JSON, and
 # an escaped NUL cannot be stored as text.
 _JSON_STRING = r'"(?:[^"\\\\]|\\\\.)*"'
 _ESCAPED_NUL = r"(^|[^\\\\])(\\\\\\\\)*\\\\u0000"
@@ -329,7 +329,7 @@ def _json_quoted(value_sql: str) -> str:
 
 
 def _event_rule_branch(rule: contract_rules.Rule) -> str:
-    """The CASE branch enforcing one rule on a line of ``typed``, as ottp.load does on DuckDB."""
+    """The CASE branch enforcing one rule on a line of ``typed``, as ottp.ingest.load does on DuckDB."""
     f = rule.field
     value = None
     if rule.parent is not None:
@@ -454,7 +454,7 @@ def _variant_kind(field: str, json_text: str) -> str:
 
 
 def _title_integer_checks() -> str:
-    """As ottp.load: catalog integers are JSON integers that fit 32 bits, with their minimums."""
+    """As ottp.ingest.load: catalog integers are JSON integers that fit 32 bits, with their minimums."""
     checks = [
         f"when {_variant_kind(f, 'line')} not in ('BIGINT', 'VOID') "
         f"or (j.{f} is not null and {f} is null) then 'wrong_type|{f} is not an integer'"
@@ -707,7 +707,7 @@ def reconciliation(spark: SparkSession) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ottp.spark_load [--landing DIR] [--day YYYY-MM-DD] [--json]``."""
+    """``python -m ottp.ingest.spark_load [--landing DIR] [--day YYYY-MM-DD] [--json]``."""
     import argparse
     import json
 

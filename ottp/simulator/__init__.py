@@ -24,10 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ottp._sim_catalog import build_catalog, load_cancel_reasons, load_categories, write_catalog
-from ottp._sim_model import EVENT_TYPES, HEARTBEAT_INTERVAL_S, simulate_model
-from ottp._sim_output import MALFORMED_REASONS, TRUTH_DIR, write_events, write_truth
-from ottp._sim_util import Progress
+from ottp.simulator.arrays import Progress
+from ottp.simulator.behaviour import EVENT_TYPES, HEARTBEAT_INTERVAL_S, simulate_model
+from ottp.simulator.catalog import (
+    build_catalog,
+    load_cancel_reasons,
+    load_categories,
+    write_catalog,
+)
+from ottp.simulator.output import MALFORMED_REASONS, TRUTH_DIR, write_events, write_truth
 
 __all__ = [
     "EVENT_TYPES",

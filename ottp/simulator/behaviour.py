@@ -18,8 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ottp._sim_catalog import N_CLUSTERS, Catalog, category_weights
-from ottp._sim_util import (
+from ottp.contract import rules as contract_rules
+from ottp.simulator.arrays import (
     MS_PER_DAY,
     NEVER,
     choice_rows,
@@ -32,7 +32,7 @@ from ottp._sim_util import (
     seg_cumsum,
     weighted_choice,
 )
-from ottp.contract import rules as contract_rules
+from ottp.simulator.catalog import N_CLUSTERS, Catalog, category_weights
 
 HEARTBEAT_INTERVAL_S = 60
 

@@ -1,0 +1,1 @@
+"""What BI tools and people read: the marts snapshot and the pipeline report."""

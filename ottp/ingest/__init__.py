@@ -1,0 +1,1 @@
+"""Ingest: landing files into the warehouse's raw schema (DuckDB, Spark, a PostgreSQL mirror)."""
