@@ -179,7 +179,7 @@ def _cols(*specs: str) -> tuple[Column, ...]:
 _RANK_RULE = Rule("rank_positive", "rank >= 1", "rank must be 1 or more")
 
 # The export contract: what may leave the warehouse. The dbt models in
-# models/exports/ have exactly these columns (tests/test_exports.py checks it).
+# models/exports/ have exactly these columns (tests/crm/test_exports.py checks it).
 TABLES: tuple[TableSpec, ...] = (
     TableSpec(
         "crm_contacts",

@@ -30,8 +30,8 @@ from ottp import cli, config
 from ottp.crm import sync
 from ottp.ingest import load
 from tests.conftest import make_event, write_landing
-from tests.test_exports import STAND_IN_ML
-from tests.test_sync import PG, PG_URL
+from tests.crm.test_exports import STAND_IN_ML
+from tests.crm.test_sync import PG, PG_URL
 
 PASSWORD = "canary-pw-5e1f"
 CANARIES = {
@@ -317,7 +317,7 @@ def test_the_warehouse_exports_hold_exactly_the_contract_columns(world):
 
 def test_a_rejected_row_of_a_user_who_later_leaves_does_not_stay_in_the_target(tmp_path):
     """sync_rejections holds the latest sync's rejections, not a departed user's key."""
-    from tests.test_sync import build_exports
+    from tests.crm.test_sync import build_exports
 
     warehouse = tmp_path / "warehouse.duckdb"
     build_exports(warehouse)
@@ -363,7 +363,7 @@ SQL_LOOKING = [
 @pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
     not PG, reason="no PostgreSQL at 127.0.0.1:5432"))])  # fmt: skip
 def test_sql_looking_values_reach_the_target_as_data(kind, tmp_path):
-    from tests.test_sync import build_exports, source_rows, target_rows
+    from tests.crm.test_sync import build_exports, source_rows, target_rows
 
     values = ", ".join("(?)" for _ in SQL_LOOKING)
     warehouse = tmp_path / "warehouse.duckdb"

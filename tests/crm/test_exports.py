@@ -15,12 +15,12 @@ import duckdb
 import psycopg2
 import pytest
 import yaml
-from conftest import make_event, write_landing
-from test_sync import PG, PG_URL, fingerprint, target_rows
 
 from ottp import cli, config
 from ottp.crm import gates, sync
 from ottp.ingest import load
+from tests.conftest import make_event, write_landing
+from tests.crm.test_sync import PG, PG_URL, fingerprint, target_rows
 
 EXPORTS_DIR = config.DBT_PROJECT_DIR / "models" / "exports"
 

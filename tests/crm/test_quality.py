@@ -7,9 +7,9 @@ from datetime import datetime
 
 import duckdb
 import pytest
-from test_sync import build_exports
 
 from ottp.crm import gates, sync
+from tests.crm.test_sync import build_exports
 
 CLEAN = gates.Limits(min_rows_for_bound=0)
 

@@ -11,8 +11,8 @@ import pytest
 from ml import movielens
 from ml.models import ModelSpec
 
-FIXTURE = Path(__file__).parent / "fixtures" / "ml-100k-tiny"  # synthetic, ml-100k layout
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "movielens-small"
+FIXTURE = Path(__file__).parent / "ml-100k-tiny"  # synthetic, ml-100k layout
+REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "movielens-small"
 KEYS = ("precision_at_10", "recall_at_10", "ndcg_at_10", "map_at_10", "fit_seconds")
 
 

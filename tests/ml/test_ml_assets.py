@@ -7,9 +7,9 @@ import json
 import dagster as dg
 import duckdb
 import pytest
-from fixtures.ml_marts import build_marts
 
 from ml.recommend import REASON_KINDS
+from tests.ml.ml_marts import build_marts
 
 ML_TABLES = (
     "training_interactions",

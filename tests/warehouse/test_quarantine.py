@@ -28,7 +28,7 @@ from ottp import pipeline
 from ottp.bi import report
 from ottp.ingest import landing
 from ottp.ingest.load import load_files
-from tests.test_dbt_models import PG, postgres_database, query, run_dbt  # noqa: F401
+from tests.warehouse.test_dbt_models import PG, postgres_database, query, run_dbt  # noqa: F401
 
 SIM = dict(users=40, titles=30, days=3, seed=3, dirty_rate=0.01)
 BUILD = ["build", "--exclude", "exports", "--exclude-resource-type", "unit_test"]

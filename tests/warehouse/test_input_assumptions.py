@@ -53,7 +53,7 @@ def _title_rules() -> dict[str, str]:
         field = rule_id.split(".")[1]
         assert f"j.{field} is null" in loader or f"j.{field} not in" in loader, rule_id
     # The schema names the categories seed in words; both loaders check a title's
-    # category against the seed file (tests/test_load.py and tests/test_contract.py
+    # category against the seed file (tests/ingest/test_load.py and tests/contract/test_contract.py
     # load a title outside it: invalid_value on DuckDB and on Spark).
     assert "seeds/categories.csv" in schema["properties"]["category"]["description"]
     ids[contract.TITLE_CATEGORY_RULE] = "invalid_value"

@@ -20,8 +20,8 @@ from ottp import config
 from ottp.crm import sync
 from ottp.ingest import landing, load
 from ottp.warehouse import WarehouseBusy
-from tests.test_reliability_faults import _raw_difference
-from tests.test_sync import PG, PG_URL, build_exports, source_rows, target_rows
+from tests.crm.test_sync import PG, PG_URL, build_exports, source_rows, target_rows
+from tests.orchestration.test_reliability_faults import _raw_difference
 
 needs_pg = pytest.mark.skipif(not PG, reason="no PostgreSQL at 127.0.0.1:5432")
 PRELUDE = (

@@ -9,13 +9,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import scipy.sparse as sp
-from fixtures.ml_marts import AS_OF, build_marts
 
 from ml import churn, flows, gate, metrics, rails, recommend, similar
 from ml import evaluation as ev
 from ml import interactions as ia
 from ml import warehouse as wh
 from ml.models import ModelSpec, fit
+from tests.ml.ml_marts import AS_OF, build_marts
 
 SMALL_GRID = (
     ModelSpec("als", {"factors": 32, "regularization": 5.0, "alpha": 1.0, "iterations": 10}),

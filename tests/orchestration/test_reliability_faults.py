@@ -32,7 +32,7 @@ from ottp import config
 from ottp.crm import sync
 from ottp.ingest import landing, load
 from tests.conftest import DAY, make_event, write_landing
-from tests.test_sync import CHANGE_SET, PG, PG_URL, build_exports, target_rows
+from tests.crm.test_sync import CHANGE_SET, PG, PG_URL, build_exports, target_rows
 
 needs_pg = pytest.mark.skipif(not PG, reason="no PostgreSQL at 127.0.0.1:5432")
 FAST_RETRY = sync.RetryPolicy(attempts=3, first_delay_s=0.2, max_delay_s=1.0)
@@ -455,7 +455,7 @@ def _raise_simulated(table: str) -> None:
 
 
 def _source(warehouse: Path, table: str) -> list[tuple]:
-    from tests.test_sync import source_rows
+    from tests.crm.test_sync import source_rows
 
     return source_rows(warehouse, table)
 
