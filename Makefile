@@ -35,14 +35,18 @@ test: setup browser
 dev: setup
 	$(BIN)/ottp ui
 
+# Python format and lint, then the dbt models' SQL (dbt_project/.sqlfluff).
+PY_DIRS := ottp ml orchestration tests benchmarks
 lint: setup
-	$(BIN)/ruff check ottp ml orchestration tests benchmarks
+	$(BIN)/ruff format --check $(PY_DIRS)
+	$(BIN)/ruff check $(PY_DIRS)
+	$(BIN)/sqlfluff lint dbt_project
 
-# `ottp bench` covers generate, load, dbt, recommender, gates and sync on simulated
-# data; the scripts after it push the recommender, the gates and the sync to larger
-# synthetic sizes than 10M events produce.
+# benchmarks/suite.py covers generate, load, dbt, recommender, gates and sync on
+# simulated data; the scripts after it push the recommender, the gates and the sync
+# to larger synthetic sizes than 10M events produce.
 bench: setup
-	$(BIN)/ottp bench --json bench-results/ottp-bench.json
+	$(BIN)/python benchmarks/suite.py --json bench-results/ottp-bench.json
 	$(BIN)/python benchmarks/bench_ml.py
 	$(BIN)/python benchmarks/bench_quality.py
 	$(BIN)/python benchmarks/bench_sync.py

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from datetime import date
@@ -122,7 +121,7 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 def _cmd_ui(args: argparse.Namespace) -> int:
     from ottp import instance
 
-    instance.prepare_dagster_home()
+    home = instance.prepare_dagster_home()
     cmd = [
         sys.executable,
         "-m",
@@ -135,7 +134,7 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         "--port",
         str(args.port),
     ]
-    print(f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}\n$ {' '.join(cmd)}")
+    print(f"DAGSTER_HOME={home}\n$ {' '.join(cmd)}")
     return subprocess.call(cmd, cwd=config.REPO_ROOT)
 
 
@@ -160,13 +159,6 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         return 1
     print(result.format_table())
     return 0
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from ottp import bench
-
-    args.argv = sys.argv[2:]
-    return bench.run(args)
 
 
 def _cmd_backfill(args: argparse.Namespace) -> int:
@@ -283,16 +275,6 @@ def build_parser() -> argparse.ArgumentParser:
         "file); a password belongs in PGPASSWORD or ~/.pgpass, not on the command line.",
     )
     sy.set_defaults(func=_cmd_sync)
-
-    from ottp import bench as bench_suite
-
-    bn = sub.add_parser(
-        "bench",
-        help="Benchmark every stage (generate, load, dbt, train, recommend, quality, sync) "
-        "on generated data against peers in the same run; prints a table, writes JSON.",
-    )
-    bench_suite.add_arguments(bn)
-    bn.set_defaults(func=_cmd_bench)
 
     ui = sub.add_parser("ui", help="Open the Dagster UI on the same data.")
     ui.add_argument("--host", default="127.0.0.1")

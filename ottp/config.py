@@ -72,6 +72,77 @@ def _positive_int(variable: str, default: str) -> int:
     return int(raw)
 
 
+def spark_session_settings() -> dict[str, str]:
+    """The local Spark session's sizing: master, shuffle partitions, driver memory."""
+    return {
+        "spark.master": os.environ.get("OTTP_SPARK_MASTER", "local[2]"),
+        "spark.sql.shuffle.partitions": os.environ.get("OTTP_SPARK_SHUFFLE_PARTITIONS", "4"),
+        "spark.driver.memory": os.environ.get("OTTP_SPARK_DRIVER_MEMORY", "2g"),
+    }
+
+
+def java_home() -> str | None:
+    """JAVA_HOME, if set: pyspark starts the JVM it names."""
+    return os.environ.get("JAVA_HOME") or None
+
+
+def bench_postgres_url() -> str | None:
+    """OTTP_BENCH_PG_URL: a PostgreSQL server the benchmarks may create and drop databases on."""
+    return os.environ.get("OTTP_BENCH_PG_URL") or None
+
+
+def child_env(variables: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """This process's environment for a subprocess, these variables set (None: removed)."""
+    env = dict(os.environ)
+    for name, value in (variables or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+# The CRM target, the sync's retry policy and the export gates (docs/crm-exports.md).
+CRM_DATABASE_URL_VAR = "CRM_DATABASE_URL"
+CRM_DATABASE_SCHEMA_VAR = "CRM_DATABASE_SCHEMA"
+CRM_SYNC_ATTEMPTS_VAR = "CRM_SYNC_ATTEMPTS"
+CRM_SYNC_RETRY_DELAY_VAR = "CRM_SYNC_RETRY_DELAY_S"
+CRM_SYNC_RETRY_MAX_DELAY_VAR = "CRM_SYNC_RETRY_MAX_DELAY_S"
+EXPORT_MAX_AGE_VAR = "OTTP_EXPORT_MAX_AGE_HOURS"
+
+
+def crm_database_url() -> str | None:
+    """CRM_DATABASE_URL: the CRM target (unset: the embedded SQLite file); may hold a password."""
+    return os.environ.get(CRM_DATABASE_URL_VAR) or None
+
+
+def crm_database_schema(default: str) -> str:
+    """CRM_DATABASE_SCHEMA: the PostgreSQL target's schema."""
+    return os.environ.get(CRM_DATABASE_SCHEMA_VAR, default)
+
+
+def crm_sync_retry(
+    attempts: int, first_delay_s: float, max_delay_s: float
+) -> tuple[int, float, float]:
+    """The sync's attempts and backoff: these defaults or the environment's overrides."""
+    return (
+        max(1, int(os.environ.get(CRM_SYNC_ATTEMPTS_VAR, attempts))),
+        float(os.environ.get(CRM_SYNC_RETRY_DELAY_VAR, first_delay_s)),
+        float(os.environ.get(CRM_SYNC_RETRY_MAX_DELAY_VAR, max_delay_s)),
+    )
+
+
+def export_max_age_hours() -> float | None:
+    """OTTP_EXPORT_MAX_AGE_HOURS: the gates fail on an older warehouse as_of (unset: no limit)."""
+    raw = os.environ.get(EXPORT_MAX_AGE_VAR)
+    return float(raw) if raw else None
+
+
+def quiet_great_expectations() -> None:
+    """No usage analytics from Great Expectations unless GX_ANALYTICS_ENABLED asks for them."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
 def dbt_env(s: Settings | None = None) -> dict[str, str]:
     """Environment for a dbt subprocess: profiles.yml reads these with env_var()."""
     s = s or settings()

@@ -13,10 +13,10 @@ instead (targets ``spark_thrift`` / ``spark_http``); see docs/scaling.md.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ottp import config
 from ottp.config import Settings, settings
 
 if TYPE_CHECKING:
@@ -31,13 +31,13 @@ def spark_dir(s: Settings | None = None) -> Path:
 def spark_conf(s: Settings | None = None) -> dict[str, str]:
     """The session configuration; profiles.yml's ``spark`` target sets the same keys."""
     root = spark_dir(s)
-    env = os.environ.get
+    sizing = config.spark_session_settings()
     return {
-        "spark.master": env("OTTP_SPARK_MASTER", "local[2]"),
+        "spark.master": sizing["spark.master"],
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
-        "spark.sql.shuffle.partitions": env("OTTP_SPARK_SHUFFLE_PARTITIONS", "4"),
-        "spark.driver.memory": env("OTTP_SPARK_DRIVER_MEMORY", "2g"),
+        "spark.sql.shuffle.partitions": sizing["spark.sql.shuffle.partitions"],
+        "spark.driver.memory": sizing["spark.driver.memory"],
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.ansi.enabled": "false",
@@ -68,4 +68,4 @@ def java_available() -> bool:
     """Whether a Java runtime is on PATH (pyspark starts a JVM)."""
     import shutil
 
-    return bool(os.environ.get("JAVA_HOME") or shutil.which("java"))
+    return bool(config.java_home() or shutil.which("java"))
