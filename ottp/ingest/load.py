@@ -32,7 +32,7 @@ except ImportError:  # a pure-zlib install still checks every file, more slowly
 
 from ottp.config import RAW_SCHEMA
 from ottp.contract import rules as contract_rules
-from ottp.ingest import landing
+from ottp.ingest import landing, reject_rules
 from ottp.warehouse import LOCK_WAIT_S, connect
 
 logger = logging.getLogger(__name__)
@@ -852,113 +852,12 @@ def _verdict_columns() -> str:
     """
 
 
-# DuckDB's json_type names of each JSON Schema type.
-_JSON_TYPES = {
-    "string": ("VARCHAR",),
-    "number": ("UBIGINT", "BIGINT", "DOUBLE"),
-    "integer": ("UBIGINT", "BIGINT"),
-    "boolean": ("BOOLEAN",),
-    "object": ("OBJECT",),
-}
-# Fields whose format is checked by parsing them in ``typed`` (null: unparsable).
-_FORMAT_COLUMNS = {("event_id", "uuid"), ("occurred_at", "date-time"), ("received_at", "date-time")}
-_BOUND_OPS = {"minimum": "<", "exclusiveMinimum": "<=", "maximum": ">"}
-
-
-def _sql_text(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-_DATE_TIME = _sql_text(contract_rules.DATE_TIME_PATTERN)
-
-
-def _verdict_sql(rule: contract_rules.Rule, value_sql: str | None = None) -> str:
-    """``'<code>|<reason>'``, with the offending value (JSON-quoted, cut short) for ``{value}``."""
-    head, _, tail = rule.reason.partition("{value}")
-    verdict = _sql_text(f"{rule.reason_code}|{head}")
-    if _:
-        verdict += f" || to_json(left({value_sql}, 50)) || {_sql_text(tail)}"
-    return verdict
-
-
-def _event_rule_branch(rule: contract_rules.Rule) -> str | None:
-    """The CASE branch enforcing one rule on a line of ``typed`` (None: folded into another)."""
-    f = rule.field
-    top_type = None if rule.parent else contract_rules.BY_ID.get(f"{f}.type")
-    kind = top_type.value[0] if top_type is not None else None
-    if rule.parent is not None:
-        if rule.parent != "properties":
-            raise contract_rules.ContractError(f"{rule.rule_id}: nested only under properties")
-        path = _sql_text(f"$.{rule.name}")
-        json_type = f"json_type(properties, {path})"
-        if rule.kind == "required":
-            cond = f"coalesce({json_type}, 'NULL') = 'NULL'"
-        elif rule.kind == "type":
-            names = contract_rules.in_sql(n for t in rule.value for n in _JSON_TYPES[t])
-            cond = f"{json_type} not in ({names})"
-        elif rule.kind in _BOUND_OPS:
-            number = f"try_cast(json_extract_string(properties, {path}) as double)"
-            cond = f"{number} {_BOUND_OPS[rule.kind]} {rule.value!r}"
-        elif rule.kind == "enum":
-            value = f"json_extract_string(properties, {path})"
-            cond = f"{value} not in ({contract_rules.in_sql(rule.value)})"
-        elif rule.kind == "pattern":
-            value = f"json_extract_string(properties, {path})"
-            cond = f"not regexp_matches({value}, {_sql_text(rule.value)})"
-        else:
-            raise contract_rules.ContractError(f"{rule.rule_id}: no DuckDB check")
-        if rule.kind in ("enum", "pattern"):
-            verdict = _verdict_sql(rule, value)
-        else:
-            verdict = _verdict_sql(rule)
-    else:
-        # A text field is j.<f> (schema_version: its unwrapped text), a number
-        # the typed double (NaN if not a number), properties the object or null.
-        value = {"schema_version": "schema_version_text"}.get(f, f"j.{f}")
-        if kind in ("number", "object"):
-            value = f
-        if rule.kind == "type" and kind == "string":
-            return None  # one branch for all text fields: not_a_string
-        if rule.kind == "required":
-            cond = f"j.{f} is null" if kind == "string" else f"{value} is null"
-        elif rule.kind == "type" and kind == "number":
-            cond = f"isnan({f}) or isinf({f})"
-        elif rule.kind == "type" and kind == "object":
-            cond = f"{f}_not_object"
-        elif rule.kind == "format" and (f, rule.value) in _FORMAT_COLUMNS:
-            cond = f"{f} is null"
-        elif rule.kind == "enum":
-            cond = f"{value} not in ({contract_rules.in_sql(rule.value)})"
-        elif rule.kind == "pattern":
-            cond = f"not regexp_matches({value}, {_sql_text(rule.value)})"
-        elif rule.kind in _BOUND_OPS and kind == "number":
-            cond = f"{value} {_BOUND_OPS[rule.kind]} {rule.value!r}"
-        else:
-            raise contract_rules.ContractError(f"{rule.rule_id}: no DuckDB check")
-        verdict = _verdict_sql(rule, value if rule.kind in ("enum", "pattern") else None)
-    if rule.event_types is not None:
-        types = contract_rules.in_sql(rule.event_types)
-        if rule.parent is not None:
-            # case, not and: json_type only runs on the lines of those types
-            cond = f"case when event_type in ({types}) then {cond} end"
-        else:
-            cond = f"event_type in ({types}) and ({cond})"
-    return f"when {cond} then {verdict}"
+_DATE_TIME = reject_rules.duckdb_literal(contract_rules.DATE_TIME_PATTERN)
 
 
 def _event_rule_checks() -> str:
-    """The CASE branches of every contract rule, in RULES' order."""
-    branches = []
-    for rule in contract_rules.RULES:
-        if rule.kind == "type" and rule.parent is None and rule.value == ("string",):
-            if rule is contract_rules.RULES[0]:
-                branches.append(
-                    "when not_a_string is not null "
-                    "then 'wrong_type|' || not_a_string || ' is not a string'"
-                )
-            continue
-        branches.append(_event_rule_branch(rule))
-    return "\n                    ".join(branches)
+    """The CASE branches of every contract rule, in RULES' order (ottp.ingest.reject_rules)."""
+    return "\n                    ".join(reject_rules.event_rule_branches(reject_rules.DUCKDB))
 
 
 def _validate_events(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
@@ -1083,23 +982,8 @@ def _check_landed(con: duckdb.DuckDBPyConnection, inserted: int) -> None:
         raise RuntimeError(f"load accounting: inserted {inserted} rows, counted {counted} per file")
 
 
-# Catalog fields that are JSON integers (or null), and their minimums, from
-# titles.schema.json; the warehouse keeps them as 32-bit integers.
-TITLE_INTEGERS = contract_rules.TITLE_INTEGERS
-
-
 def _title_integer_checks() -> str:
-    checks = []
-    for f in TITLE_INTEGERS:
-        checks.append(
-            f"when json_type(j.{f}) not in ('UBIGINT', 'BIGINT') "
-            f"or (j.{f} is not null and try_cast(j.{f}::varchar as integer) is null) "
-            f"then 'wrong_type|{f} is not an integer'"
-        )
-    for f, low in TITLE_INTEGERS.items():
-        if low is not None:
-            checks.append(f"when {f} < {low} then 'invalid_value|{f} below {low}'")
-    return "\n                    ".join(checks)
+    return "\n                    ".join(reject_rules.title_integer_branches(reject_rules.DUCKDB))
 
 
 def _validate_titles(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:

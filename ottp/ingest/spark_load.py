@@ -29,12 +29,11 @@ from typing import TYPE_CHECKING
 
 from ottp.config import RAW_SCHEMA
 from ottp.contract import rules as contract_rules
-from ottp.ingest import landing
+from ottp.ingest import landing, reject_rules
 from ottp.ingest.load import (
     MAX_CLOCK_AHEAD_HOURS,
     MAX_LINE_BYTES,
     MIN_EVENT_TIME,
-    TITLE_INTEGERS,
     FileResult,
     LoadReport,
     inspect_file,
@@ -293,108 +292,17 @@ def _line_checks() -> str:
             then 'invalid_json|NaN or Infinity is not JSON'
         when contains(line, '\\\\u0000') and line rlike '{_ESCAPED_NUL}'
             then 'invalid_value|NUL character (\\\\u0000) in a string'
-        when not_a_string is not null then 'wrong_type|' || not_a_string || ' is not a string'
     """
-
-
-# Spark's schema_of_variant names (up to the first non-letter) of each JSON Schema type.
-_VARIANT_TYPES = {
-    "string": ("STRING",),
-    "number": ("BIGINT", "DECIMAL", "DOUBLE", "FLOAT"),
-    "integer": ("BIGINT",),
-    "boolean": ("BOOLEAN",),
-    "object": ("OBJECT",),
-}
-_FORMAT_COLUMNS = {("event_id", "uuid"), ("occurred_at", "date-time"), ("received_at", "date-time")}
-_BOUND_OPS = {"minimum": "<", "exclusiveMinimum": "<=", "maximum": ">"}
-
-
-def _spark_text(text: str) -> str:
-    """A Spark SQL string literal (backslashes are escapes there)."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _verdict_sql(rule: contract_rules.Rule, value_sql: str | None = None) -> str:
-    """``'<code>|<reason>'``, with the offending value (JSON-quoted, cut short) for ``{value}``."""
-    head, marker, tail = rule.reason.partition("{value}")
-    verdict = _spark_text(f"{rule.reason_code}|{head}")
-    if marker:
-        verdict += f" || {_json_quoted(value_sql)} || {_spark_text(tail)}"
-    return verdict
 
 
 def _json_quoted(value_sql: str) -> str:
     """The text as a JSON string (quoted, escaped), cut to 50 characters: as DuckDB's to_json."""
-    return f"regexp_extract(to_json(array(left({value_sql}, 50))), '^\\\\[(.*)\\\\]$', 1)"
-
-
-def _event_rule_branch(rule: contract_rules.Rule) -> str:
-    """The CASE branch enforcing one rule on a line of ``typed``, as ottp.ingest.load does on DuckDB."""
-    f = rule.field
-    value = None
-    if rule.parent is not None:
-        if rule.parent != "properties":
-            raise contract_rules.ContractError(f"{rule.rule_id}: nested only under properties")
-        path = _spark_text(f"$.{rule.name}")
-        kind_of = (
-            f"regexp_extract(schema_of_variant(variant_get(try_parse_json(properties), {path})), "
-            "'^[A-Z]+', 0)"
-        )
-        value = f"get_json_object(properties, {path})"
-        if rule.kind == "required":
-            cond = f"coalesce({kind_of}, 'VOID') = 'VOID'"
-        elif rule.kind == "type":
-            names = contract_rules.in_sql(n for t in rule.value for n in _VARIANT_TYPES[t])
-            cond = f"{kind_of} not in ({names})"
-        elif rule.kind in _BOUND_OPS:
-            cond = f"cast({value} as double) {_BOUND_OPS[rule.kind]} {rule.value!r}"
-        elif rule.kind == "enum":
-            cond = f"{value} not in ({contract_rules.in_sql(rule.value)})"
-        elif rule.kind == "pattern":
-            cond = f"not {value} rlike {_spark_text(rule.value)}"
-        else:
-            raise contract_rules.ContractError(f"{rule.rule_id}: no Spark check")
-    else:
-        top_type = contract_rules.BY_ID.get(f"{f}.type")
-        kind = top_type.value[0] if top_type is not None else None
-        value = f if kind in ("number", "object") else f"j.{f}"
-        if rule.kind == "required":
-            cond = f"{value} is null"
-        elif rule.kind == "type" and kind == "number":
-            cond = (
-                f"(j.{f} is not null and {f} is null) or isnan({f}) "
-                f"or {f} in (double('inf'), double('-inf'))"
-            )
-        elif rule.kind == "type" and kind == "object":
-            cond = f"{f}_not_object"
-        elif rule.kind == "format" and (f, rule.value) in _FORMAT_COLUMNS:
-            cond = f"{f} is null"
-        elif rule.kind == "enum":
-            cond = f"{value} not in ({contract_rules.in_sql(rule.value)})"
-        elif rule.kind == "pattern":
-            cond = f"not {value} rlike {_spark_text(rule.value)}"
-        elif rule.kind in _BOUND_OPS and kind == "number":
-            cond = f"{value} {_BOUND_OPS[rule.kind]} {rule.value!r}"
-        else:
-            raise contract_rules.ContractError(f"{rule.rule_id}: no Spark check")
-    verdict = _verdict_sql(rule, value if rule.kind in ("enum", "pattern") else None)
-    if rule.event_types is not None:
-        types = contract_rules.in_sql(rule.event_types)
-        cond = f"case when event_type in ({types}) then {cond} end"
-    return f"when {cond} then {verdict}"
+    return reject_rules.SPARK.json_quoted.format(value=value_sql)
 
 
 def _event_rule_checks() -> str:
-    """The CASE branches of every contract rule, in RULES' order.
-
-    The text fields' type rules are one branch, not_a_string, in _line_checks.
-    """
-    branches = []
-    for rule in contract_rules.RULES:
-        if rule.kind == "type" and rule.parent is None and rule.value == ("string",):
-            continue
-        branches.append(_event_rule_branch(rule))
-    return "\n                ".join(branches)
+    """The CASE branches of every contract rule, in RULES' order (ottp.ingest.reject_rules)."""
+    return "\n                ".join(reject_rules.event_rule_branches(reject_rules.SPARK))
 
 
 def _validated_events_sql() -> str:
@@ -454,18 +362,7 @@ def _variant_kind(field: str, json_text: str) -> str:
 
 
 def _title_integer_checks() -> str:
-    """As ottp.ingest.load: catalog integers are JSON integers that fit 32 bits, with their minimums."""
-    checks = [
-        f"when {_variant_kind(f, 'line')} not in ('BIGINT', 'VOID') "
-        f"or (j.{f} is not null and {f} is null) then 'wrong_type|{f} is not an integer'"
-        for f in TITLE_INTEGERS
-    ]
-    checks += [
-        f"when {f} < {low} then 'invalid_value|{f} below {low}'"
-        for f, low in TITLE_INTEGERS.items()
-        if low is not None
-    ]
-    return "\n                ".join(checks)
+    return "\n                ".join(reject_rules.title_integer_branches(reject_rules.SPARK))
 
 
 def _validated_titles_sql() -> str:
@@ -494,6 +391,7 @@ def _validated_titles_sql() -> str:
         select *,
             case
                 {_line_checks()}
+                {reject_rules.NOT_A_STRING_BRANCH}
                 when j.title_id is null then 'missing_field|title_id'
                 when j.name is null then 'missing_field|name'
                 when j.category is null then 'missing_field|category'
