@@ -86,6 +86,30 @@ def java_home() -> str | None:
     return os.environ.get("JAVA_HOME") or None
 
 
+def first_landing_day() -> str:
+    """OTTP_FIRST_LANDING_DAY: the first daily partition, so a platform's history fits."""
+    return os.environ.get("OTTP_FIRST_LANDING_DAY", "2026-08-01")
+
+
+# The Dagster instance's PostgreSQL storage (unset: SQLite under DAGSTER_HOME).
+DAGSTER_POSTGRES_URL_VAR = "OTTP_DAGSTER_POSTGRES_URL"
+
+
+def dagster_postgres_url() -> str | None:
+    """OTTP_DAGSTER_POSTGRES_URL: the instance in PostgreSQL; may hold a password."""
+    return os.environ.get(DAGSTER_POSTGRES_URL_VAR) or None
+
+
+def dagster_home() -> str | None:
+    """DAGSTER_HOME, if set: the instance folder Dagster's processes use."""
+    return os.environ.get("DAGSTER_HOME") or None
+
+
+def export_environment(variables: Mapping[str, str]) -> None:
+    """Set these variables for this process and every process it starts (Dagster, dbt)."""
+    _set_environment(variables)
+
+
 def bench_postgres_url() -> str | None:
     """OTTP_BENCH_PG_URL: a PostgreSQL server the benchmarks may create and drop databases on."""
     return os.environ.get("OTTP_BENCH_PG_URL") or None

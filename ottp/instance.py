@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import yaml
 
 from ottp import config
 
-POSTGRES_URL_VAR = "OTTP_DAGSTER_POSTGRES_URL"
+POSTGRES_URL_VAR = config.DAGSTER_POSTGRES_URL_VAR
 # What dagster.yaml reads: the same URL with SQLAlchemy's psycopg2 driver named.
 # SQLAlchemy 2.1 opens a bare postgresql:// with psycopg 3, whose server-side
 # parameters break dagster-postgres's `NOTIFY channel, $1`.
@@ -24,7 +23,7 @@ ENGINE_POOL = "engine_writer"
 def instance_yaml() -> dict:
     """The repository's dagster.yaml, with PostgreSQL storage when its variable is set."""
     settings = yaml.safe_load((config.REPO_ROOT / "dagster.yaml").read_text())
-    if os.environ.get(POSTGRES_URL_VAR):
+    if config.dagster_postgres_url():
         settings["storage"] = {"postgres": {"postgres_url": {"env": SQLALCHEMY_URL_VAR}}}
     return settings
 
@@ -40,17 +39,18 @@ def sqlalchemy_url(url: str) -> str:
 def prepare_dagster_home(s: config.Settings | None = None) -> Path:
     """Write DAGSTER_HOME/dagster.yaml and export the variables it reads."""
     s = s or config.settings()
-    home = Path(os.environ.get("DAGSTER_HOME") or s.data_dir / "dagster_home").resolve()
+    home = Path(config.dagster_home() or s.data_dir / "dagster_home").resolve()
     storage = home / "storage"
     storage.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(instance_yaml(), sort_keys=False)
     target = home / "dagster.yaml"
     if not target.exists() or target.read_text() != text:
         target.write_text(text)
-    os.environ["DAGSTER_HOME"] = str(home)
-    if os.environ.get(POSTGRES_URL_VAR):
-        os.environ[SQLALCHEMY_URL_VAR] = sqlalchemy_url(os.environ[POSTGRES_URL_VAR])
-    os.environ["OTTP_DAGSTER_STORAGE_DIR"] = str(storage)
+    exported = {"DAGSTER_HOME": str(home), "OTTP_DAGSTER_STORAGE_DIR": str(storage)}
+    postgres_url = config.dagster_postgres_url()
+    if postgres_url:
+        exported[SQLALCHEMY_URL_VAR] = sqlalchemy_url(postgres_url)
+    config.export_environment(exported)
     config.export_dbt_env(s)
     set_pool_limits(s)
     return home
