@@ -25,14 +25,18 @@ from pathlib import Path
 import numpy as np
 
 from ottp.simulator.arrays import Progress
-from ottp.simulator.behaviour import EVENT_TYPES, HEARTBEAT_INTERVAL_S, simulate_model
+from ottp.simulator.behaviour import simulate_behaviour
 from ottp.simulator.catalog import (
     build_catalog,
     load_cancel_reasons,
     load_categories,
     write_catalog,
 )
-from ottp.simulator.output import MALFORMED_REASONS, TRUTH_DIR, write_events, write_truth
+from ottp.simulator.collector import write_events
+from ottp.simulator.events import EVENT_TYPES
+from ottp.simulator.lines import MALFORMED_REASONS
+from ottp.simulator.playback import HEARTBEAT_INTERVAL_S
+from ottp.simulator.truth import TRUTH_DIR, write_truth
 
 __all__ = [
     "EVENT_TYPES",
@@ -178,12 +182,12 @@ def simulate(
     with ThreadPoolExecutor(max_workers=1) as pool:
         cat_job = pool.submit(write_catalog, catalog, out_dir)
         bar.set(3, "users, sessions, playbacks")
-        model = simulate_model(
+        behaviour = simulate_behaviour(
             streams[1:9], catalog, users, days, start_date, reasons, bot_fraction=dirty_rate / 5.0
         )
         bar.set(25, "collector: receipt, dirty data")
         stats = write_events(
-            model,
+            behaviour,
             catalog,
             out_dir,
             start_date,
@@ -197,7 +201,7 @@ def simulate(
             progress_span=68,
         )
         bar.set(98, "truth")
-        write_truth(model, catalog, out_dir, seed, users)
+        write_truth(behaviour, catalog, out_dir, seed, users)
         bar.set(99, "catalog snapshots")
         catalog_files = cat_job.result()
     bar.close()
@@ -216,11 +220,11 @@ def simulate(
         malformed_lines=stats.malformed_lines,
         late_events=stats.late_events,
         skewed_events=stats.skewed_events,
-        bot_devices=model.bot_devices,
+        bot_devices=behaviour.bot_devices,
         bot_events=stats.bot_events,
-        anonymous_devices=int(((model.devices.user < 0) & ~model.devices.bot).sum()),
-        sessions=model.n_sessions,
-        playbacks=model.n_plays,
+        anonymous_devices=int(((behaviour.devices.user < 0) & ~behaviour.devices.bot).sum()),
+        sessions=behaviour.n_sessions,
+        playbacks=behaviour.n_plays,
         catalog_snapshots=len(catalog_files),
         files=event_files + list(catalog_files),
         event_files=event_files,

@@ -92,6 +92,15 @@ def weighted_choice(rng: np.random.Generator, weights: np.ndarray, size: int) ->
     return np.minimum(np.searchsorted(cum, rng.random(size), side="right"), len(w) - 1)
 
 
+def uniform_int(rng: np.random.Generator, lo: float, hi: float, n: int) -> np.ndarray:
+    """``n`` integers drawn uniformly from [lo, hi], both ends included."""
+    return rng.integers(int(lo), int(hi) + 1, n).astype(np.int64)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
 # --------------------------------------------------------------------------- ids & strings
 
 

@@ -23,7 +23,7 @@ from ottp.simulator import (
     suggest_size,
     truth_dir,
 )
-from ottp.simulator.behaviour import COUNTRIES
+from ottp.simulator.viewers import COUNTRIES
 
 START = dt.date(2026, 8, 1)
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
