@@ -24,12 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ottp import config
+from ottp.contract import rules as contract_rules
 from ottp.simulator.arrays import Progress
 from ottp.simulator.behaviour import simulate_behaviour
 from ottp.simulator.catalog import (
     build_catalog,
     load_cancel_reasons,
-    load_categories,
     write_catalog,
 )
 from ottp.simulator.collector import write_events
@@ -165,10 +166,9 @@ def simulate(
         raise ValueError("users and days must be at least 1")
     if not 0.0 <= dirty_rate < 1.0:
         raise ValueError("dirty_rate must be in [0, 1)")
-    from ottp.config import SEEDS_DIR  # read at call time: tests may point it elsewhere
-
-    categories = load_categories(SEEDS_DIR)
-    reasons = load_cancel_reasons(SEEDS_DIR)
+    # seeds are read at call time: tests may point config.SEEDS_DIR elsewhere
+    categories = list(contract_rules.title_categories())
+    reasons = load_cancel_reasons(config.SEEDS_DIR)
     if titles < len(categories):
         raise ValueError(f"titles must be at least {len(categories)} (one per category)")
     out_dir = Path(out_dir)

@@ -1,6 +1,7 @@
 """Title catalog for the event simulator (private).
 
-The catalog is built per category from ``seeds/categories.csv``. A title is a
+The catalog is built per category: the categories are the contract's
+(``ottp.contract.rules.title_categories``: ``seeds/categories.csv``). A title is a
 movie or one episode of a series; movies and series are the *items* users
 choose between. Every item belongs to one of ``N_CLUSTERS`` sub-genres of its
 category (each with its own keywords), which carries the per-user taste
@@ -111,15 +112,8 @@ def _release_day(rng: np.random.Generator, start: dt.date, lo: int, hi: int) -> 
     return int(days[rng.integers(len(days))])
 
 
-def load_categories(seeds_dir: Path) -> list[str]:
-    with open(seeds_dir / "categories.csv", newline="", encoding="utf-8") as f:
-        cats = [row["category"].strip() for row in csv.DictReader(f) if row.get("category")]
-    if not cats:
-        raise ValueError(f"no categories in {seeds_dir / 'categories.csv'}")
-    return cats
-
-
 def load_cancel_reasons(seeds_dir: Path) -> list[str]:
+    """The unsubscribe survey's reason codes, from ``seeds/cancel_reasons.csv``."""
     with open(seeds_dir / "cancel_reasons.csv", newline="", encoding="utf-8") as f:
         codes = [row["reason_code"].strip() for row in csv.DictReader(f) if row.get("reason_code")]
     if not codes:
@@ -205,166 +199,256 @@ def build_catalog(
         raise ValueError(f"titles must be at least the number of categories ({C})")
     weights = category_weights(categories)
     alloc = np.ones(C, dtype=np.int64) + rng.multinomial(n_titles - C, weights)
-    weeks_in_window = (days - 1) // 7 + 1  # weekly slots that fit in the window
-    in_window_ok = days >= 8
-
+    window = _Window(start, days)
     rows: list[dict] = []  # one per title (Python loop per title/series is fine: catalog-sized)
     s_rows: list[dict] = []
     for c, cat in enumerate(categories):
-        share, ep_minutes = profile(cat)[1], profile(cat)[2]
         tc = int(alloc[c])
-        n_ep = int(round(tc * share)) if tc >= 4 else 0
-        n_mov = tc - n_ep
-        remaining = n_ep
-        while remaining > 0:
-            fmt = rng.random()
-            if fmt < 0.25:  # limited series
-                eps_per, n_seasons = int(rng.integers(6, 11)), 1
-            elif fmt < 0.75:  # a few seasons
-                eps_per = int(rng.integers(8, 11)) if cat != "kids" else int(rng.integers(10, 16))
-                n_seasons = int(min(4, rng.geometric(0.5)))
-            else:  # long-running show (sitcoms, soaps, anime, kids, reality)
-                eps_per, n_seasons = int(rng.integers(12, 25)), int(rng.integers(3, 9))
-            u = rng.random()
-            status = "ended"
-            if in_window_ok and u < 0.10:
-                status = "premiere"  # a new series: one season, released weekly in the window
-                n = min(remaining, eps_per, weeks_in_window)
-            else:
-                n = min(remaining, eps_per * n_seasons)
-                if in_window_ok and u < 0.45 and (n - 1) % eps_per + 1 >= 2:
-                    status = "running"  # the last season is still being released weekly
-            if 0 < remaining - n < 4 and status != "premiere":
-                n = remaining
-                if status == "running" and (n - 1) % eps_per + 1 < 2:
-                    status = "ended"
-            remaining -= n
-            sidx = len(s_rows)
-            base_min = float(rng.choice(ep_minutes))
-            pop = float(rng.lognormal(0.0, 1.1)) * (1.6 if status != "ended" else 1.0)
-            s_cluster = int(rng.integers(N_CLUSTERS))
-            ck = category_keywords(cat)
-            own = ck[3 * s_cluster : 3 * s_cluster + 3]
-            s_kw = [own[j] for j in sorted(rng.choice(3, 2, replace=False))]
-            s_kw.append(ck[rng.integers(len(ck))])
-            s_rows.append(
-                dict(
-                    cat=c,
-                    cluster=s_cluster,
-                    pop=pop,
-                    keywords=list(dict.fromkeys(s_kw)),
-                    quality=float(rng.normal(0, 0.35)),
-                    status=status,
-                    name=f"The {_ADJ[rng.integers(len(_ADJ))]} {_NOUN[rng.integers(len(_NOUN))]}",
-                )
-            )
-            season = np.arange(n) // eps_per + 1
-            episode = np.arange(n) % eps_per + 1
-            # release schedule: weekly within a season, ~a year between seasons
-            gap = np.zeros(n, dtype=np.int64)
-            gap[1:] = np.where(season[1:] != season[:-1], rng.integers(250, 420), 7)
-            rel = np.cumsum(gap)
-            if status == "premiere":
-                first = _release_day(rng, start, 0, days - 7 * (n - 1) - 1)
-                avail = first + rel
-            elif status == "running":
-                last_season_n = int((season == season[-1]).sum())
-                k_in = int(min(last_season_n - 1, rng.integers(1, last_season_n), weeks_in_window))
-                k_in = max(k_in, 1)
-                first_in = _release_day(rng, start, 0, min(6, days - 1 - 7 * (k_in - 1)))
-                # episode n-k_in is released on first_in; the rest follow weekly
-                avail = rel - rel[n - k_in] + first_in
-            else:
-                last = -int(rng.integers(14, 2500))
-                avail = rel - rel[-1] + last
-            dur = np.clip(base_min * 60 * rng.normal(1.0, 0.06, n), 20 * 60, 60 * 60).astype(
-                np.int64
-            )
-            for i in range(n):
-                rows.append(
-                    dict(
-                        cat=c,
-                        kind=1,
-                        series=sidx,
-                        season=int(season[i]),
-                        episode=int(episode[i]),
-                        ordinal=i,
-                        duration=int(dur[i]),
-                        avail=int(avail[i]),
-                    )
-                )
-        # movies
-        if n_mov:
-            mins = rng.normal(105, 17, n_mov)
-            if cat in ("kids", "animation", "documentary"):
-                mins = rng.normal(92, 8, n_mov)
-            dur = np.clip(mins * 60, 80 * 60, 150 * 60).astype(np.int64)
-            new = (rng.random(n_mov) < 0.08) & in_window_ok
-            new[0] = False  # the category's always-available fallback movie
-            fridays = [d for d in range(1, days) if (start + dt.timedelta(days=d)).weekday() == 4]
-            for i in range(n_mov):
-                if new[i] and fridays:
-                    avail = int(fridays[rng.integers(len(fridays))])
-                else:
-                    avail = -int(rng.integers(1, 2500))
-                pop = float(rng.lognormal(0.0, 1.1)) * (2.5 if avail >= 0 else 1.0)
-                if i == 0:
-                    pop = max(pop, 3.0)
-                rows.append(
-                    dict(
-                        cat=c,
-                        kind=0,
-                        series=-1,
-                        season=0,
-                        episode=0,
-                        ordinal=-1,
-                        duration=int(dur[i]),
-                        avail=avail,
-                        pop=pop,
-                        quality=float(rng.normal(0, 0.35)),
-                        cluster=int(rng.integers(N_CLUSTERS)),
-                        fallback=i == 0,
-                    )
-                )
+        n_ep = int(round(tc * profile(cat)[1])) if tc >= 4 else 0
+        _add_series(rng, window, c, cat, n_ep, rows, s_rows)
+        _add_movies(rng, window, c, cat, tc - n_ep, rows)
 
     n = len(rows)
-    cat = np.array([r["cat"] for r in rows], dtype=np.int16)
-    kind = np.array([r["kind"] for r in rows], dtype=np.int8)
+    # title ids follow the order titles became available (ties: series, then order, then random)
     series = np.array([r["series"] for r in rows], dtype=np.int32)
     avail = np.array([r["avail"] for r in rows], dtype=np.int32)
     ordinal = np.array([r["ordinal"] for r in rows], dtype=np.int32)
-    # title ids follow the order titles became available (ties: series, then order, then random)
     order = np.lexsort((rng.random(n), ordinal, series, avail))
     rows = [rows[i] for i in order]
-    cat, kind, series, avail, ordinal = (
-        cat[order],
-        kind[order],
-        series[order],
-        avail[order],
-        ordinal[order],
-    )
-
     # series numbering by first availability
     seen: dict[int, int] = {}
     for r in rows:
         if r["series"] >= 0 and r["series"] not in seen:
             seen[r["series"]] = len(seen)
-    s_old = sorted(seen, key=seen.get)
-    s_rows = [s_rows[i] for i in s_old]
-    series = np.array([seen[s] if s >= 0 else -1 for s in series.tolist()], dtype=np.int32)
+    s_rows = [s_rows[i] for i in sorted(seen, key=seen.get)]
+    for r in rows:
+        r["series"] = seen[r["series"]] if r["series"] >= 0 else -1
+    catalog = _assemble(rows, s_rows, categories, start, days)
+    catalog.removed_day = _removals(rng, rows, catalog.avail_day)
+    catalog.names, catalog.keywords, catalog.release_year = _names_keywords_years(
+        rng, rows, s_rows, catalog
+    )
+    snap = {0}
+    snap.update(int(d) for d in catalog.avail_day if 0 < d < days)
+    snap.update(int(d) for d in catalog.removed_day if 0 < d < days)
+    catalog.snapshot_days = sorted(snap)
+    return catalog
 
+
+@dataclass(frozen=True)
+class _Window:
+    start: dt.date
+    days: int
+
+    @property
+    def weeks(self) -> int:
+        """Weekly release slots that fit in the window."""
+        return (self.days - 1) // 7 + 1
+
+    @property
+    def releases_inside(self) -> bool:
+        """Titles are released inside the window only when it spans more than a week."""
+        return self.days >= 8
+
+
+def _series_shape(
+    rng: np.random.Generator, w: _Window, cat: str, remaining: int
+) -> tuple[int, int, str]:
+    """Episodes per season, episodes in the catalog and status of one new series."""
+    fmt = rng.random()
+    if fmt < 0.25:  # limited series
+        eps_per, n_seasons = int(rng.integers(6, 11)), 1
+    elif fmt < 0.75:  # a few seasons
+        eps_per = int(rng.integers(8, 11)) if cat != "kids" else int(rng.integers(10, 16))
+        n_seasons = int(min(4, rng.geometric(0.5)))
+    else:  # long-running show (sitcoms, soaps, anime, kids, reality)
+        eps_per, n_seasons = int(rng.integers(12, 25)), int(rng.integers(3, 9))
+    u = rng.random()
+    status = "ended"
+    if w.releases_inside and u < 0.10:
+        status = "premiere"  # a new series: one season, released weekly in the window
+        n = min(remaining, eps_per, w.weeks)
+    else:
+        n = min(remaining, eps_per * n_seasons)
+        if w.releases_inside and u < 0.45 and (n - 1) % eps_per + 1 >= 2:
+            status = "running"  # the last season is still being released weekly
+    if 0 < remaining - n < 4 and status != "premiere":
+        n = remaining
+        if status == "running" and (n - 1) % eps_per + 1 < 2:
+            status = "ended"
+    return eps_per, n, status
+
+
+def _series_row(rng: np.random.Generator, c: int, cat: str, status: str) -> dict:
+    pop = float(rng.lognormal(0.0, 1.1)) * (1.6 if status != "ended" else 1.0)
+    s_cluster = int(rng.integers(N_CLUSTERS))
+    ck = category_keywords(cat)
+    own = ck[3 * s_cluster : 3 * s_cluster + 3]
+    s_kw = [own[j] for j in sorted(rng.choice(3, 2, replace=False))]
+    s_kw.append(ck[rng.integers(len(ck))])
+    return dict(
+        cat=c,
+        cluster=s_cluster,
+        pop=pop,
+        keywords=list(dict.fromkeys(s_kw)),
+        quality=float(rng.normal(0, 0.35)),
+        status=status,
+        name=f"The {_ADJ[rng.integers(len(_ADJ))]} {_NOUN[rng.integers(len(_NOUN))]}",
+    )
+
+
+def _episode_days(
+    rng: np.random.Generator, w: _Window, season: np.ndarray, status: str
+) -> np.ndarray:
+    """Release schedule: weekly within a season, ~a year between seasons."""
+    n = len(season)
+    gap = np.zeros(n, dtype=np.int64)
+    gap[1:] = np.where(season[1:] != season[:-1], rng.integers(250, 420), 7)
+    rel = np.cumsum(gap)
+    if status == "premiere":
+        first = _release_day(rng, w.start, 0, w.days - 7 * (n - 1) - 1)
+        return first + rel
+    if status == "running":
+        last_season_n = int((season == season[-1]).sum())
+        k_in = int(min(last_season_n - 1, rng.integers(1, last_season_n), w.weeks))
+        k_in = max(k_in, 1)
+        first_in = _release_day(rng, w.start, 0, min(6, w.days - 1 - 7 * (k_in - 1)))
+        # episode n-k_in is released on first_in; the rest follow weekly
+        return rel - rel[n - k_in] + first_in
+    last = -int(rng.integers(14, 2500))
+    return rel - rel[-1] + last
+
+
+def _add_series(
+    rng: np.random.Generator,
+    w: _Window,
+    c: int,
+    cat: str,
+    n_ep: int,
+    rows: list[dict],
+    s_rows: list[dict],
+) -> None:
+    """Series of category ``c`` until ``n_ep`` episodes: a row per series and per episode."""
+    ep_minutes = profile(cat)[2]
+    remaining = n_ep
+    while remaining > 0:
+        eps_per, n, status = _series_shape(rng, w, cat, remaining)
+        remaining -= n
+        sidx = len(s_rows)
+        base_min = float(rng.choice(ep_minutes))
+        s_rows.append(_series_row(rng, c, cat, status))
+        season = np.arange(n) // eps_per + 1
+        episode = np.arange(n) % eps_per + 1
+        avail = _episode_days(rng, w, season, status)
+        dur = np.clip(base_min * 60 * rng.normal(1.0, 0.06, n), 20 * 60, 60 * 60).astype(np.int64)
+        for i in range(n):
+            rows.append(
+                dict(
+                    cat=c,
+                    kind=1,
+                    series=sidx,
+                    season=int(season[i]),
+                    episode=int(episode[i]),
+                    ordinal=i,
+                    duration=int(dur[i]),
+                    avail=int(avail[i]),
+                )
+            )
+
+
+def _add_movies(
+    rng: np.random.Generator, w: _Window, c: int, cat: str, n_mov: int, rows: list[dict]
+) -> None:
+    """``n_mov`` movies of category ``c``; the first one is its always-available fallback."""
+    if not n_mov:
+        return
+    mins = rng.normal(105, 17, n_mov)
+    if cat in ("kids", "animation", "documentary"):
+        mins = rng.normal(92, 8, n_mov)
+    dur = np.clip(mins * 60, 80 * 60, 150 * 60).astype(np.int64)
+    new = (rng.random(n_mov) < 0.08) & w.releases_inside
+    new[0] = False  # the category's always-available fallback movie
+    fridays = [d for d in range(1, w.days) if (w.start + dt.timedelta(days=d)).weekday() == 4]
+    for i in range(n_mov):
+        if new[i] and fridays:
+            avail = int(fridays[rng.integers(len(fridays))])
+        else:
+            avail = -int(rng.integers(1, 2500))
+        pop = float(rng.lognormal(0.0, 1.1)) * (2.5 if avail >= 0 else 1.0)
+        if i == 0:
+            pop = max(pop, 3.0)
+        rows.append(
+            dict(
+                cat=c,
+                kind=0,
+                series=-1,
+                season=0,
+                episode=0,
+                ordinal=-1,
+                duration=int(dur[i]),
+                avail=avail,
+                pop=pop,
+                quality=float(rng.normal(0, 0.35)),
+                cluster=int(rng.integers(N_CLUSTERS)),
+                fallback=i == 0,
+            )
+        )
+
+
+def _assemble(
+    rows: list[dict], s_rows: list[dict], categories: list[str], start: dt.date, days: int
+) -> Catalog:
+    """The catalog's arrays from title rows in id order; removals, names, keywords and
+    release years are filled in afterwards."""
+    n = len(rows)
+    kind = np.array([r["kind"] for r in rows], dtype=np.int8)
+    series = np.array([r["series"] for r in rows], dtype=np.int32)
+    ordinal = np.array([r["ordinal"] for r in rows], dtype=np.int32)
     pop = np.empty(n)
     quality = np.empty(n, dtype=np.float32)
     cluster = np.empty(n, dtype=np.int8)
     for i, r in enumerate(rows):
-        if r["kind"] == 0:
-            pop[i], quality[i], cluster[i] = r["pop"], r["quality"], r["cluster"]
-        else:
-            s = s_rows[series[i]]
-            pop[i], quality[i], cluster[i] = s["pop"], s["quality"], s["cluster"]
+        src = r if r["kind"] == 0 else s_rows[series[i]]  # episodes take their series' values
+        pop[i], quality[i], cluster[i] = src["pop"], src["quality"], src["cluster"]
+    # series CSR in watch order
+    eps = np.flatnonzero(kind == 1)
+    eps = eps[np.lexsort((ordinal[eps], series[eps]))]
+    counts = np.bincount(series[eps], minlength=len(s_rows))
+    s_offsets = np.zeros(len(s_rows) + 1, dtype=np.int64)
+    s_offsets[1:] = np.cumsum(counts)
+    return Catalog(
+        categories=categories,
+        start=start,
+        days=days,
+        cat=np.array([r["cat"] for r in rows], dtype=np.int16),
+        kind=kind,
+        series=series,
+        season=np.array([r["season"] for r in rows], dtype=np.int32),
+        episode=np.array([r["episode"] for r in rows], dtype=np.int32),
+        ordinal=ordinal,
+        duration=np.array([r["duration"] for r in rows], dtype=np.int32),
+        release_year=np.empty(n, dtype=np.int32),
+        avail_day=np.array([r["avail"] for r in rows], dtype=np.int32),
+        removed_day=np.full(n, NEVER, dtype=np.int32),
+        pop=pop,
+        quality=quality,
+        cluster=cluster,
+        names=[],
+        keywords=[],
+        s_cat=np.array([s["cat"] for s in s_rows], dtype=np.int16),
+        s_cluster=np.array([s["cluster"] for s in s_rows], dtype=np.int8),
+        s_pop=np.array([s["pop"] for s in s_rows]),
+        s_offsets=s_offsets,
+        s_titles=eps.astype(np.int64),
+        s_names=[s["name"] for s in s_rows],
+        id_width=max(5, len(str(n))),
+        series_width=max(4, len(str(len(s_rows)))),
+    )
 
-    # a few movies leave the catalog on a release day inside the window
-    removed = np.full(n, NEVER, dtype=np.int32)
+
+def _removals(rng: np.random.Generator, rows: list[dict], avail: np.ndarray) -> np.ndarray:
+    """A few movies leave the catalog on a release day inside the window."""
+    removed = np.full(len(rows), NEVER, dtype=np.int32)
     release_days = sorted({int(d) for d in avail if d > 0})
     if release_days:
         cand = np.array(
@@ -378,21 +462,26 @@ def build_catalog(
         if len(cand):
             pick = cand[rng.random(len(cand)) < 0.025]
             removed[pick] = np.array(release_days)[rng.integers(0, len(release_days), len(pick))]
+    return removed
 
-    # names, keywords, release years
+
+def _names_keywords_years(
+    rng: np.random.Generator, rows: list[dict], s_rows: list[dict], catalog: Catalog
+) -> tuple[list[str], list[list[str]], np.ndarray]:
+    """Title names, keywords and release years (an episode's: its season's first release)."""
+    kind, series, cat, cluster = catalog.kind, catalog.series, catalog.cat, catalog.cluster
+    season_arr, episode_arr, avail = catalog.season, catalog.episode, catalog.avail_day
+    start, n = catalog.start, catalog.n
     names: list[str] = []
     keywords: list[list[str]] = []
     release_year = np.empty(n, dtype=np.int32)
-    season_arr = np.array([r["season"] for r in rows], dtype=np.int32)
-    episode_arr = np.array([r["episode"] for r in rows], dtype=np.int32)
-    # first-episode availability of each (series, season) for episode release years
     season_first: dict[tuple[int, int], int] = {}
     for i in range(n):
         if kind[i] == 1:
             key = (int(series[i]), int(season_arr[i]))
             season_first[key] = min(season_first.get(key, NEVER), int(avail[i]))
     for i in range(n):
-        ck = category_keywords(categories[cat[i]])
+        ck = category_keywords(catalog.categories[cat[i]])
         own = ck[3 * int(cluster[i]) : 3 * int(cluster[i]) + 3]
         if kind[i] == 1:
             s = s_rows[series[i]]
@@ -411,49 +500,7 @@ def build_catalog(
             avail_year = (start + dt.timedelta(days=int(avail[i]))).year
             release_year[i] = max(1960, avail_year - int(rng.geometric(0.25)) + 1)
         keywords.append(list(dict.fromkeys(kw)))
-
-    # series CSR in watch order
-    eps = np.flatnonzero(kind == 1)
-    eps = eps[np.lexsort((ordinal[eps], series[eps]))]
-    counts = np.bincount(series[eps], minlength=len(s_rows))
-    s_offsets = np.zeros(len(s_rows) + 1, dtype=np.int64)
-    s_offsets[1:] = np.cumsum(counts)
-
-    duration = np.array([r["duration"] for r in rows], dtype=np.int32)
-    width = max(5, len(str(n)))
-    cat_obj = Catalog(
-        categories=categories,
-        start=start,
-        days=days,
-        cat=cat,
-        kind=kind,
-        series=series,
-        season=season_arr,
-        episode=episode_arr,
-        ordinal=ordinal,
-        duration=duration,
-        release_year=release_year,
-        avail_day=avail,
-        removed_day=removed,
-        pop=pop,
-        quality=quality,
-        cluster=cluster,
-        names=names,
-        keywords=keywords,
-        s_cat=np.array([s["cat"] for s in s_rows], dtype=np.int16),
-        s_cluster=np.array([s["cluster"] for s in s_rows], dtype=np.int8),
-        s_pop=np.array([s["pop"] for s in s_rows]),
-        s_offsets=s_offsets,
-        s_titles=eps.astype(np.int64),
-        s_names=[s["name"] for s in s_rows],
-        id_width=width,
-        series_width=max(4, len(str(len(s_rows)))),
-    )
-    snap = {0}
-    snap.update(int(d) for d in avail if 0 < d < days)
-    snap.update(int(d) for d in removed if 0 < d < days)
-    cat_obj.snapshot_days = sorted(snap)
-    return cat_obj
+    return names, keywords, release_year
 
 
 def title_id(catalog: Catalog, i: int) -> str:
