@@ -27,15 +27,15 @@ def validation_split(paths: list[str], repeat: int = 3) -> list[tuple[str, float
     """Median seconds of the validation query cut after each step, lines in memory."""
     import duckdb
 
-    from ottp.ingest import load
+    from ottp.ingest import validate
 
     captured: dict[str, str] = {}
-    original = load._create_validated
-    load._create_validated = lambda con, paths, select_sql: captured.update(sql=select_sql)
+    original = validate.create_validated
+    validate.create_validated = lambda con, paths, select_sql: captured.update(sql=select_sql)
     try:
-        load._validate_events(None, ["unused"])
+        validate.validate_events(None, ["unused"])
     finally:
-        load._create_validated = original
+        validate.create_validated = original
     sql = captured["sql"]
     verdict_start = sql.index("case\n                    when j is null and (line is null")
     verdict_end = sql.index("end as verdict") + len("end as verdict")
@@ -57,7 +57,7 @@ def validation_split(paths: list[str], repeat: int = 3) -> list[tuple[str, float
     con.execute("set TimeZone = 'UTC'")
     con.execute(
         f"create temp table lines_in_memory as select filename as file_path, line "
-        f"from {load._reader()}",
+        f"from {validate.reader()}",
         {"paths": paths},
     )
     timings = []

@@ -139,10 +139,10 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
-    from ottp.crm import gates, sync
+    from ottp.crm import gates, sync, targets
 
     s = config.settings()
-    target = sync.target_from_url(args.target_url)
+    target = targets.target_from_url(args.target_url)
     gates = gates.validate(warehouse_path=s.warehouse_path, target=target)
     failed = [g for g in gates.values() if not g.success]
     for gate in gates.values():
@@ -200,7 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
         "under OTTP_DATA_DIR (default ./data).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_data_commands(sub)
+    _add_pipeline_commands(sub)
+    _add_consumer_commands(sub)
+    return parser
 
+
+def _add_data_commands(sub: argparse._SubParsersAction) -> None:
+    """simulate, load, spark-load: landing files in, raw tables out."""
     sim = sub.add_parser("simulate", help="Write realistic landing files (events and catalog).")
     sim.add_argument("--out", required=True, help="Landing folder to write.")
     sim.add_argument("--users", type=int, default=DEMO["users"])
@@ -243,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sl.set_defaults(func=_cmd_spark_load)
 
+
+def _add_pipeline_commands(sub: argparse._SubParsersAction) -> None:
+    """demo, summary, ui, backfill: the Dagster jobs and what they built."""
     demo = sub.add_parser(
         "demo",
         help="The main job: generate demo data if missing, materialize every asset, "
@@ -253,28 +263,6 @@ def build_parser() -> argparse.ArgumentParser:
     summ = sub.add_parser("summary", help="Print events loaded/rejected and rows per mart.")
     summ.add_argument("--json", action="store_true")
     summ.set_defaults(func=_cmd_summary)
-
-    from ml import movielens
-
-    bench = sub.add_parser(
-        "movielens-benchmark",
-        help="Run the recommender (popularity, ALS, tuned best) on a MovieLens folder.",
-    )
-    movielens.add_arguments(bench)
-    bench.set_defaults(func=movielens.run)
-
-    sy = sub.add_parser(
-        "sync",
-        help="Check the CRM export tables, then mirror them into the CRM database "
-        "(SQLite under OTTP_DATA_DIR, or CRM_DATABASE_URL).",
-    )
-    sy.add_argument("--dry-run", action="store_true", help="Print what would change.")
-    sy.add_argument(
-        "--target-url",
-        help="sqlite:///path or postgresql://... (default: CRM_DATABASE_URL, else the SQLite "
-        "file); a password belongs in PGPASSWORD or ~/.pgpass, not on the command line.",
-    )
-    sy.set_defaults(func=_cmd_sync)
 
     ui = sub.add_parser("ui", help="Open the Dagster UI on the same data.")
     ui.add_argument("--host", default="127.0.0.1")
@@ -297,6 +285,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bf.set_defaults(func=_cmd_backfill)
 
+
+def _add_consumer_commands(sub: argparse._SubParsersAction) -> None:
+    """movielens-benchmark, sync, report, bi-snapshot: what the recommender, CRM and BI get."""
+    from ml import movielens
+
+    bench = sub.add_parser(
+        "movielens-benchmark",
+        help="Run the recommender (popularity, ALS, tuned best) on a MovieLens folder.",
+    )
+    movielens.add_arguments(bench)
+    bench.set_defaults(func=movielens.run)
+
+    sy = sub.add_parser(
+        "sync",
+        help="Check the CRM export tables, then mirror them into the CRM database "
+        "(SQLite under OTTP_DATA_DIR, or CRM_DATABASE_URL).",
+    )
+    sy.add_argument("--dry-run", action="store_true", help="Print what would change.")
+    sy.add_argument(
+        "--target-url",
+        help="sqlite:///path or postgresql://... (default: CRM_DATABASE_URL, else the SQLite "
+        "file); a password belongs in PGPASSWORD or ~/.pgpass, not on the command line.",
+    )
+    sy.set_defaults(func=_cmd_sync)
+
     rep = sub.add_parser(
         "report",
         help="Write the pipeline report (HTML under OTTP_DATA_DIR/reports) and list the "
@@ -310,7 +323,6 @@ def build_parser() -> argparse.ArgumentParser:
         "(OTTP_DATA_DIR/bi/marts_snapshot.duckdb); every build does this itself.",
     )
     bi.set_defaults(func=_cmd_bi_snapshot)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from ottp.contract.rules import BY_ID
-from ottp.ingest import landing, load
+from ottp.ingest import landing, load, validate
 from tests.conftest import DAY, make_event, make_title, write_landing
 
 SETTINGS = settings(
@@ -32,7 +32,7 @@ SETTINGS = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
-CONTRACT_FIELDS = set(load._EVENT_STRINGS + load._EVENT_JSON)
+CONTRACT_FIELDS = set(validate._EVENT_STRINGS + validate._EVENT_JSON)
 SQL_LOOKING = [
     "'; drop table raw.events; --",
     '"; delete from raw.load_manifest; --',
