@@ -20,84 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from ottp.simulator.arrays import NEVER
-
-N_CLUSTERS = 4
-
-# title share, episode share, typical episode minutes, keywords (3 for each sub-genre)
-# fmt: off
-_PROFILES: dict[str, tuple[float, float, tuple[int, ...], tuple[str, ...]]] = {
-    "action": (0.11, 0.35, (42, 50, 55), (
-        "heist", "car-chase", "explosions", "martial-arts", "revenge", "bounty-hunter", "spy",
-        "military", "mercenary", "superhero", "disaster", "survival",
-    )),
-    "comedy": (0.14, 0.60, (22, 25, 30), (
-        "sitcom", "workplace", "family-comedy", "stand-up", "sketch", "satire",
-        "romantic-comedy", "buddy", "road-trip", "dark-comedy", "parody", "slapstick",
-    )),
-    "drama": (0.16, 0.60, (45, 52, 58), (
-        "family", "coming-of-age", "melodrama", "legal", "medical", "political", "period",
-        "historical", "biopic", "social-issues", "addiction", "literary",
-    )),
-    "thriller": (0.10, 0.45, (42, 48, 55), (
-        "crime", "detective", "whodunit", "psychological", "mystery", "noir", "conspiracy",
-        "espionage", "cyber", "serial-killer", "hostage", "courtroom",
-    )),
-    "horror": (0.06, 0.30, (40, 45, 50), (
-        "haunted-house", "ghost", "possession", "zombie", "slasher", "creature", "vampire",
-        "occult", "folk-horror", "found-footage", "monster", "supernatural",
-    )),
-    "scifi": (0.07, 0.50, (45, 50, 58), (
-        "space", "space-opera", "aliens", "time-travel", "clones", "virtual-reality",
-        "dystopia", "post-apocalyptic", "cyberpunk", "robots", "androids", "first-contact",
-    )),
-    "romance": (0.06, 0.35, (30, 42, 48), (
-        "wedding", "holiday", "summer", "love-triangle", "forbidden-love", "period-romance",
-        "second-chance", "reunion", "long-distance", "teen-romance", "royal",
-        "workplace-romance",
-    )),
-    "documentary": (0.08, 0.50, (45, 50, 55), (
-        "nature", "wildlife", "ocean", "true-crime", "politics", "history", "music", "food",
-        "travel", "science", "biography", "sports-doc",
-    )),
-    "kids": (0.07, 0.70, (20, 22, 24), (
-        "preschool", "educational", "bedtime", "adventure", "animals", "dinosaurs",
-        "fairy-tale", "musical", "puppets", "friendship", "school", "superheroes-kids",
-    )),
-    "animation": (0.06, 0.60, (22, 24, 26), (
-        "anime", "mecha", "isekai", "family-animation", "cgi", "shorts", "adult-animation",
-        "stop-motion", "slice-of-life", "fantasy", "musical-animation", "superhero-animation",
-    )),
-    "reality": (0.05, 0.85, (40, 45, 52), (
-        "competition", "talent", "game-show", "dating", "docusoap", "prank", "cooking",
-        "makeover", "home-renovation", "survival-show", "travel-show", "talent-search",
-    )),
-    "sports": (0.04, 0.50, (45, 52, 58), (
-        "football", "basketball", "live-match", "tennis", "golf", "athletics", "motorsport",
-        "cycling", "olympics", "boxing", "esports", "highlights",
-    )),
-}
-# fmt: on
-_DEFAULT_PROFILE = (0.06, 0.5, (30, 45, 55), ())
-
-# fmt: off
-_ADJ = (
-    "Silent", "Last", "Broken", "Golden", "Hidden", "Crimson", "Lost", "Wild", "Frozen",
-    "Burning", "Quiet", "Dark", "Bright", "Secret", "Final", "Endless", "Savage", "Gentle",
-    "Hollow", "Electric", "Midnight", "Northern", "Restless", "Velvet", "Iron", "Paper",
-    "Distant", "Sudden", "Little", "Lucky", "Bitter", "Painted", "Fallen", "Rising", "Stolen",
-    "Perfect", "Crooked", "Blue", "Red", "Second",
+from ottp.simulator.genres import (
+    N_CLUSTERS,
+    NAME_SUFFIXES,
+    category_keywords,
+    category_weights,
+    name_words,
+    profile,
 )
-_NOUN = (
-    "Harbor", "Signal", "Garden", "Empire", "Promise", "Frontier", "Station", "Kingdom",
-    "River", "Witness", "Orchard", "Circuit", "Horizon", "Island", "Letter", "Mirror", "Canyon",
-    "Summer", "Winter", "Machine", "Crown", "Valley", "Storm", "Voyage", "Lantern", "Academy",
-    "Ritual", "Archive", "Tide", "Game", "Road", "Heart", "City", "House", "Line", "Code",
-    "Season", "Shadow", "Planet", "Street", "Bridge", "Family", "Engine", "Forest", "Ocean",
-    "Dream", "Lesson", "Hour", "Party", "Chase",
-)
-# fmt: on
-_SUFFIX = ("", "", "", "", " II", " Returns", ": Origins", " III")
-
 
 RELEASE_WEEKDAYS = (2, 4, 6)  # new episodes come out on Wednesdays, Fridays and Sundays
 
@@ -119,22 +49,6 @@ def load_cancel_reasons(seeds_dir: Path) -> list[str]:
     if not codes:
         raise ValueError(f"no reason codes in {seeds_dir / 'cancel_reasons.csv'}")
     return codes
-
-
-def profile(cat: str) -> tuple[float, float, tuple[int, ...], tuple[str, ...]]:
-    return _PROFILES.get(cat, _DEFAULT_PROFILE)
-
-
-def category_keywords(cat: str) -> list[str]:
-    kw = list(profile(cat)[3])
-    if len(kw) < 3 * N_CLUSTERS:
-        kw = [f"{cat}-{i + 1}" for i in range(3 * N_CLUSTERS)]
-    return kw
-
-
-def category_weights(categories: list[str]) -> np.ndarray:
-    w = np.array([profile(c)[0] for c in categories], dtype=np.float64)
-    return w / w.sum()
 
 
 @dataclass
@@ -293,7 +207,7 @@ def _series_row(rng: np.random.Generator, c: int, cat: str, status: str) -> dict
         keywords=list(dict.fromkeys(s_kw)),
         quality=float(rng.normal(0, 0.35)),
         status=status,
-        name=f"The {_ADJ[rng.integers(len(_ADJ))]} {_NOUN[rng.integers(len(_NOUN))]}",
+        name="The " + name_words(rng),
     )
 
 
@@ -490,10 +404,8 @@ def _names_keywords_years(
             first = season_first[(int(series[i]), int(season_arr[i]))]
             release_year[i] = (start + dt.timedelta(days=first)).year
         else:
-            names.append(
-                f"{_ADJ[rng.integers(len(_ADJ))]} {_NOUN[rng.integers(len(_NOUN))]}"
-                f"{_SUFFIX[rng.integers(len(_SUFFIX))]}"
-            )
+            words = name_words(rng)
+            names.append(words + NAME_SUFFIXES[rng.integers(len(NAME_SUFFIXES))])
             kw = [own[j] for j in sorted(rng.choice(3, 2, replace=False))]
             if rng.random() < 0.6:
                 kw.append(ck[rng.integers(len(ck))])

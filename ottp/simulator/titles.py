@@ -20,7 +20,8 @@ from ottp.simulator.arrays import (
     seg_cummin,
     seg_cumsum,
 )
-from ottp.simulator.catalog import N_CLUSTERS, Catalog
+from ottp.simulator.catalog import Catalog
+from ottp.simulator.genres import N_CLUSTERS
 from ottp.simulator.sessions import Sessions
 from ottp.simulator.viewers import Users
 

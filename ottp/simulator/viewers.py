@@ -13,7 +13,8 @@ import numpy as np
 
 from ottp.contract import rules as contract_rules
 from ottp.simulator.arrays import NEVER, sigmoid, weighted_choice
-from ottp.simulator.catalog import N_CLUSTERS, Catalog, category_weights
+from ottp.simulator.catalog import Catalog
+from ottp.simulator.genres import N_CLUSTERS, category_weights
 
 PLATFORMS = contract_rules.PLATFORMS
 PLATFORM_WEIGHTS = (0.2, 0.2, 0.25, 0.35)
