@@ -1,13 +1,14 @@
+"""The Dagster code location: every domain folder under defs/, with the automation policy
+of defs/automation/ applied to the whole graph."""
+
 from pathlib import Path
 
 import dagster as dg
 
-from orchestration import policies
+from orchestration.defs.automation import policies
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    # Every module under orchestration/defs/ contributes its own definitions; the
-    # automation policies are applied to the whole graph here, in one place.
     loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent / "defs")
     return policies.apply(loaded)

@@ -1,9 +1,11 @@
+"""What every run is given, in one place: the resources and the executor."""
+
 from pathlib import Path
 
 import dagster as dg
 from dagster_dbt import DbtCliResource
 
-from orchestration.defs.dbt.project import dbt_project
+from orchestration.lib.dbt.project import dbt_project
 from ottp import config
 
 
@@ -41,3 +43,11 @@ def resources() -> dg.Definitions:
             ),
         }
     )
+
+
+@dg.definitions
+def executor() -> dg.Definitions:
+    # Steps of one run in parallel processes (one per core by default); the pools
+    # (ottp/instance.py) still let only one step at a time write the DuckDB file.
+    steps = config.settings().max_concurrent_steps
+    return dg.Definitions(executor=dg.multiprocess_executor.configured({"max_concurrent": steps}))

@@ -16,8 +16,9 @@ import psycopg2
 import pytest
 import yaml
 
-from ottp import cli, config
-from ottp.crm import gates, sync
+from ottp import cli, config, privacy
+from ottp.crm import contract, gates, sync
+from ottp.crm.targets import PostgresTarget, SqliteTarget
 from ottp.ingest import load
 from tests.conftest import make_event, write_landing
 from tests.crm.test_sync import PG, PG_URL, fingerprint, target_rows
@@ -92,7 +93,7 @@ def rebuild(warehouse: Path) -> None:
     con = duckdb.connect(str(warehouse))
     con.execute(STAND_IN_ML)
     con.close()
-    sync.pseudonymise_deleted_users(warehouse)
+    privacy.pseudonymise_deleted_users(warehouse)
     dbt("build", "--select", "path:models/exports")
 
 
@@ -112,7 +113,7 @@ def built(tmp_path_factory):
     # dbt subprocesses (ours and dagster-dbt's) read the warehouse path from here
     mp.setenv("OTTP_WAREHOUSE_PATH", str(root / "warehouse.duckdb"))
     mp.delenv("OTTP_LANDING_DIR", raising=False)
-    mp.delenv(sync.DATABASE_URL_VAR, raising=False)
+    mp.delenv(config.CRM_DATABASE_URL_VAR, raising=False)
     from ottp.simulator import simulate
 
     simulate(root / "landing", users=200, titles=60, days=16, seed=11, dirty_rate=0.0)
@@ -126,10 +127,10 @@ def built(tmp_path_factory):
 @pytest.fixture(scope="module")
 def targets(built):
     root, _ = built
-    out = [sync.SqliteTarget(root / "crm" / "crm.sqlite")]
+    out = [SqliteTarget(root / "crm" / "crm.sqlite")]
     schema = f"test_exports_{uuid.uuid4().hex[:8]}"
     if PG:
-        out.append(sync.PostgresTarget(PG_URL, schema))
+        out.append(PostgresTarget(PG_URL, schema))
     yield out
     if PG:
         con = psycopg2.connect(PG_URL)
@@ -142,7 +143,7 @@ def targets(built):
 def test_the_models_have_exactly_the_contract_columns():
     models = yaml.safe_load((EXPORTS_DIR / "_exports__models.yml").read_text())["models"]
     documented = {m["name"]: [c["name"] for c in m["columns"]] for m in models}
-    for spec in sync.TABLES:
+    for spec in contract.TABLES:
         assert documented[spec.name] == spec.column_names, spec.name
     for name in documented:
         assert (EXPORTS_DIR / f"{name}.sql").exists()
@@ -198,9 +199,10 @@ def test_a_failed_gate_blocks_the_dagster_sync_and_the_target_keeps_its_state(bu
     import dagster as dg
     from dagster_dbt import DbtCliResource
 
-    from orchestration.defs.dbt.project import dbt_project
-    from orchestration.defs.exports.assets import crm_quality_gates, crm_sync, export_models
+    from orchestration.defs.crm.assets import crm_sync, export_models
+    from orchestration.defs.crm.checks import crm_quality_gates
     from orchestration.defs.resources import WarehouseResource
+    from orchestration.lib.dbt.project import dbt_project
 
     root, warehouse = built
     sqlite_target = targets[0]
@@ -340,7 +342,7 @@ def test_opt_out_and_a_late_deletion_flow_through_to_the_crm(built, targets):
         assert result.status == "success"
         contacts = {t.table: t for t in result.tables}["crm_contacts"]
         assert contacts.deleted >= 2
-        for spec in sync.TABLES:
+        for spec in contract.TABLES:
             if "user_id" in spec.column_names:
                 i = spec.column_names.index("user_id")
                 users = {r[i] for r in target_rows(target, spec.name)}

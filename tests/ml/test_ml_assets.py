@@ -147,7 +147,7 @@ def test_the_exclusions_check_catches_untrue_reasons_and_completed_titles(runs, 
     """The check passes on the recommender's own table and fails on each corrupted copy."""
     import shutil
 
-    from orchestration.defs.ml.assets import exclusion_violations
+    from orchestration.defs.ml.checks import exclusion_violations
 
     root, first, _ = runs
     metadata = _checks(first)["recommendations_respect_exclusions"].metadata

@@ -243,7 +243,7 @@ def test_a_bi_reader_gets_consistent_marts_while_a_build_runs(built, tmp_path):
 
 
 def test_the_sensor_starts_one_run_for_every_changed_day(data_dir):
-    from orchestration.defs.schedules import new_landing_files
+    from orchestration.defs.ingest.sensors import new_landing_files
 
     landing_dir = data_dir / "landing"
     write_landing(landing_dir, [make_event()], day=FIRST_DAY)

@@ -314,7 +314,7 @@ def test_a_staging_model_that_drops_rows_breaks_the_reconciliation(poisoned, tmp
 
 
 def test_the_dagster_check_warns_with_the_count_and_reasons(poisoned):
-    from orchestration.defs.quality.quarantine import staging_quarantine
+    from orchestration.defs.report.checks import staging_quarantine
     from orchestration.defs.resources import WarehouseResource
 
     resource = WarehouseResource(

@@ -4,6 +4,7 @@ import dagster as dg
 
 from orchestration.defs.dbt import assets as dbt_assets
 from orchestration.defs.resources import WarehouseResource
+from orchestration.lib.specs import WAREHOUSE_WRITER_POOL, Group, Kind, Owner, layer_tags
 from ottp import config
 from ottp.bi import snapshot
 
@@ -13,11 +14,11 @@ MART_KEYS = [key for key in dbt_assets.warehouse_models.keys if key.path[0] == "
 @dg.asset(
     key=["bi", "marts_snapshot"],
     deps=MART_KEYS,
-    group_name="marts",
-    kinds={"duckdb"},
-    owners=["team:data-platform"],
-    tags={"layer": "bi"},
-    pool="warehouse_writer",
+    group_name=Group.MARTS,
+    kinds={Kind.DUCKDB},
+    owners=[Owner.DATA_PLATFORM],
+    tags=layer_tags("bi"),
+    pool=WAREHOUSE_WRITER_POOL,
     description="A read-only copy of every mart in $OTTP_DATA_DIR/bi/marts_snapshot.duckdb, "
     "written "
     "under a temporary name and renamed into place after each build, so BI tools read a "

@@ -1,9 +1,12 @@
+"""The raw loader: landing files of the selected days into the raw tables, exactly once."""
+
 from datetime import date, timedelta
 
 import dagster as dg
 
-from orchestration.defs.partitions import landing_days
+from orchestration.defs.ingest.partitions import landing_days
 from orchestration.defs.resources import WarehouseResource
+from orchestration.lib.specs import WAREHOUSE_WRITER_POOL, Group, Kind, Owner, layer_tags
 from ottp.ingest import landing, load
 
 RAW_TABLES = {
@@ -27,17 +30,17 @@ def _days(context: dg.AssetExecutionContext) -> list[date]:
         dg.AssetSpec(
             ["raw", table],
             description=description,
-            group_name="ingestion",
-            kinds={"duckdb", "python"},
-            owners=["team:data-platform"],
-            tags={"layer": "raw"},
+            group_name=Group.INGESTION,
+            kinds={Kind.DUCKDB, Kind.PYTHON},
+            owners=[Owner.DATA_PLATFORM],
+            tags=layer_tags("raw"),
         )
         for table, description in RAW_TABLES.items()
     ],
     partitions_def=landing_days,
     backfill_policy=dg.BackfillPolicy.single_run(),
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
-    pool="warehouse_writer",
+    pool=WAREHOUSE_WRITER_POOL,
 )
 def raw_landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     """Load the landing files of the selected days, exactly once, in one transaction.
@@ -89,18 +92,4 @@ def raw_landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     yield dg.MaterializeResult(
         asset_key=["raw", "load_manifest"],
         metadata={**common, "event_files_total": totals["event_files"]},
-    )
-
-
-@dg.asset_check(
-    asset=dg.AssetKey(["raw", "events"]),
-    description="Over every file ever loaded: lines_in = loaded + duplicates + rejected, "
-    "and the tables hold exactly the rows the manifest says were written.",
-    blocking=True,
-)
-def load_reconciliation(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    totals = load.reconciliation(warehouse.warehouse)
-    return dg.AssetCheckResult(
-        passed=bool(totals["reconciles"]),
-        metadata={k: v for k, v in totals.items() if k != "reconciles"},
     )

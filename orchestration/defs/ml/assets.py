@@ -1,84 +1,37 @@
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+"""The recommender and the other ML tables as assets (group ml): the library in ml/ does
+the work; these assets read the marts, write schema ml and report what they wrote."""
 
 import dagster as dg
-import duckdb
-import pyarrow as pa
 
 from ml import churn, flows, gate, rails
 from ml import evaluation as ev
 from ml import interactions as ia
 from ml import warehouse as wh
+from orchestration.defs.ml import checks
+from orchestration.defs.ml.config import EvaluationConfig, GateConfig
+from orchestration.defs.ml.tables import (
+    marts,
+    ml_key,
+    registry,
+    table_metadata,
+    warehouse_connection,
+)
 from orchestration.defs.resources import WarehouseResource
-from ottp.warehouse import connect
+from orchestration.lib.specs import WAREHOUSE_WRITER_POOL, Group, Kind, Owner, layer_tags
 
-GROUP = "ml"
-OWNERS = ["team:personalisation"]
-TAGS = {"layer": "ml"}
-
-
-def marts(*names: str) -> list[dg.AssetKey]:
-    return [dg.AssetKey(["marts", n]) for n in names]
-
-
-def ml_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey(["ml", name])
-
-
-@contextmanager
-def warehouse_connection(warehouse: WarehouseResource) -> Iterator[duckdb.DuckDBPyConnection]:
-    con = connect(warehouse.warehouse)
-    try:
-        yield con
-    finally:
-        con.close()
-
-
-def column_schema(table: pa.Table) -> dg.TableSchema:
-    return dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in table.schema])
-
-
-def table_metadata(name: str, table: pa.Table | None, rows: int) -> dict:
-    out = {"dagster/row_count": rows, "dagster/table_name": f"warehouse.ml.{name}"}
-    if table is not None:
-        out["dagster/column_schema"] = column_schema(table)
-    return out
-
-
-def _registry(warehouse: WarehouseResource):
-    return flows.registry(Path(warehouse.data_dir))
-
-
-class EvaluationConfig(dg.Config):
-    """Held-out windows (shortened when the history is short) and the ALS tuning grid."""
-
-    test_days: int = 14
-    validation_days: int = 14
-    factors: list[int] = list(ev.ALS_GRID["factors"])
-    regularization: list[float] = list(ev.ALS_GRID["regularization"])
-    alpha: list[float] = list(ev.ALS_GRID["alpha"])
-    iterations: list[int] = list(ev.ALS_GRID["iterations"])
-    # training-data variants compared with the chosen weights (the evidence in the docs)
-    weights_variants: list[str] = [w.name for w in ev.EvalConfig().variants]
-
-
-class GateConfig(dg.Config):
-    """The promotion gate's margins on NDCG@10 (relative)."""
-
-    min_lift_over_baseline: float = 0.10
-    max_drop_vs_promoted: float = 0.05
+OWNERS = [Owner.PERSONALISATION]
+TAGS = layer_tags("ml")
 
 
 @dg.asset(
     key=ml_key("training_interactions"),
     # user_lifecycle: the marts' as_of (ml/warehouse.py)
     deps=marts("plays", "user_title_interests", "titles", "user_lifecycle"),
-    group_name=GROUP,
+    group_name=Group.ML,
     owners=OWNERS,
     tags=TAGS,
-    kinds={"python", "duckdb"},
-    pool="warehouse_writer",
+    kinds={Kind.PYTHON, Kind.DUCKDB},
+    pool=WAREHOUSE_WRITER_POOL,
     description="One row per user and title with evidence before as_of: the evidence class "
     "(completed, liked, watched, abandoned, disliked ...), its signed, recency-decayed value "
     "(the recommender's training data) and whether the title is excluded from the user's "
@@ -112,11 +65,11 @@ def training_interactions(warehouse: WarehouseResource) -> dg.MaterializeResult:
         ml_key("training_interactions"),
         *marts("plays", "user_title_interests", "titles", "title_engagement", "user_segments"),
     ],
-    group_name=GROUP,
+    group_name=Group.ML,
     owners=OWNERS,
     tags=TAGS,
-    kinds={"python", "duckdb"},
-    pool="warehouse_writer",
+    kinds={Kind.PYTHON, Kind.DUCKDB},
+    pool=WAREHOUSE_WRITER_POOL,
     description="Offline evaluation on time-based splits: a small ALS grid, BPR and BM25 item-kNN "
     "tuned on a validation split carved from the training period, then compared on the last "
     "days held out with the popularity baseline, the promoted model (re-fitted on the same "
@@ -139,7 +92,7 @@ def model_evaluation(
         variants=tuple(ia.VARIANTS[name] for name in config.weights_variants),
     )
     with warehouse_connection(warehouse) as con:
-        report = flows.evaluate(con, _registry(warehouse), settings)
+        report = flows.evaluate(con, registry(warehouse), settings)
         table = report.rows()
         rows = wh.write_tables(con, {"model_evaluation": table})["model_evaluation"]
     k = report.k
@@ -165,11 +118,11 @@ def model_evaluation(
 @dg.asset(
     key=ml_key("recommender_model"),
     deps=[ml_key("training_interactions"), ml_key("model_evaluation")],
-    group_name=GROUP,
+    group_name=Group.ML,
     owners=OWNERS,
     tags=TAGS,
-    kinds={"python", "implicit"},
-    pool="warehouse_writer",
+    kinds={Kind.PYTHON, Kind.IMPLICIT},
+    pool=WAREHOUSE_WRITER_POOL,
     check_specs=[
         dg.AssetCheckSpec(
             "promotion_gate",
@@ -186,7 +139,7 @@ def model_evaluation(
 def recommender_model(
     context: dg.AssetExecutionContext, config: GateConfig, warehouse: WarehouseResource
 ):
-    reg = _registry(warehouse)
+    reg = registry(warehouse)
     policy = gate.GatePolicy(
         min_lift_over_baseline=config.min_lift_over_baseline,
         max_drop_vs_promoted=config.max_drop_vs_promoted,
@@ -239,11 +192,11 @@ def recommender_model(
         *marts("users", "titles", "plays", "user_title_interests"),
         dg.AssetKey(["staging", "stg_navigation_events"]),
     ],
-    group_name=GROUP,
+    group_name=Group.ML,
     owners=OWNERS,
     tags=TAGS,
-    kinds={"python", "duckdb", "implicit"},
-    pool="warehouse_writer",
+    kinds={Kind.PYTHON, Kind.DUCKDB, Kind.IMPLICIT},
+    pool=WAREHOUSE_WRITER_POOL,
     check_specs=[
         dg.AssetCheckSpec(
             "recommendations_respect_exclusions",
@@ -261,9 +214,9 @@ def recommender_model(
 )
 def recommendations(warehouse: WarehouseResource):
     with warehouse_connection(warehouse) as con:
-        table, info = flows.recommendations(con, _registry(warehouse))
+        table, info = flows.recommendations(con, registry(warehouse))
         rows = wh.write_tables(con, {"recommendations": table})["recommendations"]
-        violations = exclusion_violations(con)
+        violations = checks.exclusion_violations(con)
     yield dg.MaterializeResult(
         metadata={
             **table_metadata("recommendations", table, rows),
@@ -282,76 +235,14 @@ def recommendations(warehouse: WarehouseResource):
     )
 
 
-def exclusion_violations(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    return {
-        "watched_or_disliked": wh.scalar(
-            con,
-            """
-            select count(*) from ml.recommendations as r
-            semi join ml.training_interactions as i
-                on r.user_id = i.user_id and r.title_id = i.title_id and i.is_excluded
-        """,
-        ),
-        "unavailable_or_unknown": wh.scalar(
-            con,
-            """
-            select count(*) from ml.recommendations as r
-            left join marts.titles as t on r.title_id = t.title_id
-            where not coalesce(t.is_available, false)
-        """,
-        ),
-        "completed": wh.scalar(
-            con,
-            """
-            select count(*) from ml.recommendations as r
-            semi join marts.plays as p
-                on r.user_id = p.user_id and r.title_id = p.title_id and p.is_complete
-        """,
-        ),
-        "reason_not_true": wh.scalar(con, REASON_NOT_TRUE_SQL),
-    }
-
-
-# A reason that names a title must say what the user did with it, in the words the
-# recommender uses, and the marts must agree: a valid play for 'watched', a like for
-# 'liked', that rating for 'rated'. A reason without a title names no kind.
-REASON_NOT_TRUE_SQL = """
-select count(*)
-from ml.recommendations as r
-left join marts.titles as t on r.reason_title_id = t.title_id
-left join marts.user_title_interests as i
-    on r.user_id = i.user_id and r.reason_title_id = i.title_id
-where
-    (r.reason_title_id is null) <> (r.reason_kind is null)
-    or (
-        r.reason_kind is not null
-        and (
-            r.reason is distinct from 'Because you ' || r.reason_kind || ' ' || t.title_name
-                || case when r.reason_kind = 'rated'
-                    then ' ' || cast(i.rating as varchar) || '/5' else '' end
-            or case r.reason_kind
-                when 'watched' then not exists (
-                    select 1 from marts.plays as p
-                    where p.user_id = r.user_id and p.title_id = r.reason_title_id
-                        and p.is_valid_play
-                )
-                when 'liked' then not coalesce(i.is_liked, false)
-                when 'rated' then i.rating is null
-                else true
-            end
-        )
-    )
-"""
-
-
 @dg.asset(
     key=ml_key("similar_titles"),
     deps=[ml_key("recommender_model"), *marts("titles", "title_engagement")],
-    group_name=GROUP,
+    group_name=Group.ML,
     owners=OWNERS,
     tags=TAGS,
-    kinds={"python", "duckdb"},
-    pool="warehouse_writer",
+    kinds={Kind.PYTHON, Kind.DUCKDB},
+    pool=WAREHOUSE_WRITER_POOL,
     description="Title -> top 20 similar available titles ('you liked X, you'll also like Y'): "
     "the promoted model's collaborative similarity blended with content similarity (same "
     "category, shared keywords), leaning on content for titles with few viewers, and only on "
@@ -359,7 +250,7 @@ where
 )
 def similar_titles(warehouse: WarehouseResource) -> dg.MaterializeResult:
     with warehouse_connection(warehouse) as con:
-        table, info = flows.similar_titles(con, _registry(warehouse))
+        table, info = flows.similar_titles(con, registry(warehouse))
         rows = wh.write_tables(con, {"similar_titles": table})["similar_titles"]
     return dg.MaterializeResult(
         metadata={
@@ -387,11 +278,11 @@ def similar_titles(warehouse: WarehouseResource) -> dg.MaterializeResult:
             "users",
         ),
     ],
-    group_name=GROUP,
+    group_name=Group.ML,
     owners=OWNERS,
     tags=TAGS,
-    kinds={"duckdb", "sql"},
-    pool="warehouse_writer",
+    kinds={Kind.DUCKDB, Kind.SQL},
+    pool=WAREHOUSE_WRITER_POOL,
     description="The home screen per user: an ordered list of rails (continue watching, next "
     "episodes, top picks, because you watched X, top picks in a category the user is a fan "
     "of, trending) with their titles, each title on one rail only. One row per user, rail and "
@@ -424,10 +315,10 @@ def home_rails(warehouse: WarehouseResource) -> dg.MaterializeResult:
                 ml_key("training_interactions"),
                 *marts("user_category_affinity", "titles"),
             ],
-            group_name=GROUP,
+            group_name=Group.ML,
             owners=OWNERS,
             tags=TAGS,
-            kinds={"python", "scikitlearn"},
+            kinds={Kind.PYTHON, Kind.SCIKITLEARN},
             description="Taste clusters (k-means on users' ALS factors, k by silhouette), each "
             "described by its top categories (share and lift) and the titles that suit it; a "
             "CRM segment. One row per cluster.",
@@ -440,19 +331,19 @@ def home_rails(warehouse: WarehouseResource) -> dg.MaterializeResult:
                 ml_key("training_interactions"),
                 *marts("user_category_affinity", "titles"),
             ],
-            group_name=GROUP,
+            group_name=Group.ML,
             owners=OWNERS,
             tags=TAGS,
-            kinds={"python", "scikitlearn"},
+            kinds={Kind.PYTHON, Kind.SCIKITLEARN},
             description="Each viewer's taste cluster and their affinity to it (cosine to the "
             "cluster centre). One row per user.",
         ),
     ],
-    pool="warehouse_writer",
+    pool=WAREHOUSE_WRITER_POOL,
 )
 def taste_clusters(warehouse: WarehouseResource):
     with warehouse_connection(warehouse) as con:
-        clusters, members, info = flows.taste_clusters(con, _registry(warehouse))
+        clusters, members, info = flows.taste_clusters(con, registry(warehouse))
         counts = wh.write_tables(con, {"taste_clusters": clusters, "user_taste_clusters": members})
     described = "\n".join(
         f"| {c['cluster_id']} | {c['cluster_name']} | {c['user_count']:,} | "
@@ -483,11 +374,11 @@ def taste_clusters(warehouse: WarehouseResource):
 @dg.asset(
     key=ml_key("churn_risk"),
     deps=marts("users", "plays", "sessions", "user_title_interests", "user_lifecycle"),
-    group_name=GROUP,
+    group_name=Group.ML,
     owners=OWNERS,
     tags=TAGS,
-    kinds={"python", "scikitlearn", "duckdb"},
-    pool="warehouse_writer",
+    kinds={Kind.PYTHON, Kind.SCIKITLEARN, Kind.DUCKDB},
+    pool=WAREHOUSE_WRITER_POOL,
     check_specs=[
         dg.AssetCheckSpec(
             "churn_model_beats_rule",

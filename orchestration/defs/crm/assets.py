@@ -1,21 +1,23 @@
-"""CRM exports: the export dbt models, their quality gates and the sync to the CRM.
+"""CRM exports: the export dbt models, the deletion pass and the sync to the CRM.
 
 Order within a run: the recommender's tables and the pseudonymisation of
-deleted users -> export models (dbt) -> blocking GX checks -> sync. A failed
-check stops the sync, so the CRM target keeps its previous state.
+deleted users -> export models (dbt) -> blocking GX checks (checks.py) -> sync.
+A failed check stops the sync, so the CRM target keeps its previous state.
 """
 
 import dagster as dg
 from dagster_dbt import DbtCliResource, dbt_assets
 
-from orchestration.defs.dbt.assets import EXPORTS_SELECTION, build_with_row_counts, translator
-from orchestration.defs.dbt.project import dbt_project
 from orchestration.defs.resources import WarehouseResource
-from ottp import instance
-from ottp.crm import gates, sync
+from orchestration.lib.dbt.build import build_with_row_counts
+from orchestration.lib.dbt.project import EXPORTS_SELECTION, dbt_project
+from orchestration.lib.dbt.translator import translator
+from orchestration.lib.specs import WAREHOUSE_WRITER_POOL, Group, Kind, Owner, layer_tags
+from ottp import instance, privacy
+from ottp.crm import contract, gates, sync
 
 # The export tables the CRM receives (crm_trigger_log stays in the warehouse).
-SYNCED = [t.name for t in sync.TABLES]
+SYNCED = [t.name for t in contract.TABLES]
 
 
 @dbt_assets(
@@ -36,17 +38,17 @@ EXPORT_KEYS = {key.path[-1]: key for key in export_models.keys}
 @dg.asset(
     key=["raw", "deleted_users"],
     deps=[dg.AssetKey(["raw", "events"])],
-    group_name="exports",
-    kinds={"duckdb", "python"},
-    owners=["team:data-platform"],
-    tags={"layer": "raw"},
-    pool="warehouse_writer",
+    group_name=Group.EXPORTS,
+    kinds={Kind.DUCKDB, Kind.PYTHON},
+    owners=[Owner.DATA_PLATFORM],
+    tags=layer_tags("raw"),
+    pool=WAREHOUSE_WRITER_POOL,
     description="One row per pseudonym that replaced a deleted user's id: every row of a "
     "user who asked for deletion, except the deletion request itself, is pseudonymised "
     "across raw, intermediate, marts, ml and exports (docs/crm-exports.md).",
 )
 def deleted_users(warehouse: WarehouseResource) -> dg.MaterializeResult:
-    report = sync.pseudonymise_deleted_users(warehouse.warehouse)
+    report = privacy.pseudonymise_deleted_users(warehouse.warehouse)
     return dg.MaterializeResult(
         metadata={
             "users_pseudonymised": report.users,
@@ -56,43 +58,6 @@ def deleted_users(warehouse: WarehouseResource) -> dg.MaterializeResult:
     )
 
 
-@dg.multi_asset_check(
-    specs=[
-        dg.AssetCheckSpec(
-            "crm_quality_gate",
-            asset=EXPORT_KEYS[table],
-            blocking=True,
-            description="Great Expectations suite of the export table (ottp/crm/gates.py): "
-            "keys, allowed values, consent, recommendations, circuit breaker, freshness.",
-        )
-        for table in SYNCED
-    ],
-    # automation may rebuild only some export tables; their gates run, the others stand
-    can_subset=True,
-    pool="warehouse_writer",
-)
-def crm_quality_gates(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
-    selected = {key.asset_key.path[-1] for key in context.selected_asset_check_keys}
-    tables = [t for t in SYNCED if t in selected]
-    results = gates.validate(tables, warehouse_path=warehouse.warehouse)
-    for table, result in results.items():
-        yield dg.AssetCheckResult(
-            asset_key=EXPORT_KEYS[table],
-            check_name="crm_quality_gate",
-            passed=result.success,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={
-                "summary": dg.MetadataValue.md(result.summary_markdown()),
-                "failed_expectations": len(result.failures),
-                "evaluated_expectations": result.evaluated,
-                "rows": result.row_count,
-                "last_sync_rows": result.last_sync_rows or 0,
-                "results": dg.MetadataValue.path(str(result.results_path)),
-                "seconds": result.seconds,
-            },
-        )
-
-
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
@@ -100,16 +65,16 @@ def crm_quality_gates(context: dg.AssetCheckExecutionContext, warehouse: Warehou
             # one transaction over every export table (a contact's consent decides the
             # rows of the others too), so each CRM table follows all of them
             deps=[EXPORT_KEYS[t] for t in SYNCED],
-            group_name="exports",
-            kinds={"python", "sqlite", "postgres"},
-            owners=["team:data-platform"],
-            tags={"layer": "crm"},
+            group_name=Group.EXPORTS,
+            kinds={Kind.PYTHON, Kind.SQLITE, Kind.POSTGRES},
+            owners=[Owner.DATA_PLATFORM],
+            tags=layer_tags("crm"),
             description=f"The CRM target's {table} table: a mirror of exports.{table}, "
             "synced by primary key (ottp/crm/sync.py).",
         )
         for table in SYNCED
     ],
-    pool="warehouse_writer",
+    pool=WAREHOUSE_WRITER_POOL,
 )
 def crm_sync(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     """Mirror the checked export tables into the CRM target in one transaction."""

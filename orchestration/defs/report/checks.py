@@ -3,6 +3,7 @@
 import dagster as dg
 
 from orchestration.defs.resources import WarehouseResource
+from orchestration.lib.specs import WAREHOUSE_WRITER_POOL
 from ottp import config
 from ottp.bi import report
 from ottp.warehouse import connect
@@ -15,7 +16,7 @@ from ottp.warehouse import connect
     "count and reasons; fails (still a warning) if raw.events is not staged + quarantined. "
     "The build goes on either way.",
     blocking=False,
-    pool="warehouse_writer",
+    pool=WAREHOUSE_WRITER_POOL,
 )
 def staging_quarantine(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     target = config.settings().dbt_target

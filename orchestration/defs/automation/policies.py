@@ -1,6 +1,6 @@
 """Automation policies for the whole graph, applied in one place (definitions.py).
 
-A new landing file starts an `ingest` run (the sensor in defs/schedules.py): raw
+A new landing file starts an `ingest` run (the sensor in defs/ingest/sensors.py): raw
 tables, staging and the incremental models for its day. Everything after that
 layer is materialized by declarative automation, with nobody clicking:
 
@@ -19,7 +19,7 @@ import warnings
 
 import dagster as dg
 
-from orchestration.defs.jobs import DAILY_ASSETS
+from orchestration.defs.ingest.jobs import DAILY_ASSETS
 
 # Retraining cadence: evaluation and training of a new candidate, daily at 04:00 UTC
 # (after the 02:00 ingest of the previous day).

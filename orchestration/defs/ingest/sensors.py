@@ -1,27 +1,18 @@
+"""The sensor that starts an ingest run when landing files arrive or change."""
+
 import hashlib
 import json
 
 import dagster as dg
 
-from orchestration.defs.jobs import ingest
-from orchestration.defs.partitions import landing_days
+from orchestration.defs.ingest import jobs
+from orchestration.defs.ingest.partitions import landing_days
 from ottp import config
 from ottp.ingest import landing
 
-# Every morning, load yesterday's landing partition (late files of earlier days
-# are picked up by the sensor below).
-daily_ingest = dg.build_schedule_from_partitioned_job(
-    ingest,
-    name="daily_ingest",
-    hour_of_day=2,
-    minute_of_hour=0,
-    description="Load the previous landing day at 02:00 UTC.",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-)
-
 
 @dg.sensor(
-    job=ingest,
+    job=jobs.ingest,
     minimum_interval_seconds=30,
     description="Start one ingest run over the landing days that received a new or changed "
     "file since the last tick.",

@@ -2,8 +2,9 @@
 
 import dagster as dg
 
-from orchestration.defs.exports import assets as export_assets
+from orchestration.defs.crm import assets as crm_assets
 from orchestration.defs.resources import WarehouseResource
+from orchestration.lib.specs import WAREHOUSE_WRITER_POOL, Group, Kind, Owner, layer_tags
 from ottp.bi import report
 
 
@@ -17,13 +18,13 @@ from ottp.bi import report
         dg.AssetKey(["marts", "sessions"]),
         dg.AssetKey(["ml", "recommender_model"]),
         # after the gates and the sync: the page shows their latest results
-        *[dg.AssetKey(["crm", t]) for t in export_assets.SYNCED],
+        *[dg.AssetKey(["crm", t]) for t in crm_assets.SYNCED],
     ],
-    group_name="quality",
-    kinds={"duckdb", "html"},
-    owners=["team:data-platform"],
-    tags={"layer": "report"},
-    pool="warehouse_writer",
+    group_name=Group.QUALITY,
+    kinds={Kind.DUCKDB, Kind.HTML},
+    owners=[Owner.DATA_PLATFORM],
+    tags=layer_tags("report"),
+    pool=WAREHOUSE_WRITER_POOL,
     description="An HTML page under $OTTP_DATA_DIR/reports/pipeline.html (ottp/bi/report.py): "
     "lines per landing day, rejected lines by reason, rows quarantined out of staging by "
     "reason (raw = staged + quarantined), fan segments and lifecycle stages, "

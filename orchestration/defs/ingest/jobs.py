@@ -1,12 +1,15 @@
+"""The daily layer and the job that loads landing days into it."""
+
 import dagster as dg
 
 from orchestration.defs.dbt import assets as dbt_assets
-from orchestration.defs.partitions import landing_days
+from orchestration.defs.ingest.partitions import landing_days
+from orchestration.lib.specs import Group
 
 # Everything partitioned by landing day: the raw loader, the staging views and the
-# incremental models. The rest follows by automation (orchestration/policies.py)
+# incremental models. The rest follows by automation (defs/automation/policies.py)
 # or through build_warehouse.
-DAILY_ASSETS = dg.AssetSelection.groups("ingestion") | dg.AssetSelection.assets(
+DAILY_ASSETS = dg.AssetSelection.groups(Group.INGESTION) | dg.AssetSelection.assets(
     *dbt_assets.daily_models.keys
 )
 
@@ -17,11 +20,4 @@ ingest = dg.define_asset_job(
     description="Load the landing files of the selected days into the raw tables, then "
     "build staging and the incremental models for those days (the window reaches dbt as "
     "OTTP_MIN_DATE/OTTP_MAX_DATE).",
-)
-
-build_warehouse = dg.define_asset_job(
-    "build_warehouse",
-    selection=dg.AssetSelection.all() - DAILY_ASSETS,
-    description="Build every model, check and downstream asset after the daily layer: "
-    "marts, the recommender, the CRM exports, their gates and the sync.",
 )
