@@ -39,6 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from ottp import config  # noqa: E402
 from ottp.config import DBT_PROJECT_DIR, dbt_executable  # noqa: E402
 from ottp.ingest import landing  # noqa: E402
 from ottp.ingest.load import load_files  # noqa: E402
@@ -102,7 +103,7 @@ def _count_events(warehouse: Path) -> int:
         con.close()
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=8300)
     parser.add_argument("--titles", type=int, default=2000)
@@ -120,25 +121,16 @@ def main() -> None:
         action="store_true",
         help="reuse the workdir's landing files and loaded warehouse",
     )
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def _prepare(args: argparse.Namespace, work: Path) -> list:
+    """Landing files for days + 1 and the warehouse loaded with the first days (or reused)."""
     from ottp.simulator import simulate
 
-    tmp = None
-    if args.workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="ottp-bench-dbt-")
-        args.workdir = Path(tmp.name)
-    work = args.workdir.resolve()
-    landing_dir, warehouse, target = work / "landing", work / "warehouse.duckdb", work / "target"
+    landing_dir, warehouse = work / "landing", work / "warehouse.duckdb"
     loaded = work / f"warehouse-{args.days}-days.duckdb"  # kept for --reuse
     warehouse.unlink(missing_ok=True)
-    env = dict(
-        os.environ,
-        OTTP_WAREHOUSE_PATH=str(warehouse),
-        OTTP_DBT_TARGET="duckdb",
-        DBT_SEND_ANONYMOUS_USAGE_STATS="false",
-    )
-
     reuse = args.reuse and landing_dir.is_dir() and loaded.exists()
     if not reuse:
         started = time.perf_counter()
@@ -165,6 +157,48 @@ def main() -> None:
         load_files(warehouse, [f for f in files if f.partition_date < last_day])
         print(f"loaded days 1..{args.days} in {time.perf_counter() - started:.0f} s", flush=True)
         shutil.copyfile(warehouse, loaded)
+    return files
+
+
+def _print(summary: dict) -> None:
+    for label, r in (
+        ("full build", summary["full_build"]),
+        ("incremental run", summary["incremental_run"]),
+    ):
+        print(
+            f"{label:16} wall {r['wall_s']:7.2f} s  cpu {r['cpu_s']:7.2f} s  "
+            f"dbt elapsed {r['dbt_elapsed_s']:7.2f} s  peak rss {r['peak_rss_mib']:,} MiB  "
+            f"({r['nodes']} nodes, load avg {r['load_avg_before']})"
+        )
+        print(
+            f"{'':16} models executing {r['models_execution_s']:.2f} s, of which "
+            f"int_sessions + int_plays {r['incremental_models_execution_s']:.2f} s"
+        )
+        print(f"{'':16} slowest: {r['slowest']}")
+    print(
+        "incremental / full: wall {ratio_wall}, cpu {ratio_cpu}, models executing "
+        "{ratio_models_execution}, int_sessions + int_plays "
+        "{ratio_incremental_models_execution}".format(**summary)
+    )
+
+
+def main() -> None:
+    args = _arguments()
+    tmp = None
+    if args.workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="ottp-bench-dbt-")
+        args.workdir = Path(tmp.name)
+    work = args.workdir.resolve()
+    warehouse, target = work / "warehouse.duckdb", work / "target"
+    env = config.child_env(
+        {
+            "OTTP_WAREHOUSE_PATH": str(warehouse),
+            "OTTP_DBT_TARGET": "duckdb",
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        }
+    )
+    files = _prepare(args, work)
+    last_day = max(f.partition_date for f in files)
     events_full = _count_events(warehouse)
     print(f"{events_full:,} events in the warehouse (days 1..{args.days})", flush=True)
 
@@ -191,22 +225,7 @@ def main() -> None:
             3,
         ),
     }
-    for label, r in (("full build", full), ("incremental run", incremental)):
-        print(
-            f"{label:16} wall {r['wall_s']:7.2f} s  cpu {r['cpu_s']:7.2f} s  "
-            f"dbt elapsed {r['dbt_elapsed_s']:7.2f} s  peak rss {r['peak_rss_mib']:,} MiB  "
-            f"({r['nodes']} nodes, load avg {r['load_avg_before']})"
-        )
-        print(
-            f"{'':16} models executing {r['models_execution_s']:.2f} s, of which "
-            f"int_sessions + int_plays {r['incremental_models_execution_s']:.2f} s"
-        )
-        print(f"{'':16} slowest: {r['slowest']}")
-    print(
-        "incremental / full: wall {ratio_wall}, cpu {ratio_cpu}, models executing "
-        "{ratio_models_execution}, int_sessions + int_plays "
-        "{ratio_incremental_models_execution}".format(**summary)
-    )
+    _print(summary)
     out = REPO / "bench-results"
     out.mkdir(exist_ok=True)
     (out / "bench_dbt.json").write_text(json.dumps(summary, indent=2))

@@ -34,6 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from ottp import config  # noqa: E402
 from ottp.config import DBT_PROJECT_DIR, dbt_executable  # noqa: E402
 from ottp.ingest import landing  # noqa: E402
 from ottp.ingest.load import load_files  # noqa: E402
@@ -83,7 +84,7 @@ def timed_dbt(env: dict[str, str], target: Path) -> dict:
     }
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=2800)
     parser.add_argument("--titles", type=int, default=1000)
@@ -96,16 +97,85 @@ def main() -> None:
         default=["duckdb", "postgres", "spark"],
         choices=["duckdb", "postgres", "spark"],
     )
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def _postgres(base_env: dict, warehouse: Path, work: Path, loads: dict) -> dict:
+    """The raw tables mirrored into a fresh PostgreSQL database, dbt built there; dropped after."""
+    import psycopg2
+
+    from ottp.ingest.pg_mirror import mirror_raw_to_postgres
+
+    name = f"ottp_bench_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(**PG)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'create database "{name}"')
+    try:
+        dsn = " ".join(f"{k}={v}" for k, v in {**PG, "dbname": name}.items())
+        started = time.perf_counter()
+        mirror_raw_to_postgres(warehouse, dsn)
+        loads["postgres (copy from DuckDB)"] = round(time.perf_counter() - started, 1)
+        env = dict(base_env, OTTP_DBT_TARGET="postgres", OTTP_PG_DATABASE=name)
+        return timed_dbt(env, work / "target_postgres")
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'drop database if exists "{name}" with (force)')
+        admin.close()
+
+
+def _spark(base_env: dict, work: Path, events: int, loads: dict) -> dict:
+    """The landing files read by the Spark loader, then dbt built on Spark."""
+    env = dict(base_env, OTTP_DBT_TARGET="spark", OTTP_DATA_DIR=str(work / "spark_data"))
+    wall, out = timed(
+        [
+            sys.executable,
+            "-m",
+            "ottp.ingest.spark_load",
+            "--landing",
+            str(work / "landing"),
+            "--json",
+        ],
+        env,
+    )
+    spark_report = json.loads(out.strip().splitlines()[-1])
+    if spark_report["events_loaded"] != events:
+        raise SystemExit(f"Spark loaded {spark_report['events_loaded']} events, not {events}")
+    loads["spark (read landing files)"] = round(wall, 1)
+    return timed_dbt(env, work / "target_spark")
+
+
+def _print_table(events: int, results: dict, loads: dict) -> None:
+    base = results.get("duckdb", {}).get("wall_s")
+    print()
+    print(
+        f"dbt {' '.join(BUILD)} on {events:,} events "
+        f"({os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()})"
+    )
+    print()
+    print("| engine | wall s | vs DuckDB | models s | nodes | load avg before/after |")
+    print("|---|---:|---:|---:|---:|---|")
+    for engine, r in results.items():
+        ratio = f"{r['wall_s'] / base:.1f}×" if base else "-"
+        print(
+            f"| {engine} | {r['wall_s']} | {ratio} | {r['model_s']} | {r['nodes']} | "
+            f"{r['load_avg_before']} / {r['load_avg_after']} |"
+        )
+    print()
+    print("raw load:", ", ".join(f"{k} {v} s" for k, v in loads.items()))
+
+
+def main() -> None:
+    args = _arguments()
     from ottp.simulator import simulate
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="ottp-bench-engines-"))
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    base_env = dict(os.environ, DBT_SEND_ANONYMOUS_USAGE_STATS="false")
-    base_env.pop("OTTP_LANDING_DIR", None)
+    base_env = config.child_env(
+        {"DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "OTTP_LANDING_DIR": None}
+    )
 
     started = time.perf_counter()
     simulate(
@@ -131,67 +201,14 @@ def main() -> None:
         env = dict(base_env, OTTP_DBT_TARGET="duckdb", OTTP_WAREHOUSE_PATH=str(warehouse))
         results["duckdb"] = timed_dbt(env, work / "target_duckdb")
         print("duckdb", results["duckdb"], flush=True)
-
     if "postgres" in args.engines:
-        import psycopg2
-
-        from ottp.ingest.pg_mirror import mirror_raw_to_postgres
-
-        name = f"ottp_bench_{uuid.uuid4().hex[:10]}"
-        admin = psycopg2.connect(**PG)
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(f'create database "{name}"')
-        try:
-            dsn = " ".join(f"{k}={v}" for k, v in {**PG, "dbname": name}.items())
-            started = time.perf_counter()
-            mirror_raw_to_postgres(warehouse, dsn)
-            loads["postgres (copy from DuckDB)"] = round(time.perf_counter() - started, 1)
-            env = dict(base_env, OTTP_DBT_TARGET="postgres", OTTP_PG_DATABASE=name)
-            results["postgres"] = timed_dbt(env, work / "target_postgres")
-            print("postgres", results["postgres"], flush=True)
-        finally:
-            with admin.cursor() as cur:
-                cur.execute(f'drop database if exists "{name}" with (force)')
-            admin.close()
-
+        results["postgres"] = _postgres(base_env, warehouse, work, loads)
+        print("postgres", results["postgres"], flush=True)
     if "spark" in args.engines:
-        env = dict(base_env, OTTP_DBT_TARGET="spark", OTTP_DATA_DIR=str(work / "spark_data"))
-        wall, out = timed(
-            [
-                sys.executable,
-                "-m",
-                "ottp.ingest.spark_load",
-                "--landing",
-                str(work / "landing"),
-                "--json",
-            ],
-            env,
-        )
-        spark_report = json.loads(out.strip().splitlines()[-1])
-        if spark_report["events_loaded"] != events:
-            raise SystemExit(f"Spark loaded {spark_report['events_loaded']} events, not {events}")
-        loads["spark (read landing files)"] = round(wall, 1)
-        results["spark"] = timed_dbt(env, work / "target_spark")
+        results["spark"] = _spark(base_env, work, events, loads)
         print("spark", results["spark"], flush=True)
 
-    base = results.get("duckdb", {}).get("wall_s")
-    print()
-    print(
-        f"dbt {' '.join(BUILD)} on {events:,} events "
-        f"({os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()})"
-    )
-    print()
-    print("| engine | wall s | vs DuckDB | models s | nodes | load avg before/after |")
-    print("|---|---:|---:|---:|---:|---|")
-    for engine, r in results.items():
-        ratio = f"{r['wall_s'] / base:.1f}×" if base else "-"
-        print(
-            f"| {engine} | {r['wall_s']} | {ratio} | {r['model_s']} | {r['nodes']} | "
-            f"{r['load_avg_before']} / {r['load_avg_after']} |"
-        )
-    print()
-    print("raw load:", ", ".join(f"{k} {v} s" for k, v in loads.items()))
+    _print_table(events, results, loads)
     out_dir = REPO / "bench-results"
     out_dir.mkdir(exist_ok=True)
     (out_dir / "bench_engines.json").write_text(

@@ -24,6 +24,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from datetime import date, datetime, timedelta
@@ -34,6 +35,7 @@ import duckdb
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from ottp import config  # noqa: E402
 from ottp.ingest import landing  # noqa: E402
 
 TARGET_S = 300
@@ -165,23 +167,19 @@ def _synced_through(crm_path: Path) -> datetime | None:
     return datetime.fromisoformat(str(row[0])) if row and row[0] else None
 
 
-def main(argv: list[str] | None = None) -> int:
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--workdir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "ottp-fresh")
-    )
+    parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "ottp-fresh"))
     parser.add_argument("--files", type=int, default=3, help="new landing files, one at a time")
     parser.add_argument("--users", type=int, default=1500)
     parser.add_argument("--titles", type=int, default=500)
     parser.add_argument("--days", type=int, default=60)
     parser.add_argument("--json", help="write the results here")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    root = Path(args.workdir)
-    shutil.rmtree(root, ignore_errors=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
-    env["OTTP_DATA_DIR"] = str(root)
-    env.pop("OTTP_LANDING_DIR", None)
+
+def _first_build(args: argparse.Namespace, root: Path, env: dict) -> float:
+    """Simulated landing files, then `ottp demo`'s first build; its seconds."""
     py = sys.executable
     print(f"[fresh] generating {args.users} users x {args.days} days under {root}", file=sys.stderr)
     subprocess.run(
@@ -212,67 +210,105 @@ def main(argv: list[str] | None = None) -> int:
     subprocess.run(
         [py, "-m", "ottp.cli", "demo"], cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL
     )
-    first_build_s = time.monotonic() - started
+    return time.monotonic() - started
+
+
+def _file_row(runs: list[dict], day: date, lines: int, arrived: float, reached: float) -> dict:
+    """One file's latency, split into the runs the sensor and the automation started."""
+    ingest = [r for r in runs if r["jobName"] == "ingest"]
+    auto = [r for r in runs if r["jobName"] == "__ASSET_JOB" and r["startTime"]]
+    row = {
+        "day": day.isoformat(),
+        "events": lines,
+        "latency_s": round(reached - arrived, 1),
+        "runs": len(runs),
+    }
+    if ingest and ingest[-1]["startTime"]:
+        first = min(ingest, key=lambda r: r["creationTime"])
+        row["wait_for_sensor_s"] = round(first["creationTime"] - arrived, 1)
+        row["ingest_run_s"] = round((first["endTime"] or reached) - first["startTime"], 1)
+    if auto:
+        first_auto = min(auto, key=lambda r: r["creationTime"])
+        if ingest and ingest[-1]["endTime"]:
+            row["wait_for_automation_s"] = round(
+                first_auto["creationTime"] - max(r["endTime"] or 0 for r in ingest), 1
+            )
+        row["automation_runs_s"] = round(
+            max((r["endTime"] or reached) for r in auto) - first_auto["startTime"], 1
+        )
+    return row
+
+
+def _new_files(base: str, root: Path, files: int) -> list[dict]:
+    """Land one new day at a time and wait until the CRM has synced it."""
+    _wait(lambda: _graphql(base, "{ version }")["version"], 300, "the webserver")
+    print("[fresh] UI up; waiting for the instance to be idle", file=sys.stderr)
+    _idle(base)
+    crm = root / "crm" / "crm.sqlite"
+    last_day = max(landing.partition_dates(root / "landing"))
+    results = []
+    for i in range(files):
+        day = last_day + timedelta(days=i + 1)
+        known = {r["runId"] for r in _runs(base)}
+        path, lines = _next_day_file(root / "landing", day)
+        arrived = time.time()
+        print(f"[fresh] file {i + 1}/{files}: {lines:,} events of {day}", file=sys.stderr)
+        _wait(
+            lambda d=day: (s := _synced_through(crm)) and s.date() >= d,
+            1800,
+            f"the CRM sync of {day}",
+            interval=1,
+        )
+        reached = time.time()
+        runs = [r for r in _runs(base) if r["runId"] not in known]
+        row = _file_row(runs, day, lines, arrived, reached)
+        results.append(row)
+        print(f"[fresh]   reached the CRM after {row['latency_s']:.0f} s: {row}", file=sys.stderr)
+        _idle(base, quiet_s=20)
+    return results
+
+
+def _print_summary(summary: dict) -> None:
+    print(
+        "\n| day | events | landing file -> CRM (s) | sensor wait | ingest run "
+        "| automation wait | automation runs |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in summary["files"]:
+        print(
+            f"| {r['day']} | {r['events']:,} | {r['latency_s']:.0f} "
+            f"| {r.get('wait_for_sensor_s', '–')} "
+            f"| {r.get('ingest_run_s', '–')} | {r.get('wait_for_automation_s', '–')} "
+            f"| {r.get('automation_runs_s', '–')} |"
+        )
+    print(
+        f"\nmedian {summary['median_latency_s']} s, max {summary['max_latency_s']} s, "
+        f"target {TARGET_S} s: {'met' if summary['target_met'] else 'MISSED'}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    root = Path(args.workdir)
+    shutil.rmtree(root, ignore_errors=True)
+    # No DAGSTER_* from this shell: the instance then lives under the fresh data folder.
+    env = config.child_env({"OTTP_DATA_DIR": str(root), "OTTP_LANDING_DIR": None})
+    env = {k: v for k, v in env.items() if not k.startswith("DAGSTER_")}
+    first_build_s = _first_build(args, root, env)
 
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     log = open(root / "dagster-dev.log", "w")
     ui = subprocess.Popen(
-        [py, "-m", "ottp.cli", "ui", "--port", str(port)],
+        [sys.executable, "-m", "ottp.cli", "ui", "--port", str(port)],
         cwd=REPO,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    results = []
     try:
-        _wait(lambda: _graphql(base, "{ version }")["version"], 300, "the webserver")
-        print("[fresh] UI up; waiting for the instance to be idle", file=sys.stderr)
-        _idle(base)
-        crm = root / "crm" / "crm.sqlite"
-        last_day = max(landing.partition_dates(root / "landing"))
-        for i in range(args.files):
-            day = last_day + timedelta(days=i + 1)
-            known = {r["runId"] for r in _runs(base)}
-            path, lines = _next_day_file(root / "landing", day)
-            arrived = time.time()
-            print(f"[fresh] file {i + 1}/{args.files}: {lines:,} events of {day}", file=sys.stderr)
-            _wait(
-                lambda d=day: (s := _synced_through(crm)) and s.date() >= d,
-                1800,
-                f"the CRM sync of {day}",
-                interval=1,
-            )
-            reached = time.time()
-            runs = [r for r in _runs(base) if r["runId"] not in known]
-            ingest = [r for r in runs if r["jobName"] == "ingest"]
-            auto = [r for r in runs if r["jobName"] == "__ASSET_JOB" and r["startTime"]]
-            row = {
-                "day": day.isoformat(),
-                "events": lines,
-                "latency_s": round(reached - arrived, 1),
-                "runs": len(runs),
-            }
-            if ingest and ingest[-1]["startTime"]:
-                first = min(ingest, key=lambda r: r["creationTime"])
-                row["wait_for_sensor_s"] = round(first["creationTime"] - arrived, 1)
-                row["ingest_run_s"] = round((first["endTime"] or reached) - first["startTime"], 1)
-            if auto:
-                first_auto = min(auto, key=lambda r: r["creationTime"])
-                if ingest and ingest[-1]["endTime"]:
-                    row["wait_for_automation_s"] = round(
-                        first_auto["creationTime"] - max(r["endTime"] or 0 for r in ingest), 1
-                    )
-                row["automation_runs_s"] = round(
-                    max((r["endTime"] or reached) for r in auto) - first_auto["startTime"], 1
-                )
-            results.append(row)
-            print(
-                f"[fresh]   reached the CRM after {row['latency_s']:.0f} s: {row}",
-                file=sys.stderr,
-            )
-            _idle(base, quiet_s=20)
+        results = _new_files(base, root, args.files)
     finally:
         os.killpg(ui.pid, 15)
         try:
@@ -292,22 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         "target_s": TARGET_S,
         "target_met": bool(latencies) and max(latencies) <= TARGET_S,
     }
-    print(
-        "\n| day | events | landing file -> CRM (s) | sensor wait | ingest run "
-        "| automation wait | automation runs |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for r in results:
-        print(
-            f"| {r['day']} | {r['events']:,} | {r['latency_s']:.0f} "
-            f"| {r.get('wait_for_sensor_s', '–')} "
-            f"| {r.get('ingest_run_s', '–')} | {r.get('wait_for_automation_s', '–')} "
-            f"| {r.get('automation_runs_s', '–')} |"
-        )
-    print(
-        f"\nmedian {summary['median_latency_s']} s, max {summary['max_latency_s']} s, "
-        f"target {TARGET_S} s: {'met' if summary['target_met'] else 'MISSED'}"
-    )
+    _print_summary(summary)
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
     return 0

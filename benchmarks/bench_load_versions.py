@@ -27,6 +27,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from ottp import config  # noqa: E402
+
 _ACCOUNTING = ("loaded", "duplicates", "rejected", "rejected_by_reason")
 
 
@@ -68,7 +71,7 @@ def _run(module_path: Path, landing_dir: Path, work: Path) -> dict:
         capture_output=True,
         text=True,
         check=True,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        env=config.child_env({"PYTHONPATH": str(REPO)}),
     )
     warehouse.unlink(missing_ok=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -79,7 +82,9 @@ def main() -> int:
         _child(*sys.argv[2:5])
         return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--base", required=True, help="git revision whose ottp/ingest/load.py is the base")
+    p.add_argument(
+        "--base", required=True, help="git revision whose ottp/ingest/load.py is the base"
+    )
     p.add_argument("--events", type=int, default=1_000_000)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--landing", type=Path, help="reuse these landing files")

@@ -20,10 +20,8 @@ from pathlib import Path
 import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_sync import build  # noqa: E402
-
+from benchmarks.bench_sync import build  # noqa: E402
 from ottp.crm import gates  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""Render the JSON of `ottp bench --json PATH` as the markdown tables of docs/benchmarks.md.
+"""Render the suite's JSON (`benchmarks/suite.py --json PATH`) as docs/benchmarks.md's tables.
 
 .venv/bin/python benchmarks/bench_report.py /tmp/ottp-bench.json
 """
@@ -17,11 +17,11 @@ def _row(cells: list) -> str:
 
 
 def render(report: dict) -> str:
-    """Summaries are recomputed from the stage figures with the current ottp.bench."""
-    from ottp.bench import _summarise
+    """Summaries are recomputed from the stage figures with the current suite's rules."""
+    from benchmarks.suite_summary import summarise
 
     for r in report["runs"]:
-        r["summary"] = _summarise(r)
+        r["summary"] = summarise(r)
     out = []
     m = report["machine"]
     out.append(

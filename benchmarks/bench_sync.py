@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -24,9 +23,10 @@ import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ottp.crm import sync  # noqa: E402
+from ottp import config  # noqa: E402
+from ottp.crm import sync, targets  # noqa: E402
 
-PG_URL = os.environ.get("OTTP_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+PG_URL = config.bench_postgres_url() or "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def build(path: Path, contacts: int, recs_per_contact: int) -> None:
@@ -149,11 +149,11 @@ def main() -> None:
             build(warehouse, args.contacts, args.recs_per_contact)
             print(f"[{kind}] warehouse built in {time.perf_counter() - t:.1f} s", flush=True)
             if kind == "sqlite":
-                target = sync.SqliteTarget(root / "crm.sqlite")
+                target = targets.SqliteTarget(root / "crm.sqlite")
             else:
                 schema = "bench_crm_sync"
                 clear_pg(schema)
-                target = sync.PostgresTarget(PG_URL, schema)
+                target = targets.PostgresTarget(PG_URL, schema)
             first = sync.sync(target, warehouse_path=warehouse, state_dir=root / "state")
             print(first.format_table(), flush=True)
             change_one_percent(warehouse)

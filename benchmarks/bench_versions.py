@@ -1,15 +1,16 @@
-"""`ottp bench` of a git revision against the working tree's, alternately, in one run.
+"""The benchmark suite of a git revision against the working tree's, alternately, in one run.
 
     python benchmarks/bench_versions.py --base REV [--events 1000000] [--repeat 2]
                                         [--json PATH]
 
 Exports REV into a temporary folder (`git archive`) and runs the pipeline stages
-of `ottp bench` (no peers, no PostgreSQL) with each code base in turn (base,
+of the suite (no peers, no PostgreSQL) with each code base in turn (base,
 current, base, ...) on the same simulated data (same seed and size), each with the
 same virtual environment. Prints the median wall and CPU seconds of every stage,
 the end to end time and the incremental day's share of a full build, side by
 side, with the ratio base / current. Absolute times drift on a shared machine;
-a change is judged by this, not against figures from another day.
+a change is judged by this, not against figures from another day. A revision may
+hold the suite as benchmarks/suite.py or, before it left the library, as ottp/bench.py.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from ottp import config  # noqa: E402
+
 PEERS = [
     "read-json", "pandas-load", "pandas-sessions", "dbt-postgres", "sync-delete-insert",
     "dbt-no-data",
@@ -44,17 +49,24 @@ def _export(rev: str, dest: Path) -> None:
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
 
 
+def _suite(tree: Path) -> tuple[str, Path]:
+    """The module that holds the suite's ``main`` in ``tree``, and its file."""
+    old = tree / "ottp" / "bench.py"
+    if old.exists():
+        return "ottp.bench", old
+    return "benchmarks.suite", tree / "benchmarks" / "suite.py"
+
+
 def _bench(tree: Path, events: int, work: Path, out: Path) -> dict:
-    """One `ottp bench` with the code under ``tree``; its run record."""
-    env = dict(os.environ, PYTHONPATH=str(tree))
-    for var in ("OTTP_MIN_DATE", "OTTP_MAX_DATE"):
-        env.pop(var, None)
+    """One run of the suite with the code under ``tree``; its run record."""
+    module, source = _suite(tree)
+    env = config.child_env({"PYTHONPATH": str(tree), "OTTP_MIN_DATE": None, "OTTP_MAX_DATE": None})
     code = (
         "import sys, ottp; assert ottp.__file__.startswith(sys.argv[1]), ottp.__file__; "
-        "from ottp.bench import main; raise SystemExit(main(sys.argv[2:]))"
+        f"from {module} import main; raise SystemExit(main(sys.argv[2:]))"
     )
     # An older revision knows fewer peers, and its --skip refuses the others.
-    known = (tree / "ottp" / "bench.py").read_text()
+    known = source.read_text()
     peers = [peer for peer in PEERS if f'"{peer}"' in known]
     cmd = [
         sys.executable, "-c", code, str(tree),

@@ -1,4 +1,5 @@
-"""`ottp bench` on a tiny data set: every stage measured, the peers' results equal.
+"""The benchmark suite (`python benchmarks/suite.py`) on a tiny data set: every stage
+measured, the peers' results equal.
 
 Not a timed test: speed targets are what the benchmark measures, never asserted here.
 The slow peers (bare read_json, pandas loading, dbt on PostgreSQL) are left out and
@@ -13,7 +14,8 @@ import sys
 
 import pytest
 
-from ottp import bench, config
+from benchmarks import suite
+from ottp import config
 
 STAGES = (
     "generate",
@@ -34,12 +36,12 @@ def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
     out = root / "bench.json"
     cmd = [
-        sys.executable, "-m", "ottp.cli", "bench",
+        sys.executable, str(config.REPO_ROOT / "benchmarks" / "suite.py"),
         "--events", "20000", "--days", "20",
         "--workdir", str(root / "work"), "--json", str(out), "--keep",
         "--skip", "read-json", "pandas-load", "dbt-postgres",
         "--no-dbt-tests",
-        "--pg-url", bench.DEFAULT_PG_URL,
+        "--pg-url", suite.DEFAULT_PG_URL,
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=config.REPO_ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
