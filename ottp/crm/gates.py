@@ -10,70 +10,36 @@ per row for the smaller tables). GX 1.24 has no working SQL path for DuckDB:
 the duckdb-engine dialect (0.17.0) fails column reflection under SQLAlchemy
 2.1, and GX's SQL engine loses the rows of a dialect it does not know.
 
-Results are kept as JSON under ``$OTTP_DATA_DIR/quality/<table>/`` and
-summarised (failing expectations with sample rows) for the Dagster checks.
+This module owns the frames, the GX run and its results; the expectations of
+each suite and their limits are in ``ottp.crm.suites``. Results are kept as
+JSON under ``$OTTP_DATA_DIR/quality/<table>/`` and summarised (failing
+expectations with sample rows) for the Dagster checks.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 
 from ottp import config
-from ottp.crm import sync as crm_sync
+from ottp.crm.appliers import last_successful_sync
+from ottp.crm.contract import identifier
+from ottp.crm.suites import Limits, default_limits, suite_expectations
+from ottp.crm.sync import LOCK_WAIT_S
+from ottp.crm.targets import LastSync, Target
 
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+config.quiet_great_expectations()
 
-LIFECYCLE_STAGES = ["new", "active", "at_risk", "churned", "reactivated"]
-SEGMENTS = ["hardcore_fan", "fan", "casual", "non_viewer"]
-SUBSCRIPTION_STATUSES = ["active", "cancelled", "none"]
-RISK_BANDS = ["low", "medium", "high"]
-SCENARIOS = [
-    "became_fan",
-    "became_hardcore_fan",
-    "abandoned_title",
-    "new_episode",
-    "at_risk",
-    "cancelled",
-]
-SUBJECT_TYPES = ["category", "title", "inactivity", "cancellation"]
-# Environment: fail when the warehouse's as_of is older than this many hours (unset: no limit).
-MAX_AGE_VAR = "OTTP_EXPORT_MAX_AGE_HOURS"
 _SAMPLE_ROWS = 5
 _RESULTS_KEPT = 50
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Bounds of the gates; the defaults are the production ones."""
-
-    # Most recommendations a contact may get (dbt var crm_max_recommendations).
-    max_recommendations: int = 50
-    # Share of contacts that must have 1..max_recommendations recommendations.
-    contacts_with_recommendations: float = 0.99
-    # Circuit breaker: rows may fall by at most this share of the last successful
-    # sync, and grow by at most this share.
-    max_drop: float = 0.2
-    max_growth: float = 1.0
-    # Tables smaller than this at the last sync are not bounded (noise).
-    min_rows_for_bound: int = 100
-    # Tables the row-count bound applies to (triggers come and go by nature).
-    bounded_tables: tuple[str, ...] = ("crm_contacts", "crm_recommendations", "crm_similar_titles")
-    max_age_hours: float | None = None
-
-
-def default_limits() -> Limits:
-    max_age = os.environ.get(MAX_AGE_VAR)
-    return Limits(max_age_hours=float(max_age) if max_age else None)
 
 
 # ----------------------------------------------------------------- validation frames
@@ -167,156 +133,6 @@ _INDEX_COLUMNS = {
     "crm_similar_titles": ["title_id", "rank", "similar_title_id"],
     "crm_triggers": ["trigger_id", "user_id", "scenario"],
 }
-
-
-def _expectations(table: str, limits: Limits, last: crm_sync.LastSync | None, now: datetime):
-    import great_expectations as gx
-
-    E = gx.expectations
-    out = []
-    if table == "crm_contacts":
-        out += [
-            E.ExpectColumnValuesToNotBeNull(column="user_id", description="key not null"),
-            E.ExpectColumnValuesToBeUnique(column="user_id", description="key unique"),
-            E.ExpectColumnValuesToBeInSet(
-                column="lifecycle_stage",
-                value_set=LIFECYCLE_STAGES,
-                description="lifecycle stage in the allowed set",
-            ),
-            E.ExpectColumnValuesToNotBeNull(column="lifecycle_stage", description="stage set"),
-            E.ExpectColumnValuesToBeInSet(
-                column="highest_segment",
-                value_set=SEGMENTS,
-                description="segment in the allowed set",
-            ),
-            E.ExpectColumnValuesToNotBeNull(column="highest_segment", description="segment set"),
-            E.ExpectColumnValuesToBeInSet(
-                column="subscription_status",
-                value_set=SUBSCRIPTION_STATUSES,
-                description="subscription status in the allowed set",
-            ),
-            E.ExpectColumnValuesToBeInSet(
-                column="churn_risk_band",
-                value_set=RISK_BANDS,
-                description="churn risk band in the allowed set",
-            ),
-            E.ExpectColumnValuesToBeBetween(
-                column="churn_risk", min_value=0, max_value=1, description="churn risk in 0..1"
-            ),
-            E.ExpectColumnValuesToBeInSet(
-                column="may_be_contacted",
-                value_set=[True],
-                description="no opted-out or deleted user",
-            ),
-            E.ExpectColumnValuesToBeBetween(
-                column="exported_recommendations",
-                min_value=1,
-                max_value=limits.max_recommendations,
-                mostly=limits.contacts_with_recommendations,
-                description=f"1..{limits.max_recommendations} recommendations per contact "
-                f"(at least {limits.contacts_with_recommendations:.0%} of contacts)",
-            ),
-            E.ExpectColumnValuesToNotBeNull(column="as_of_at", description="warehouse as_of known"),
-        ]
-        if last is not None and last.source_as_of is not None:
-            out.append(
-                E.ExpectColumnMinToBeBetween(
-                    column="as_of_at",
-                    min_value=last.source_as_of,
-                    description="freshness: data not older than the last successful sync's",
-                )
-            )
-        if limits.max_age_hours is not None:
-            out.append(
-                E.ExpectColumnMaxToBeBetween(
-                    column="as_of_at",
-                    min_value=now - timedelta(hours=limits.max_age_hours),
-                    description=f"freshness: as_of within {limits.max_age_hours:g} h of now",
-                )
-            )
-    elif table == "crm_recommendations":
-        out += [
-            E.ExpectColumnValuesToNotBeNull(column="user_id", description="key not null"),
-            E.ExpectColumnValuesToBeBetween(
-                column="null_key_count", max_value=0, description="rank and title not null"
-            ),
-            E.ExpectColumnValuesToBeBetween(
-                column="duplicate_rank_count", max_value=0, description="key (user_id, rank) unique"
-            ),
-            E.ExpectColumnValuesToBeBetween(
-                column="recommendation_count",
-                min_value=1,
-                max_value=limits.max_recommendations,
-                description=f"1..{limits.max_recommendations} recommendations per user",
-            ),
-            E.ExpectColumnValuesToBeBetween(
-                column="rank_gap_count",
-                min_value=0,
-                max_value=0,
-                description="ranks run 1..n without gaps",
-            ),
-            E.ExpectColumnValuesToBeBetween(
-                column="duplicate_title_count",
-                max_value=0,
-                description="a title recommended once per user",
-            ),
-            E.ExpectColumnValuesToBeBetween(
-                column="watched_count", max_value=0, description="none already watched"
-            ),
-            E.ExpectColumnValuesToBeBetween(
-                column="outside_catalog_count",
-                max_value=0,
-                description="none outside the catalog (unknown or unavailable title)",
-            ),
-            E.ExpectColumnValuesToBeInSet(
-                column="may_be_contacted",
-                value_set=[True],
-                description="no opted-out or deleted user",
-            ),
-        ]
-    elif table == "crm_similar_titles":
-        out += [
-            E.ExpectColumnValuesToNotBeNull(column="title_id", description="key not null"),
-            E.ExpectColumnValuesToNotBeNull(column="rank", description="key not null"),
-            E.ExpectColumnValuesToBeUnique(
-                column="row_key", description="key (title_id, rank) unique"
-            ),
-            E.ExpectColumnValuesToNotBeNull(column="similar_title_id", description="title set"),
-            E.ExpectColumnValuesToBeBetween(column="rank", min_value=1, description="rank from 1"),
-            E.ExpectColumnValuesToBeInSet(
-                column="is_in_catalog",
-                value_set=[True],
-                description="both titles in the catalog",
-            ),
-            E.ExpectColumnValuesToBeInSet(
-                column="is_self", value_set=[False], description="a title is not similar to itself"
-            ),
-        ]
-    elif table == "crm_triggers":
-        out += [
-            E.ExpectColumnValuesToNotBeNull(column="trigger_id", description="key not null"),
-            E.ExpectColumnValuesToBeUnique(column="trigger_id", description="key unique"),
-            E.ExpectColumnValuesToBeInSet(
-                column="scenario", value_set=SCENARIOS, description="scenario in the allowed set"
-            ),
-            E.ExpectColumnValuesToBeInSet(
-                column="subject_type",
-                value_set=SUBJECT_TYPES,
-                description="subject type in the allowed set",
-            ),
-            E.ExpectColumnValuesToNotBeNull(column="subject_id", description="subject set"),
-            E.ExpectColumnValuesToBeInSet(
-                column="may_be_contacted",
-                value_set=[True],
-                description="no opted-out or deleted user",
-            ),
-            E.ExpectColumnValuesToBeInSet(
-                column="is_contact", value_set=[True], description="user is a crm_contacts row"
-            ),
-        ]
-    else:
-        raise ValueError(f"no suite for {table!r}")
-    return out
 
 
 # ------------------------------------------------------------------------- results
@@ -418,8 +234,8 @@ def validate(
     tables: Sequence[str] | None = None,
     *,
     warehouse_path: Path | str | None = None,
-    target: crm_sync.Target | None = None,
-    last_sync: crm_sync.LastSync | None | bool = True,
+    target: Target | None = None,
+    last_sync: LastSync | None | bool = True,
     limits: Limits | None = None,
     results_dir: Path | str | None = None,
     now: datetime | None = None,
@@ -434,7 +250,7 @@ def validate(
     now = now or datetime.now(UTC).replace(tzinfo=None)
     results_dir = Path(results_dir or config.settings().data_dir / "quality")
     if last_sync is True:
-        last_sync = crm_sync.last_successful_sync(target)
+        last_sync = last_successful_sync(target)
     warehouse_path = Path(warehouse_path or config.settings().warehouse_path)
     from ottp.warehouse import wait_for_lock
 
@@ -442,7 +258,7 @@ def validate(
     con = wait_for_lock(
         lambda: duckdb.connect(str(warehouse_path), read_only=True),
         f"warehouse {warehouse_path}",
-        crm_sync.LOCK_WAIT_S,
+        LOCK_WAIT_S,
     )
     suites = _Suites()
     try:
@@ -469,10 +285,8 @@ def _validate_one(con, suites, table, limits, last, now, results_dir, deleted) -
     started = time.perf_counter()
     frame = con.sql(FRAMES[table].replace("__DELETED_USERS__", deleted)).df()
     frame_seconds = round(time.perf_counter() - started, 3)
-    row_count = con.execute(
-        f"select count(*) from exports.{crm_sync.identifier(table)}"
-    ).fetchall()[0][0]
-    expectations = _expectations(table, limits, last, now)
+    row_count = con.execute(f"select count(*) from exports.{identifier(table)}").fetchall()[0][0]
+    expectations = suite_expectations(table, limits, last, now)
     results = suites.run(table, frame, expectations, _INDEX_COLUMNS[table])
     failures = [_failure(r) for r in results.results if not r.success]
 

@@ -149,6 +149,25 @@ def test_the_models_have_exactly_the_contract_columns():
         assert (EXPORTS_DIR / f"{name}.sql").exists()
 
 
+def test_the_built_exports_have_the_contract_types_in_contract_order(built):
+    _, warehouse = built
+    for spec in contract.TABLES:
+        built_columns = query(
+            warehouse,
+            "select column_name, data_type from information_schema.columns "
+            "where table_schema = 'exports' and table_name = ? order by ordinal_position",
+            [spec.name],
+        )
+        expected = [
+            (
+                c.name,
+                str(duckdb.sql(f"select cast(null as {c.sql_type(contract.DUCKDB)})").types[0]),
+            )
+            for c in spec.columns
+        ]
+        assert built_columns == expected, spec.name
+
+
 def test_exports_hold_only_contactable_users(built):
     _, warehouse = built
     contacts = query(warehouse, "select count(*) from exports.crm_contacts")[0][0]

@@ -8,7 +8,8 @@ from datetime import datetime
 import duckdb
 import pytest
 
-from ottp.crm import gates, sync
+from ottp.crm import contract, gates
+from ottp.crm.targets import LastSync
 from tests.crm.test_sync import build_exports
 
 CLEAN = gates.Limits(min_rows_for_bound=0)
@@ -46,7 +47,7 @@ def test_clean_exports_pass_and_results_are_kept(clean_warehouse, tmp_path):
     results = gates.validate(
         warehouse_path=clean_warehouse, last_sync=None, limits=CLEAN, results_dir=tmp_path
     )
-    assert set(results) == {t.name for t in sync.TABLES}
+    assert set(results) == {t.name for t in contract.TABLES}
     for table, gate in results.items():
         assert gate.success, (table, gate.summary_markdown())
         assert gate.evaluated >= 7
@@ -141,7 +142,7 @@ def test_every_defect_fails_its_expectation_with_sample_rows(tmp_path):
 
 
 def test_circuit_breaker_and_freshness_compare_with_the_last_sync(clean_warehouse, tmp_path):
-    last = sync.LastSync(
+    last = LastSync(
         run_id="previous",
         finished_at=None,
         # the CRM already holds data as of a later time than the warehouse has

@@ -26,8 +26,9 @@ import duckdb
 import psycopg2
 import pytest
 
-from ottp import cli, config
-from ottp.crm import sync
+from ottp import cli, config, privacy
+from ottp.crm import contract, sync
+from ottp.crm.targets import PostgresTarget, SqliteTarget, Target, target_from_url
 from ottp.ingest import load
 from tests.conftest import make_event, write_landing
 from tests.crm.test_exports import STAND_IN_ML
@@ -67,7 +68,7 @@ def _rebuild(warehouse: Path) -> None:
     con = duckdb.connect(str(warehouse))
     con.execute(STAND_IN_ML)
     con.close()
-    sync.pseudonymise_deleted_users(warehouse)
+    privacy.pseudonymise_deleted_users(warehouse)
     _dbt("build", "--select", "path:models/exports")
 
 
@@ -83,10 +84,10 @@ def _stamp(moment) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
-def _target_text(target: sync.Target) -> dict[str, list[str]]:
+def _target_text(target: Target) -> dict[str, list[str]]:
     """Every value of every table of the target, as text, per table."""
     out: dict[str, list[str]] = {}
-    if isinstance(target, sync.SqliteTarget):
+    if isinstance(target, SqliteTarget):
         con = sqlite3.connect(target.path)
         tables = [r[0] for r in con.execute("select name from sqlite_master where type = 'table'")]
         for t in tables:
@@ -106,19 +107,19 @@ def _target_text(target: sync.Target) -> dict[str, list[str]]:
     return out
 
 
-def _target_columns(target: sync.Target) -> dict[str, list[str]]:
-    if isinstance(target, sync.SqliteTarget):
+def _target_columns(target: Target) -> dict[str, list[str]]:
+    if isinstance(target, SqliteTarget):
         con = sqlite3.connect(target.path)
         cols = {
             spec.name: [r[1] for r in con.execute(f'pragma table_info("{spec.name}")')]
-            for spec in sync.TABLES
+            for spec in contract.TABLES
         }
         con.close()
         return cols
     con = psycopg2.connect(PG_URL)
     cols = {}
     with con.cursor() as cur:
-        for spec in sync.TABLES:
+        for spec in contract.TABLES:
             cur.execute(
                 "select column_name from information_schema.columns "
                 "where table_schema = %s and table_name = %s order by ordinal_position",
@@ -136,7 +137,7 @@ def world(tmp_path_factory):
     mp.setenv("OTTP_DATA_DIR", str(root))
     mp.setenv("OTTP_WAREHOUSE_PATH", str(root / "warehouse.duckdb"))
     mp.delenv("OTTP_LANDING_DIR", raising=False)
-    mp.delenv(sync.DATABASE_URL_VAR, raising=False)
+    mp.delenv(config.CRM_DATABASE_URL_VAR, raising=False)
     from ottp.simulator import simulate
 
     simulate(root / "landing", users=200, titles=60, days=16, seed=23, dirty_rate=0.0)
@@ -144,9 +145,9 @@ def world(tmp_path_factory):
     load.load_landing(warehouse, root / "landing")
     _rebuild(warehouse)
     schema = f"test_privacy_{uuid.uuid4().hex[:8]}"
-    targets = [sync.SqliteTarget(root / "crm" / "crm.sqlite")]
+    targets = [SqliteTarget(root / "crm" / "crm.sqlite")]
     if PG:
-        targets.append(sync.PostgresTarget(PG_URL, schema))
+        targets.append(PostgresTarget(PG_URL, schema))
     yield root, warehouse, targets, schema, mp
     mp.undo()
     if PG:
@@ -167,13 +168,13 @@ def _sync_all(world, capsys, caplog) -> str:
     if PG:
         url = PG_URL.replace("postgresql://postgres@", f"postgresql://postgres:{PASSWORD}@")
         assert PASSWORD in url
-        mp.setenv(sync.DATABASE_URL_VAR, url)
-        mp.setenv(sync.DATABASE_SCHEMA_VAR, schema)
+        mp.setenv(config.CRM_DATABASE_URL_VAR, url)
+        mp.setenv(config.CRM_DATABASE_SCHEMA_VAR, schema)
         with caplog.at_level(logging.DEBUG):
             code = cli.main(["sync"])
         out = capsys.readouterr()
-        mp.delenv(sync.DATABASE_URL_VAR)
-        mp.delenv(sync.DATABASE_SCHEMA_VAR)
+        mp.delenv(config.CRM_DATABASE_URL_VAR)
+        mp.delenv(config.CRM_DATABASE_SCHEMA_VAR)
         printed += out.out + out.err + caplog.text
         assert code == 0, printed[-3000:]
         assert "quality gate crm_contacts: passed" in out.out
@@ -184,7 +185,7 @@ def _assert_nobody_leaks(world, users: list[str], printed: str) -> None:
     root, warehouse, targets, _, _ = world
     for target in targets:
         text = _target_text(target)
-        assert set(sync.TABLES_BY_NAME) <= set(text)
+        assert set(contract.TABLES_BY_NAME) <= set(text)
         for table, values in text.items():
             joined = "\x00".join(values)
             for user in users:
@@ -194,7 +195,7 @@ def _assert_nobody_leaks(world, users: list[str], printed: str) -> None:
             assert PASSWORD not in joined
         # Exactly the contract's columns, plus the row hash the sync compares.
         assert _target_columns(target) == {
-            spec.name: [*spec.column_names, "_row_hash"] for spec in sync.TABLES
+            spec.name: [*spec.column_names, "_row_hash"] for spec in contract.TABLES
         }
     # Not in the file's bytes either: deleted rows are overwritten, the WAL emptied.
     sqlite_path = targets[0].path
@@ -302,7 +303,7 @@ def test_opt_outs_deletions_and_late_events_never_reach_the_crm(world, capsys, c
 
 def test_the_warehouse_exports_hold_exactly_the_contract_columns(world):
     _, warehouse, _, _, _ = world
-    for spec in sync.TABLES:
+    for spec in contract.TABLES:
         columns = [
             r[0]
             for r in _query(
@@ -321,7 +322,7 @@ def test_a_rejected_row_of_a_user_who_later_leaves_does_not_stay_in_the_target(t
 
     warehouse = tmp_path / "warehouse.duckdb"
     build_exports(warehouse)
-    target = sync.SqliteTarget(tmp_path / "crm.sqlite")
+    target = SqliteTarget(tmp_path / "crm.sqlite")
     state = tmp_path / "s"
     sync.sync(target, warehouse_path=warehouse, state_dir=state)
     # A new contact whose row the target refuses: it is never inserted.
@@ -383,14 +384,14 @@ def test_sql_looking_values_reach_the_target_as_data(kind, tmp_path):
     con.close()
     schema = f"test_sqlish_{uuid.uuid4().hex[:8]}"
     target = (
-        sync.SqliteTarget(tmp_path / "crm.sqlite")
+        SqliteTarget(tmp_path / "crm.sqlite")
         if kind == "sqlite"
-        else sync.PostgresTarget(PG_URL, schema)
+        else PostgresTarget(PG_URL, schema)
     )
     try:
         result = sync.sync(target, warehouse_path=warehouse, state_dir=tmp_path / "s")
         assert result.status == "success" and result.total("rejected") == 0
-        for spec in sync.TABLES:
+        for spec in contract.TABLES:
             assert target_rows(target, spec.name) == source_rows(warehouse, spec.name)
         contacts = target_rows(target, "crm_contacts")
         assert {r[0] for r in contacts} == set(SQL_LOOKING)
@@ -412,13 +413,13 @@ def test_identifiers_from_configuration_are_validated(monkeypatch, tmp_path):
     from ottp.ingest import pg_mirror
 
     for bad in ['crm"; drop schema public; --', "CRM", "crm schema", "1crm", ""]:
-        monkeypatch.setenv(sync.DATABASE_URL_VAR, "postgresql://crm@127.0.0.1:5432/test")
-        monkeypatch.setenv(sync.DATABASE_SCHEMA_VAR, bad)
+        monkeypatch.setenv(config.CRM_DATABASE_URL_VAR, "postgresql://crm@127.0.0.1:5432/test")
+        monkeypatch.setenv(config.CRM_DATABASE_SCHEMA_VAR, bad)
         with pytest.raises(ValueError, match="not a plain lowercase SQL identifier"):
-            sync.target_from_url()
+            target_from_url()
         with pytest.raises(ValueError, match="not a plain lowercase SQL identifier"):
             pg_mirror.mirror_raw_to_postgres(tmp_path / "w.duckdb", PG_URL, schema=bad)
         with pytest.raises(ValueError, match="not a plain lowercase SQL identifier"):
-            sync.sync(sync.SqliteTarget(tmp_path / "c.sqlite"), source_schema=bad,
+            sync.sync(SqliteTarget(tmp_path / "c.sqlite"), source_schema=bad,
                       warehouse_path=tmp_path / "w.duckdb", state_dir=tmp_path / "s")  # fmt: skip
     assert not (tmp_path / "c.sqlite").exists()

@@ -18,7 +18,9 @@ import duckdb
 import psycopg2
 import pytest
 
-from ottp.crm import sync
+from ottp import config
+from ottp.crm import appliers, contract, sync
+from ottp.crm.targets import PostgresTarget, SqliteTarget, target_from_url
 
 PG_URL = os.environ.get("OTTP_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -123,10 +125,10 @@ CHANGE_SET = """
 )
 def target(request, tmp_path):
     if request.param == "sqlite":
-        yield sync.SqliteTarget(tmp_path / "crm" / "crm.sqlite")
+        yield SqliteTarget(tmp_path / "crm" / "crm.sqlite")
         return
     schema = f"test_crm_{uuid.uuid4().hex[:10]}"
-    yield sync.PostgresTarget(PG_URL, schema)
+    yield PostgresTarget(PG_URL, schema)
     con = psycopg2.connect(PG_URL)
     con.autocommit = True
     with con.cursor() as cur:
@@ -137,7 +139,7 @@ def target(request, tmp_path):
 @pytest.fixture
 def env(tmp_path, monkeypatch):
     monkeypatch.setenv("OTTP_DATA_DIR", str(tmp_path))
-    monkeypatch.delenv(sync.DATABASE_URL_VAR, raising=False)
+    monkeypatch.delenv(config.CRM_DATABASE_URL_VAR, raising=False)
     warehouse = tmp_path / "warehouse.duckdb"
     build_exports(warehouse)
     return warehouse
@@ -149,10 +151,10 @@ def run(target, warehouse, **kwargs) -> sync.SyncResult:
 
 def target_rows(target, table: str) -> list[tuple]:
     """Every row of a CRM table (contract columns, key order), as plain values."""
-    spec = sync.TABLES_BY_NAME[table]
+    spec = contract.TABLES_BY_NAME[table]
     cols = ", ".join(f'"{c}"' for c in spec.column_names)
     keys = ", ".join(f'"{k}"' for k in spec.key)
-    if isinstance(target, sync.SqliteTarget):
+    if isinstance(target, SqliteTarget):
         con = sqlite3.connect(target.path)
         rows = con.execute(f"select {cols} from {table} order by {keys}").fetchall()
         con.close()
@@ -166,7 +168,7 @@ def target_rows(target, table: str) -> list[tuple]:
 
 
 def source_rows(warehouse: Path, table: str) -> list[tuple]:
-    spec = sync.TABLES_BY_NAME[table]
+    spec = contract.TABLES_BY_NAME[table]
     cols = ", ".join(f'"{c}"' for c in spec.column_names)
     keys = ", ".join(f'"{k}"' for k in spec.key)
     con = duckdb.connect(str(warehouse), read_only=True)
@@ -188,7 +190,7 @@ def _norm(v):
 
 def history(target) -> list[tuple]:
     query = "select run_id, status, inserted, updated, deleted, unchanged, rejected, error"
-    if isinstance(target, sync.SqliteTarget):
+    if isinstance(target, SqliteTarget):
         con = sqlite3.connect(target.path)
         rows = con.execute(f"{query} from sync_history order by started_at").fetchall()
         con.close()
@@ -203,7 +205,7 @@ def history(target) -> list[tuple]:
 
 def fingerprint(target) -> str:
     """Changes whenever anything is written to the target."""
-    if isinstance(target, sync.SqliteTarget):
+    if isinstance(target, SqliteTarget):
         parts = [p for p in (target.path, Path(f"{target.path}-wal")) if p.exists()]
         return hashlib.sha256(b"".join(p.read_bytes() for p in parts)).hexdigest()
     con = psycopg2.connect(PG_URL)
@@ -223,7 +225,7 @@ def fingerprint(target) -> str:
 
 
 def assert_mirrors_source(target, warehouse) -> None:
-    for spec in sync.TABLES:
+    for spec in contract.TABLES:
         assert target_rows(target, spec.name) == source_rows(warehouse, spec.name), spec.name
 
 
@@ -239,7 +241,7 @@ def test_first_sync_copies_every_row_and_records_history(target, env):
     }
     assert_mirrors_source(target, env)
     assert history(target) == [(result.run_id, "success", 370, 0, 0, 0, 0, None)]
-    last = sync.last_successful_sync(target)
+    last = appliers.last_successful_sync(target)
     assert last.run_id == result.run_id
     assert last.row_counts["crm_recommendations"] == 250
     assert str(last.source_as_of) == "2026-09-30 12:00:00"
@@ -320,7 +322,7 @@ def test_rejected_rows_are_reported_with_key_and_reason_and_keep_their_old_versi
 
 def test_a_failed_apply_rolls_back_and_is_recorded(target, env):
     run(target, env)
-    before = {s.name: target_rows(target, s.name) for s in sync.TABLES}
+    before = {s.name: target_rows(target, s.name) for s in contract.TABLES}
     build_exports(env, changes=CHANGE_SET)
 
     def crash(table: str) -> None:
@@ -329,7 +331,7 @@ def test_a_failed_apply_rolls_back_and_is_recorded(target, env):
 
     with pytest.raises(sync.SyncError, match="simulated crash"):
         run(target, env, on_table_applied=crash)
-    assert {s.name: target_rows(target, s.name) for s in sync.TABLES} == before
+    assert {s.name: target_rows(target, s.name) for s in contract.TABLES} == before
     statuses = [(h[1], h[7]) for h in history(target)]
     assert statuses[-1] == ("failed", "RuntimeError: simulated crash after two tables")
     # the next sync applies the whole change set
@@ -340,15 +342,16 @@ def test_a_failed_apply_rolls_back_and_is_recorded(target, env):
 
 def test_a_killed_process_leaves_the_previous_sync(target, env, tmp_path):
     run(target, env)
-    before = {s.name: target_rows(target, s.name) for s in sync.TABLES}
+    before = {s.name: target_rows(target, s.name) for s in contract.TABLES}
     build_exports(env, changes=CHANGE_SET)
-    if isinstance(target, sync.SqliteTarget):
-        make = f"sync.SqliteTarget({str(target.path)!r})"
+    if isinstance(target, SqliteTarget):
+        make = f"SqliteTarget({str(target.path)!r})"
     else:
-        make = f"sync.PostgresTarget({PG_URL!r}, {target.schema!r})"
+        make = f"PostgresTarget({PG_URL!r}, {target.schema!r})"
     script = textwrap.dedent(f"""
         import os
         from ottp.crm import sync
+        from ottp.crm.targets import PostgresTarget, SqliteTarget
         def die(table):
             if table == "crm_similar_titles":
                 os._exit(9)  # no rollback, no cleanup: like a killed process
@@ -356,7 +359,7 @@ def test_a_killed_process_leaves_the_previous_sync(target, env, tmp_path):
     """)
     proc = subprocess.run([sys.executable, "-c", script], env=os.environ.copy())
     assert proc.returncode == 9
-    assert {s.name: target_rows(target, s.name) for s in sync.TABLES} == before
+    assert {s.name: target_rows(target, s.name) for s in contract.TABLES} == before
     result = run(target, env)
     assert result.status == "success"
     assert_mirrors_source(target, env)
@@ -384,14 +387,14 @@ def test_a_user_removed_from_the_exports_is_mirror_deleted(target, env):
     )
     result = run(target, env)
     assert [t.deleted for t in result.tables] == [2, 10, 0, 2]
-    for spec in sync.TABLES:
+    for spec in contract.TABLES:
         if "user_id" in spec.column_names:
             users = {r[spec.column_names.index("user_id")] for r in target_rows(target, spec.name)}
             assert not users & {"u_0001", "u_0002"}
 
 
 def test_dry_run_on_a_new_target_creates_nothing(tmp_path, env):
-    target = sync.SqliteTarget(tmp_path / "new" / "crm.sqlite")
+    target = SqliteTarget(tmp_path / "new" / "crm.sqlite")
     result = run(target, env, dry_run=True)
     assert result.status == "dry_run" and result.total("inserted") == 370
     assert not target.path.exists()
@@ -399,24 +402,24 @@ def test_dry_run_on_a_new_target_creates_nothing(tmp_path, env):
 
 def test_the_target_comes_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("OTTP_DATA_DIR", str(tmp_path))
-    monkeypatch.delenv(sync.DATABASE_URL_VAR, raising=False)
-    default = sync.target_from_url()
-    assert isinstance(default, sync.SqliteTarget)
+    monkeypatch.delenv(config.CRM_DATABASE_URL_VAR, raising=False)
+    default = target_from_url()
+    assert isinstance(default, SqliteTarget)
     assert default.path == tmp_path.resolve() / "crm" / "crm.sqlite"
-    monkeypatch.setenv(sync.DATABASE_URL_VAR, "postgresql://crm:s3cret@db.example:6543/crm")
-    monkeypatch.setenv(sync.DATABASE_SCHEMA_VAR, "marketing")
-    pg = sync.target_from_url()
-    assert isinstance(pg, sync.PostgresTarget) and pg.schema == "marketing"
+    monkeypatch.setenv(config.CRM_DATABASE_URL_VAR, "postgresql://crm:s3cret@db.example:6543/crm")
+    monkeypatch.setenv(config.CRM_DATABASE_SCHEMA_VAR, "marketing")
+    pg = target_from_url()
+    assert isinstance(pg, PostgresTarget) and pg.schema == "marketing"
     assert "s3cret" not in pg.describe() and "crm:" not in pg.describe()
     with pytest.raises(ValueError):
-        sync.target_from_url("mysql://x")
+        target_from_url("mysql://x")
     with pytest.raises(ValueError):
-        sync.PostgresTarget("postgresql://x/y", 'crm"; drop table x; --')
+        PostgresTarget("postgresql://x/y", 'crm"; drop table x; --')
 
 
 def test_connection_errors_never_show_the_password():
-    target = sync.PostgresTarget("postgresql://postgres:s3cret@127.0.0.1:1/test?connect_timeout=2")
+    target = PostgresTarget("postgresql://postgres:s3cret@127.0.0.1:1/test?connect_timeout=2")
     with pytest.raises(sync.SyncError) as info:
-        sync.last_successful_sync(target)
+        appliers.last_successful_sync(target)
     assert "s3cret" not in str(info.value)
     assert "127.0.0.1:1" in str(info.value)

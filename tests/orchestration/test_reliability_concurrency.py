@@ -17,7 +17,8 @@ import psycopg2
 import pytest
 
 from ottp import config
-from ottp.crm import sync
+from ottp.crm import contract, sync
+from ottp.crm.targets import PostgresTarget, SqliteTarget, Target
 from ottp.ingest import landing, load
 from ottp.warehouse import WarehouseBusy
 from tests.crm.test_sync import PG, PG_URL, build_exports, source_rows, target_rows
@@ -113,7 +114,7 @@ def test_a_sync_waits_for_a_run_writing_the_warehouse(tmp_path):
         print("holding", flush=True)
         time.sleep(2)
     """)
-    target = sync.SqliteTarget(tmp_path / "crm" / "crm.sqlite")
+    target = SqliteTarget(tmp_path / "crm" / "crm.sqlite")
     try:
         assert holder.stdout.readline().strip() == "holding"
         started = time.monotonic()
@@ -121,17 +122,17 @@ def test_a_sync_waits_for_a_run_writing_the_warehouse(tmp_path):
     finally:
         holder.wait()
     assert result.status == "success" and time.monotonic() - started >= 1
-    for spec in sync.TABLES:
+    for spec in contract.TABLES:
         assert target_rows(target, spec.name) == source_rows(warehouse, spec.name)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=needs_pg)])
 def target(request, tmp_path):
     if request.param == "sqlite":
-        yield sync.SqliteTarget(tmp_path / "crm" / "crm.sqlite")
+        yield SqliteTarget(tmp_path / "crm" / "crm.sqlite")
         return
     schema = f"test_conc_{uuid.uuid4().hex[:10]}"
-    yield sync.PostgresTarget(PG_URL, schema)
+    yield PostgresTarget(PG_URL, schema)
     con = psycopg2.connect(PG_URL)
     con.autocommit = True
     with con.cursor() as cur:
@@ -139,15 +140,15 @@ def target(request, tmp_path):
     con.close()
 
 
-def _make(target: sync.Target) -> str:
-    if isinstance(target, sync.SqliteTarget):
-        return f"sync.SqliteTarget({str(target.path)!r})"
-    return f"sync.PostgresTarget({PG_URL!r}, {target.schema!r})"
+def _make(target: Target) -> str:
+    if isinstance(target, SqliteTarget):
+        return f"SqliteTarget({str(target.path)!r})"
+    return f"PostgresTarget({PG_URL!r}, {target.schema!r})"
 
 
-def _history(target: sync.Target) -> list[tuple[str, int]]:
+def _history(target: Target) -> list[tuple[str, int]]:
     query = "select status, inserted + updated + deleted from {} order by started_at"
-    if isinstance(target, sync.SqliteTarget):
+    if isinstance(target, SqliteTarget):
         import sqlite3
 
         con = sqlite3.connect(target.path)
@@ -174,6 +175,7 @@ def _two_syncs(target, warehouse, state_dirs) -> list[tuple[int, str, str]]:
     procs = [
         start(f"""
             from ottp.crm import sync
+            from ottp.crm.targets import PostgresTarget, SqliteTarget
             try:
                 result = sync.sync({_make(target)}, warehouse_path={str(warehouse)!r},
                                    state_dir={str(state)!r})
@@ -201,7 +203,7 @@ def test_two_syncs_from_one_machine_run_one_after_the_other(target, tmp_path):
     assert outcomes == ["success", "unchanged"]
     assert any("held by another process; waiting" in err for _, _, err in results)
     assert [s for s, _ in _history(target)] == ["success", "success"]
-    for spec in sync.TABLES:
+    for spec in contract.TABLES:
         assert target_rows(target, spec.name) == source_rows(warehouse, spec.name)
 
 
@@ -226,7 +228,7 @@ def test_two_syncs_from_two_machines_never_interleave(target, tmp_path):
     assert set(outcomes) <= {"success", "failed", "unchanged"}
     history = _history(target)
     assert [s for s, n in history if s == "success" and n] == ["success", "success"]
-    for spec in sync.TABLES:
+    for spec in contract.TABLES:
         assert target_rows(target, spec.name) == source_rows(warehouse, spec.name)
     # Whoever lost sees the other's result and has nothing left to apply.
     for state in ("a", "b"):

@@ -29,13 +29,14 @@ import psycopg2
 import pytest
 
 from ottp import config
-from ottp.crm import sync
+from ottp.crm import contract, sync
+from ottp.crm.targets import PostgresTarget, RetryPolicy, SqliteTarget, Target, retry_policy
 from ottp.ingest import landing, load
 from tests.conftest import DAY, make_event, write_landing
 from tests.crm.test_sync import CHANGE_SET, PG, PG_URL, build_exports, target_rows
 
 needs_pg = pytest.mark.skipif(not PG, reason="no PostgreSQL at 127.0.0.1:5432")
-FAST_RETRY = sync.RetryPolicy(attempts=3, first_delay_s=0.2, max_delay_s=1.0)
+FAST_RETRY = RetryPolicy(attempts=3, first_delay_s=0.2, max_delay_s=1.0)
 
 
 def kill_when(
@@ -253,10 +254,10 @@ def test_sigkill_during_the_dbt_build_then_a_rerun_equals_a_clean_build(simulate
 def crm_targets(request, tmp_path):
     """Two targets of one kind: the one under test and a clean reference."""
     if request.param == "sqlite":
-        yield [sync.SqliteTarget(tmp_path / n / "crm.sqlite") for n in ("crm", "clean")]
+        yield [SqliteTarget(tmp_path / n / "crm.sqlite") for n in ("crm", "clean")]
         return
     schemas = [f"test_rel_{uuid.uuid4().hex[:10]}" for _ in range(2)]
-    yield [sync.PostgresTarget(PG_URL, s) for s in schemas]
+    yield [PostgresTarget(PG_URL, s) for s in schemas]
     con = psycopg2.connect(PG_URL)
     con.autocommit = True
     with con.cursor() as cur:
@@ -265,19 +266,19 @@ def crm_targets(request, tmp_path):
     con.close()
 
 
-def _make(target: sync.Target) -> str:
-    if isinstance(target, sync.SqliteTarget):
-        return f"sync.SqliteTarget({str(target.path)!r})"
-    return f"sync.PostgresTarget({PG_URL!r}, {target.schema!r})"
+def _make(target: Target) -> str:
+    if isinstance(target, SqliteTarget):
+        return f"SqliteTarget({str(target.path)!r})"
+    return f"PostgresTarget({PG_URL!r}, {target.schema!r})"
 
 
-def full_state(target: sync.Target) -> dict[str, list[tuple]]:
+def full_state(target: Target) -> dict[str, list[tuple]]:
     """Every row of the four tables, their row hashes included."""
     out = {}
-    for spec in sync.TABLES:
+    for spec in contract.TABLES:
         cols = ", ".join(f'"{c}"' for c in [*spec.column_names, "_row_hash"])
         keys = ", ".join(f'"{k}"' for k in spec.key)
-        if isinstance(target, sync.SqliteTarget):
+        if isinstance(target, SqliteTarget):
             import sqlite3
 
             con = sqlite3.connect(target.path)
@@ -316,6 +317,7 @@ def test_sigkill_during_the_crm_sync_then_a_rerun_equals_a_clean_sync(crm_target
     rc, lines = kill_when(
         python_child(f"""
             from ottp.crm import sync
+            from ottp.crm.targets import PostgresTarget, SqliteTarget
             sync.sync({_make(target)}, warehouse_path={str(warehouse)!r},
                       state_dir={str(state)!r})
         """),
@@ -339,7 +341,7 @@ def test_an_unreachable_postgresql_target_is_retried_with_backoff_then_fails_cle
 ):
     warehouse = tmp_path / "warehouse.duckdb"
     build_exports(warehouse)
-    target = sync.PostgresTarget("postgresql://crm:pa55-secret@127.0.0.1:1/test?connect_timeout=2")
+    target = PostgresTarget("postgresql://crm:pa55-secret@127.0.0.1:1/test?connect_timeout=2")
     started = time.monotonic()
     with caplog.at_level(logging.INFO, logger="ottp"):
         with pytest.raises(sync.SyncError) as info:
@@ -355,16 +357,16 @@ def test_an_unreachable_postgresql_target_is_retried_with_backoff_then_fails_cle
 
 
 def test_the_retry_policy_comes_from_one_place(monkeypatch):
-    monkeypatch.delenv(sync.ATTEMPTS_VAR, raising=False)
-    monkeypatch.delenv(sync.FIRST_DELAY_VAR, raising=False)
-    monkeypatch.delenv(sync.MAX_DELAY_VAR, raising=False)
-    default = sync.retry_policy()
-    assert default == sync.RetryPolicy()
+    monkeypatch.delenv(config.CRM_SYNC_ATTEMPTS_VAR, raising=False)
+    monkeypatch.delenv(config.CRM_SYNC_RETRY_DELAY_VAR, raising=False)
+    monkeypatch.delenv(config.CRM_SYNC_RETRY_MAX_DELAY_VAR, raising=False)
+    default = retry_policy()
+    assert default == RetryPolicy()
     assert [default.delay(n) for n in range(1, 8)] == [1, 2, 4, 8, 16, 30, 30]
-    monkeypatch.setenv(sync.ATTEMPTS_VAR, "2")
-    monkeypatch.setenv(sync.FIRST_DELAY_VAR, "0.5")
-    monkeypatch.setenv(sync.MAX_DELAY_VAR, "1")
-    assert sync.retry_policy() == sync.RetryPolicy(attempts=2, first_delay_s=0.5, max_delay_s=1)
+    monkeypatch.setenv(config.CRM_SYNC_ATTEMPTS_VAR, "2")
+    monkeypatch.setenv(config.CRM_SYNC_RETRY_DELAY_VAR, "0.5")
+    monkeypatch.setenv(config.CRM_SYNC_RETRY_MAX_DELAY_VAR, "1")
+    assert retry_policy() == RetryPolicy(attempts=2, first_delay_s=0.5, max_delay_s=1)
 
 
 def _terminate_sync_backend(schema: str) -> int:
@@ -387,7 +389,7 @@ def test_a_connection_lost_mid_sync_is_retried_and_applied_once(tmp_path):
     warehouse = tmp_path / "warehouse.duckdb"
     build_exports(warehouse)
     schema = f"test_rel_{uuid.uuid4().hex[:10]}"
-    target = sync.PostgresTarget(PG_URL, schema)
+    target = PostgresTarget(PG_URL, schema)
     try:
         sync.sync(target, warehouse_path=warehouse, state_dir=tmp_path / "s")
         build_exports(warehouse, changes=CHANGE_SET)
@@ -403,7 +405,7 @@ def test_a_connection_lost_mid_sync_is_retried_and_applied_once(tmp_path):
         )  # fmt: skip
         assert killed == [1]
         assert (result.status, result.attempts, result.retry_waits) == ("success", 2, [0.2])
-        for spec in sync.TABLES:
+        for spec in contract.TABLES:
             assert target_rows(target, spec.name) == _source(warehouse, spec.name), spec.name
         con = psycopg2.connect(PG_URL)
         with con.cursor() as cur:
@@ -419,7 +421,7 @@ def test_a_target_failing_on_every_attempt_is_left_unchanged(tmp_path):
     warehouse = tmp_path / "warehouse.duckdb"
     build_exports(warehouse)
     schema = f"test_rel_{uuid.uuid4().hex[:10]}"
-    target = sync.PostgresTarget(PG_URL, schema)
+    target = PostgresTarget(PG_URL, schema)
     try:
         sync.sync(target, warehouse_path=warehouse, state_dir=tmp_path / "s")
         before = full_state(target)
@@ -439,7 +441,7 @@ def test_a_target_failing_on_every_attempt_is_left_unchanged(tmp_path):
             sync.sync(
                 target, warehouse_path=warehouse, state_dir=tmp_path / "s",
                 on_table_applied=_raise_simulated,
-                retry=sync.RetryPolicy(attempts=3, first_delay_s=30),
+                retry=RetryPolicy(attempts=3, first_delay_s=30),
             )  # fmt: skip
         assert time.monotonic() - started < 30
         assert full_state(target) == before

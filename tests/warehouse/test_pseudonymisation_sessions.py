@@ -11,8 +11,7 @@ from datetime import date, timedelta
 import duckdb
 import pytest
 
-from ottp import config
-from ottp.crm import sync
+from ottp import config, privacy
 from ottp.ingest import load
 from tests.conftest import make_event, write_landing
 
@@ -97,7 +96,7 @@ def deleted(warehouse):
         name="part-deletion.ndjson.gz",
     )
     load.load_landing(path, root / "landing")
-    report = sync.pseudonymise_deleted_users(path)
+    report = privacy.pseudonymise_deleted_users(path)
     assert report.users == 1
 
     con = duckdb.connect(str(path), read_only=True)

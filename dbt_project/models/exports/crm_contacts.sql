@@ -158,6 +158,36 @@ final as (
     left join recommendation_counts
         on contactable.user_id = recommendation_counts.user_id
 
+),
+
+-- The export contract's types on every engine (enforced: _exports__models.yml).
+contracted as (
+
+    select
+        cast(user_id as {{ dbt.type_string() }}) as user_id,
+        cast(lifecycle_stage as {{ dbt.type_string() }}) as lifecycle_stage,
+        cast(subscription_status as {{ dbt.type_string() }}) as subscription_status,
+        cast(highest_segment as {{ dbt.type_string() }}) as highest_segment,
+        cast(fan_categories as {{ dbt.type_string() }}) as fan_categories,
+        cast(hardcore_fan_categories as {{ dbt.type_string() }}) as hardcore_fan_categories,
+        cast(top_category as {{ dbt.type_string() }}) as top_category,
+        cast(top_categories as {{ dbt.type_string() }}) as top_categories,
+        cast(taste_cluster_id as {{ dbt.type_bigint() }}) as taste_cluster_id,
+        cast(taste_cluster_name as {{ dbt.type_string() }}) as taste_cluster_name,
+        cast(churn_risk as {{ ottp.type_double() }}) as churn_risk,
+        cast(churn_risk_band as {{ dbt.type_string() }}) as churn_risk_band,
+        cast(favourite_title_id as {{ dbt.type_string() }}) as favourite_title_id,
+        cast(favourite_title_name as {{ dbt.type_string() }}) as favourite_title_name,
+        cast(titles_watched as {{ dbt.type_bigint() }}) as titles_watched,
+        cast(valid_play_count as {{ dbt.type_bigint() }}) as valid_play_count,
+        cast(fan_category_count as {{ dbt.type_bigint() }}) as fan_category_count,
+        cast(hardcore_fan_category_count as {{ dbt.type_bigint() }}) as hardcore_fan_category_count,
+        cast(recommendation_count as {{ dbt.type_bigint() }}) as recommendation_count,
+        cast(pauses_per_hour_watched as {{ ottp.type_double() }}) as pauses_per_hour_watched,
+        cast(signed_up_at as {{ dbt.type_timestamp() }}) as signed_up_at,
+        cast(last_active_at as {{ dbt.type_timestamp() }}) as last_active_at
+    from final
+
 )
 
-select * from final
+select * from contracted

@@ -41,6 +41,21 @@ final as (
     left join titles
         on recommendations.title_id = titles.title_id
 
+),
+
+-- The export contract's types on every engine (enforced: _exports__models.yml).
+contracted as (
+
+    select
+        cast(user_id as {{ dbt.type_string() }}) as user_id,
+        cast(rank as {{ dbt.type_bigint() }}) as rank,
+        cast(title_id as {{ dbt.type_string() }}) as title_id,
+        cast(title_name as {{ dbt.type_string() }}) as title_name,
+        cast(score as {{ ottp.type_double() }}) as score,
+        cast(reason as {{ dbt.type_string() }}) as reason,
+        cast(reason_title_id as {{ dbt.type_string() }}) as reason_title_id
+    from final
+
 )
 
-select * from final
+select * from contracted

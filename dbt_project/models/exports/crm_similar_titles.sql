@@ -30,6 +30,19 @@ final as (
     left join titles
         on similar_titles.similar_title_id = titles.title_id
 
+),
+
+-- The export contract's types on every engine (enforced: _exports__models.yml).
+contracted as (
+
+    select
+        cast(title_id as {{ dbt.type_string() }}) as title_id,
+        cast(rank as {{ dbt.type_bigint() }}) as rank,
+        cast(similar_title_id as {{ dbt.type_string() }}) as similar_title_id,
+        cast(similar_title_name as {{ dbt.type_string() }}) as similar_title_name,
+        cast(score as {{ ottp.type_double() }}) as score
+    from final
+
 )
 
-select * from final
+select * from contracted

@@ -54,6 +54,27 @@ final as (
         and trigger_log.fired_at
         > {{ ottp.shift_timestamp('day', -var('crm_trigger_retention_days'), 'as_of.as_of_at') }}
 
+),
+
+-- The export contract's types on every engine (enforced: _exports__models.yml).
+contracted as (
+
+    select
+        cast(trigger_id as {{ dbt.type_string() }}) as trigger_id,
+        cast(user_id as {{ dbt.type_string() }}) as user_id,
+        cast(scenario as {{ dbt.type_string() }}) as scenario,
+        cast(subject_type as {{ dbt.type_string() }}) as subject_type,
+        cast(subject_id as {{ dbt.type_string() }}) as subject_id,
+        cast(subject_name as {{ dbt.type_string() }}) as subject_name,
+        cast(category as {{ dbt.type_string() }}) as category,
+        cast(cancel_reason as {{ dbt.type_string() }}) as cancel_reason,
+        cast(cancel_reason_description as {{ dbt.type_string() }}) as cancel_reason_description,
+        cast(is_cancel_reason_addressable as {{ dbt.type_boolean() }})
+            as is_cancel_reason_addressable,
+        cast(occurred_at as {{ dbt.type_timestamp() }}) as occurred_at,
+        cast(fired_at as {{ dbt.type_timestamp() }}) as fired_at
+    from final
+
 )
 
-select * from final
+select * from contracted
