@@ -10,7 +10,9 @@ the dirty data injected at ``dirty_rate``.
 
 The same arguments always produce byte-identical files. Generation is
 vectorised (numpy/Arrow): users -> sessions -> playbacks -> events, with no
-Python loop per user or per event.
+Python loop per user or per event. ``behaviour.py`` runs the stages (one module
+each), ``collector.py`` writes the event files, ``catalog.py`` the catalog
+snapshots and ``truth.py`` what was planted.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Each stage is a function over arrays in its own module (viewers, sessions, title
 playback, rails, timelines, session_events, player_events, visitors); this module runs
 them in order, each on its own random stream, and returns the events as columns with the
 planted truth. Times are integer milliseconds since the start of the window (UTC midnight
-of ``start_date``); ``ottp.simulator.output`` turns the columns into NDJSON lines.
+of ``start_date``); ``ottp.simulator.collector`` turns the columns into NDJSON files.
 
 The order of the stages' random draws on each stream, of the events appended and of the
 ``properties`` fragments registered is what makes a run byte-identical to an earlier one

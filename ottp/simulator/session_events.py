@@ -62,8 +62,8 @@ class SessionScene:
 
 
 def lifecycle_events(rng: np.random.Generator, sc: SessionScene, reasons: list[str]) -> None:
-    ev, P, s, tm, pos = sc.ev, sc.P, sc.sessions, sc.times, sc.placed
-    s_start, s_dev, sel, users = pos.s_start, s.dev, sc.sel, sc.users
+    ev, P, s, tm = sc.ev, sc.P, sc.sessions, sc.times
+    s_start, s_dev, sel, users = sc.placed.s_start, s.dev, sc.sel, sc.users
     page_ids = sc.nav.page_ids
     plan_ids = P.ids_for(['{"plan":' + js(p) + "}" for p in PLANS])
     method_ids = P.ids_for(['{"method":' + js(m) + "}" for m in SIGNUP_METHODS])
@@ -108,8 +108,8 @@ def lifecycle_events(rng: np.random.Generator, sc: SessionScene, reasons: list[s
 
 def home_page_events(sc: SessionScene) -> None:
     """The home page and one or two rails at the start of every viewing session."""
-    ev, s, nav, pos = sc.ev, sc.sessions, sc.nav, sc.placed
-    s_start, s_dev, h0 = pos.s_start, s.dev, sc.times.h0
+    ev, s, nav = sc.ev, sc.sessions, sc.nav
+    s_start, s_dev, h0 = sc.placed.s_start, s.dev, sc.times.h0
     a = sc.sel[s.regular[sc.sel]]
     ev.add(ET["page_view"], s_start[a] + h0[a], s_dev[a], sess=a, props=nav.page_ids[PAGE_HOME])
     top_cat = np.argmax(sc.users.pref, axis=1)
@@ -121,7 +121,7 @@ def home_page_events(sc: SessionScene) -> None:
             else len(RAIL_FIXED) + top_cat[s.user[b]].astype(np.int64)
         )
         key = nav.list_key(code, np.full(len(b), -1))
-        titles = nav.lists[pos.s_day[b], key]
+        titles = nav.lists[sc.placed.s_day[b], key]
         ev.add(
             ET["rail_impression"],
             s_start[b] + h0[b] + 400 + 600 * j,

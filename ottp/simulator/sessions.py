@@ -37,9 +37,10 @@ class Sessions:
     kind: np.ndarray
     t0: np.ndarray  # planned start (ms), before sessions are pushed apart
     dev: np.ndarray
-    regular: np.ndarray = None  # viewing, signup or reactivation: the home page opens
-    n_plays: np.ndarray = None
-    track: np.ndarray = None  # series track the plays start on, -1: movies
+    # filled by plan_plays
+    regular: np.ndarray | None = None  # viewing, signup or reactivation: the home page opens
+    n_plays: np.ndarray | None = None
+    track: np.ndarray | None = None  # series track the plays start on, -1: movies
 
     @property
     def n(self) -> int:
