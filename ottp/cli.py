@@ -6,6 +6,8 @@ import argparse
 import json
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -52,29 +54,55 @@ def _cmd_load(args: argparse.Namespace) -> int:
     return 0 if report.reconciles and totals["reconciles"] else 1
 
 
+# The demo's stages, in order: one terminal line each (the rest goes to the log).
+DEMO_STAGES = ("generate", "load", "dbt build", "ML", "exports + gates", "sync", "report")
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ottp import pipeline
-    from ottp.ingest import landing
+    from ottp import pipeline, run_log
 
     s = config.settings()
     s.ensure_dirs()
-    if not landing.discover(s.landing_dir):
-        from ottp.simulator import simulate
+    log = run_log.log_path(s.logs_dir, "demo")
+    print(f"log (dbt, Dagster, warnings): {log}", flush=True)
+    started = time.perf_counter()
+    try:
+        with run_log.quiet_terminal(log) as say:
 
-        print(f"No landing files in {s.landing_dir}: generating the demo data set {DEMO}")
-        summary = simulate(s.landing_dir, progress=True, **DEMO)
-        print(f"Generated {summary.lines_written:,} lines in {summary.seconds:.1f} s")
-    runs = pipeline.run_all()
+            def progress(line: str) -> None:
+                number = DEMO_STAGES.index(line.split(":")[0]) + 1
+                elapsed = time.perf_counter() - started
+                say(f"[{number}/{len(DEMO_STAGES)}] {line}  ({elapsed:.0f} s)")
+
+            _generate_demo_data(s, progress)
+            runs = pipeline.run_all(progress=progress)
+    except Exception:
+        run_log.show_tail(log)
+        return 1
     for run in runs:
         print(f"run {run.job}: {'success' if run.success else 'FAILED'} ({run.run_id})")
     if not all(r.success for r in runs):
+        run_log.show_tail(log)
         return 1
-    _print_summary(pipeline.summary(s))
+    _print_summary(pipeline.summary(s), per_table=False)
     print(f"\nData: {s.data_dir}   UI: `make dev` (or `ottp ui`) shows these runs.")
     return 0
 
 
-def _print_summary(summary: dict) -> None:
+def _generate_demo_data(s: config.Settings, progress: Callable[[str], None]) -> None:
+    """The demo data set, unless landing files are there already."""
+    from ottp.ingest import landing
+
+    if landing.discover(s.landing_dir):
+        progress(f"generate: landing files found in {s.landing_dir}, kept")
+        return
+    from ottp.simulator import simulate
+
+    summary = simulate(s.landing_dir, progress=False, **DEMO)
+    progress(f"generate: {summary.lines_written:,} lines in {summary.seconds:.1f} s {DEMO}")
+
+
+def _print_summary(summary: dict, per_table: bool = True) -> None:
     totals = summary["load"]
     print("\n== What was built ==")
     print(
@@ -102,9 +130,17 @@ def _print_summary(summary: dict) -> None:
                 "quarantined by rule: "
                 + ", ".join(f"{rule}={n:,}" for rule, n in sorted(by_rule.items()))
             )
-    width = max((len(k) for k in summary["rows"]), default=10)
+    if per_table:
+        width = max((len(k) for k in summary["rows"]), default=10)
+        for table, n in summary["rows"].items():
+            print(f"  {table:<{width}}  {n:>12,} rows")
+        return
+    by_schema: dict[str, list[int]] = {}
     for table, n in summary["rows"].items():
-        print(f"  {table:<{width}}  {n:>12,} rows")
+        by_schema.setdefault(table.split(".")[0], []).append(n)
+    for schema, counts in by_schema.items():
+        print(f"  {schema:<8} {len(counts):>3} tables  {sum(counts):>12,} rows")
+    print("  (`ottp summary` lists every table)")
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:

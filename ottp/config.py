@@ -31,6 +31,8 @@ class Settings:
     bi_snapshot_path: Path
     # Generated HTML reports (the pipeline report, validation results).
     reports_dir: Path
+    # Logs of long commands (`ottp demo`): dbt's, Dagster's and the libraries' output.
+    logs_dir: Path
     # Steps that may write the warehouse at once: a DuckDB file takes one writer;
     # PostgreSQL and Spark take several (OTTP_WAREHOUSE_WRITERS).
     warehouse_writers: int
@@ -56,6 +58,7 @@ def settings() -> Settings:
         dbt_target=dbt_target,
         bi_snapshot_path=data_dir / "bi" / "marts_snapshot.duckdb",
         reports_dir=data_dir / "reports",
+        logs_dir=data_dir / "logs",
         warehouse_writers=_writers(dbt_target),
         max_concurrent_steps=_positive_int("OTTP_MAX_CONCURRENT_STEPS", str(os.cpu_count() or 2)),
     )

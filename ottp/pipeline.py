@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -18,12 +20,40 @@ class PipelineRun:
     success: bool
 
 
+# The demo's stages after generate and load, told apart by the step keys of
+# build_warehouse (first match wins); a step that matches none keeps the stage.
+BUILD_STAGES = (
+    ("sync", ("crm_sync",)),
+    ("exports + gates", ("export", "gate", "deleted_users")),
+    ("ML", ("ml__", "taste_clusters")),
+    ("report", ("report", "snapshot", "freshness")),
+    ("dbt build", ("models",)),
+)
+
+
+def _print_progress(line: str) -> None:
+    print(line, flush=True)
+
+
+def stage_of(step_key: str) -> str | None:
+    """The demo stage a step of build_warehouse belongs to (None: not one of them)."""
+    for stage, markers in BUILD_STAGES:
+        if any(marker in step_key for marker in markers):
+            return stage
+    return None
+
+
 def run_all(
-    days: list[date] | None = None, log_level: str = "WARNING", build: bool = True
+    days: list[date] | None = None,
+    log_level: str = "WARNING",
+    build: bool = True,
+    progress: Callable[[str], None] = _print_progress,
 ) -> list[PipelineRun]:
     """Load the given landing days (default: all present), then build everything downstream.
 
     Runs are recorded on the configured instance, so the UI shows them afterwards.
+    ``progress`` gets a line when the load starts and when each stage of the
+    build (BUILD_STAGES) starts its first step.
     """
     import dagster as dg
 
@@ -41,19 +71,36 @@ def run_all(
                 "dagster/asset_partition_range_start": days[0].isoformat(),
                 "dagster/asset_partition_range_end": days[-1].isoformat(),
             }
-            print(f"Loading landing days {days[0]} .. {days[-1]} ...", flush=True)
+            progress(f"load: landing days {days[0]} .. {days[-1]}")
             result = defs.resolve_job_def("ingest").execute_in_process(
                 instance=inst, tags=tags, run_config=run_config
             )
             runs.append(PipelineRun("ingest", result.run_id, result.success))
             if not result.success or not build:
                 return runs
-        print("Building the warehouse (dbt build and downstream assets) ...", flush=True)
+        run_id = str(uuid.uuid4())
+        inst.add_event_listener(run_id, _stage_listener(progress))
         result = defs.resolve_job_def("build_warehouse").execute_in_process(
-            instance=inst, run_config=run_config
+            instance=inst, run_config=run_config, run_id=run_id
         )
         runs.append(PipelineRun("build_warehouse", result.run_id, result.success))
     return runs
+
+
+def _stage_listener(progress: Callable[[str], None]) -> Callable:
+    """An event listener that reports each build stage once, when its first step starts."""
+    seen: set[str] = set()
+
+    def on_event(entry) -> None:
+        event = entry.dagster_event
+        if event is None or event.event_type_value != "STEP_START":
+            return
+        stage = stage_of(entry.step_key or "")
+        if stage is not None and stage not in seen:
+            seen.add(stage)
+            progress(stage)
+
+    return on_event
 
 
 def backfill(
