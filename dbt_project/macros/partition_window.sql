@@ -55,3 +55,43 @@
         )
     {%- endif -%}
 {%- endmacro %}
+
+
+{#- The two CTEs that open an incremental model over events, as
+    "previous_run as (...), new_events as (...)": previous_run holds the
+    loaded_at watermark and the lookback start of {{ this }}; new_events has,
+    per key, the earliest event loaded since the watermark (within the
+    lookback) or on the days a partitioned run asked for (partition_window).
+    events: a relation or CTE with the key, occurred_at and loaded_at. -#}
+{% macro incremental_new_events(events, key) -%}
+previous_run as (
+
+    -- an empty table (nothing processed yet) takes every event
+    select
+        coalesce(max(loaded_at), {{ ottp.epoch_start() }}) as loaded_at_watermark,
+        coalesce(
+            {{ ottp.shift_timestamp('day', -var('incremental_lookback_days'), 'max(ended_at)') }},
+            {{ ottp.epoch_start() }}
+        ) as lookback_from
+    from {{ this }}
+
+),
+
+new_events as (
+
+    select
+        {{ events }}.{{ key }},
+        min({{ events }}.occurred_at) as first_new_at
+    from {{ events }}
+    cross join previous_run
+    where
+        (
+            {{ events }}.loaded_at > previous_run.loaded_at_watermark
+            and {{ events }}.occurred_at >= previous_run.lookback_from
+        )
+        -- days a partitioned run (a backfill) asked for, lookback or not
+        or {{ ottp.partition_window(events ~ '.occurred_at') }}
+    group by {{ events }}.{{ key }}
+
+)
+{%- endmacro %}

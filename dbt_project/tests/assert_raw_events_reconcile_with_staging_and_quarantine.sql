@@ -16,7 +16,8 @@ raw_events as (
 staged as (
 
     {% for model in ottp.event_families() -%}
-    select count(*) as row_count from {{ ref(model) }} where {{ in_window }}
+    select count(*) as row_count from {{ ref(model) }}
+    where {{ in_window }}
     {% if not loop.last %}union all
     {% endif -%}
     {%- endfor %}

@@ -27,36 +27,9 @@ player_events as {{ ottp.inline_cte() }} (
 
 {% if is_incremental() %}
 
-previous_run as (
-
-    -- an empty table (nothing processed yet) takes every event
-    select
-        coalesce(max(loaded_at), {{ ottp.epoch_start() }}) as loaded_at_watermark,
-        coalesce(
-            {{ ottp.shift_timestamp('day', -var('incremental_lookback_days'), 'max(ended_at)') }},
-            {{ ottp.epoch_start() }}
-        ) as lookback_from
-    from {{ this }}
-
-),
-
-new_events as (
-
-    select
-        player_events.playback_id,
-        min(player_events.occurred_at) as first_new_at
-    from player_events
-    cross join previous_run
-    where
-        (
-            player_events.loaded_at > previous_run.loaded_at_watermark
-            and player_events.occurred_at >= previous_run.lookback_from
-        )
-        -- days a partitioned run (a backfill) asked for, lookback or not
-        or {{ ottp.partition_window('player_events.occurred_at') }}
-    group by player_events.playback_id
-
-),
+-- previous_run, new_events: playbacks with events loaded since the last run
+-- (within the lookback) or on the days a backfill asks for
+{{ ottp.incremental_new_events('player_events', 'playback_id') }},
 
 -- Playbacks to recompute, from their first event (stored or new).
 touched_playbacks as (
@@ -83,7 +56,7 @@ events as (
     -- one bound for every playback lets the scan skip older row groups
     where
         player_events.occurred_at
-        >= (select min(touched_playbacks.first_event_at) from touched_playbacks)
+        >= (select min(touched.first_event_at) from touched_playbacks as touched)
 
 ),
 
@@ -288,7 +261,7 @@ ranked_rewatches as (
         scene_start_s,
         sum(rewatched_s) over (partition by playback_id) as total_rewatched_s,
         row_number() over (
-            partition by playback_id order by rewatched_s desc, scene_start_s
+            partition by playback_id order by rewatched_s desc, scene_start_s asc
         ) as rewatch_rank
     from rewatches
 

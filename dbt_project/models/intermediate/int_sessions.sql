@@ -93,38 +93,9 @@ activity_events as {{ ottp.inline_cte() }} (
 
 {% if is_incremental() %}
 
-previous_run as (
-
-    -- an empty table (nothing processed yet) takes every event
-    select
-        coalesce(max(loaded_at), {{ ottp.epoch_start() }}) as loaded_at_watermark,
-        coalesce(
-            {{ ottp.shift_timestamp('day', -var('incremental_lookback_days'), 'max(ended_at)') }},
-            {{ ottp.epoch_start() }}
-        ) as lookback_from
-    from {{ this }}
-
-),
-
--- Events loaded since the last run; older than the lookback they wait for a
--- full refresh or a backfill of their days (partition_window).
-new_events as (
-
-    select
-        activity_events.actor_id,
-        min(activity_events.occurred_at) as first_new_at
-    from activity_events
-    cross join previous_run
-    where
-        (
-            activity_events.loaded_at > previous_run.loaded_at_watermark
-            and activity_events.occurred_at >= previous_run.lookback_from
-        )
-        -- days a partitioned run (a backfill) asked for, lookback or not
-        or {{ ottp.partition_window('activity_events.occurred_at') }}
-    group by activity_events.actor_id
-
-),
+-- previous_run, new_events: actors with events loaded since the last run
+-- (within the lookback) or on the days a backfill asks for
+{{ ottp.incremental_new_events('activity_events', 'actor_id') }},
 
 -- The earliest existing session a new event can join or bridge: the first one
 -- that ends at most one gap before the actor's earliest new event.
@@ -160,7 +131,7 @@ events as (
     -- the same bound for every actor lets the scan skip older row groups
     where
         activity_events.occurred_at
-        >= (select min(rebuild_from.rebuild_from_at) from rebuild_from)
+        >= (select min(rebuilt.rebuild_from_at) from rebuild_from as rebuilt)
 
 ),
 

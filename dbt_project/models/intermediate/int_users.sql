@@ -26,7 +26,8 @@ deleted_pseudonyms as (
 -- ids with a trace besides a deletion request
 known_users as (
 
-    select user_id from account_events where event_type <> 'deletion_request'
+    select user_id from account_events
+    where event_type <> 'deletion_request'
     union
     -- an account seen only in likely-bot sessions is no person
     select user_id from {{ ref('int_sessions') }}

@@ -25,7 +25,10 @@ renamed as (
         -- booleans
         case
             when event_type = 'consent_update'
-                then cast({{ json_get_text('properties', 'marketing_opt_in') }} as {{ dbt.type_boolean() }})
+                then cast(
+                    {{ json_get_text('properties', 'marketing_opt_in') }}
+                    as {{ dbt.type_boolean() }}
+                )
         end as is_marketing_opt_in,
 
         -- timestamps

@@ -21,8 +21,10 @@ renamed as (
         -- a rating event's 1..5
         case
             when event_type = 'rating'
-                then cast({{ ottp.number_or_null(ottp.json_get_text('properties', 'rating')) }}
-                    as {{ dbt.type_int() }})
+                then cast(
+                    {{ ottp.number_or_null(ottp.json_get_text('properties', 'rating')) }}
+                    as {{ dbt.type_int() }}
+                )
         end as rating,
         {{ json_get_text('properties', 'channel') }} as share_channel,
 

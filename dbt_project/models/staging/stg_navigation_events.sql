@@ -23,8 +23,10 @@ renamed as (
         app_version,
         {{ json_get_text('properties', 'page') }} as page_name,
         {{ json_get_text('properties', 'rail') }} as rail_name,
-        cast({{ ottp.number_or_null(ottp.json_get_text('properties', 'rank')) }}
-            as {{ dbt.type_int() }}) as rail_rank,
+        cast(
+            {{ ottp.number_or_null(ottp.json_get_text('properties', 'rank')) }}
+            as {{ dbt.type_int() }}
+        ) as rail_rank,
         {{ json_get_text('properties', 'query') }} as search_query,
 
         -- booleans

@@ -10,10 +10,10 @@
 
 with null_counts as (
     select
-    {%- for column in columns %}
+        {% for column in columns -%}
         sum(case when {{ column }} is null then 1 else 0 end) as nulls_{{ loop.index }}
         {%- if not loop.last %},{% endif %}
-    {%- endfor %}
+        {% endfor %}
     from {{ model }}
 )
 {% for column in columns %}

@@ -125,8 +125,9 @@ final as (
         -- null when nothing was watched
         case
             when pauses.played_s > 0
-                then cast(pauses.pause_count as {{ ottp.type_double() }})
-                / (pauses.played_s / 3600.0)
+                then
+                    cast(pauses.pause_count as {{ ottp.type_double() }})
+                    / (pauses.played_s / 3600.0)
         end as pauses_per_hour_watched,
 
         -- booleans

@@ -27,56 +27,23 @@ pauses as (
 
 ),
 
+-- Plays, most rewatched and most paused scenes per title
+-- (macros/engagement.sql: the same metrics for both engagement marts).
 play_metrics as (
 
-    select
-        title_id,
-        count(*) as play_count,
-        sum({{ ottp.flag('is_valid_play') }}) as valid_play_count,
-        count(distinct user_id) as viewer_count,
-        sum({{ ottp.flag('is_complete') }}) as completed_play_count,
-        sum(played_s) as played_s,
-        avg(furthest_pct) as avg_percent_watched,
-        sum({{ ottp.flag('rewatched_s > 0') }}) as rewatched_play_count,
-        sum(pause_count) as pause_count,
-        sum({{ ottp.flag('pause_count > 0') }}) as paused_play_count,
-        {{ ottp.retention_curve_columns('furthest_pct', 'has_reached_100_pct') }}
-    from plays
-    group by title_id
+    {{ ottp.title_play_metrics('plays') }}
 
 ),
 
--- Each play adds its rewatched seconds to its most rewatched scene.
 scenes as (
 
-    select
-        title_id,
-        most_rewatched_scene_s as scene_start_s,
-        sum(rewatched_s) as rewatched_s,
-        row_number() over (
-            partition by title_id
-            order by sum(rewatched_s) desc, most_rewatched_scene_s
-        ) as scene_rank
-    from plays
-    where most_rewatched_scene_s is not null
-    group by title_id, most_rewatched_scene_s
+    {{ ottp.title_rewatched_scenes('plays') }}
 
 ),
 
--- Pauses by the rewatch_scene_s bucket of the title they stopped it in.
 paused_scenes as (
 
-    select
-        title_id,
-        scene_start_s,
-        count(*) as pause_count,
-        count(distinct playback_id) as paused_play_count,
-        row_number() over (
-            partition by title_id
-            order by count(*) desc, count(distinct playback_id) desc, scene_start_s
-        ) as scene_rank
-    from pauses
-    group by title_id, scene_start_s
+    {{ ottp.title_paused_scenes('pauses') }}
 
 ),
 

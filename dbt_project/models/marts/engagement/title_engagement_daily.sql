@@ -22,55 +22,23 @@ pauses as (
 
 ),
 
+-- Plays, most rewatched and most paused scenes per title and play day
+-- (macros/engagement.sql: the same metrics for both engagement marts).
 play_metrics as (
 
-    select
-        title_id,
-        play_date as activity_date,
-        count(*) as play_count,
-        sum({{ ottp.flag('is_valid_play') }}) as valid_play_count,
-        count(distinct user_id) as viewer_count,
-        sum({{ ottp.flag('is_complete') }}) as completed_play_count,
-        sum(played_s) as played_s,
-        avg(furthest_pct) as avg_percent_watched,
-        sum({{ ottp.flag('rewatched_s > 0') }}) as rewatched_play_count,
-        sum(pause_count) as pause_count,
-        {{ ottp.retention_curve_columns('furthest_pct', 'has_reached_100_pct') }}
-    from plays
-    group by title_id, play_date
+    {{ ottp.title_play_metrics('plays', by_day=true) }}
 
 ),
 
 scenes as (
 
-    select
-        title_id,
-        play_date as activity_date,
-        most_rewatched_scene_s as scene_start_s,
-        sum(rewatched_s) as rewatched_s,
-        row_number() over (
-            partition by title_id, play_date
-            order by sum(rewatched_s) desc, most_rewatched_scene_s
-        ) as scene_rank
-    from plays
-    where most_rewatched_scene_s is not null
-    group by title_id, play_date, most_rewatched_scene_s
+    {{ ottp.title_rewatched_scenes('plays', by_day=true) }}
 
 ),
 
--- Pauses of the day's plays by the rewatch_scene_s bucket they stopped in.
 paused_scenes as (
 
-    select
-        title_id,
-        play_date as activity_date,
-        scene_start_s,
-        row_number() over (
-            partition by title_id, play_date
-            order by count(*) desc, count(distinct playback_id) desc, scene_start_s
-        ) as scene_rank
-    from pauses
-    group by title_id, play_date, scene_start_s
+    {{ ottp.title_paused_scenes('pauses', by_day=true) }}
 
 ),
 
@@ -102,11 +70,20 @@ ratings as (
 
 title_days as (
 
-    select title_id, activity_date from play_metrics
+    select
+        title_id,
+        activity_date
+    from play_metrics
     union
-    select title_id, activity_date from reactions
+    select
+        title_id,
+        activity_date
+    from reactions
     union
-    select title_id, activity_date from ratings
+    select
+        title_id,
+        activity_date
+    from ratings
 
 ),
 
@@ -145,8 +122,10 @@ final as (
         -- expressed interests
         coalesce(reactions.like_count, 0) as like_count,
         coalesce(reactions.dislike_count, 0) as dislike_count,
-        {{ ottp.safe_ratio('reactions.like_count', 'reactions.like_count + reactions.dislike_count') }}
-            as like_ratio,
+        {{ ottp.safe_ratio(
+            'reactions.like_count',
+            'reactions.like_count + reactions.dislike_count'
+        ) }} as like_ratio,
         coalesce(ratings.rating_count, 0) as rating_count,
         ratings.avg_rating
 

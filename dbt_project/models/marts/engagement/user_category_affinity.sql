@@ -55,9 +55,15 @@ interest_metrics as (
 
 user_categories as (
 
-    select user_id, category from play_metrics
+    select
+        user_id,
+        category
+    from play_metrics
     union
-    select user_id, category from interest_metrics
+    select
+        user_id,
+        category
+    from interest_metrics
 
 ),
 
@@ -95,7 +101,7 @@ ranked as (
             as share_of_watch_time,
         row_number() over (
             partition by user_id
-            order by recency_score desc, watch_time_s desc, like_count desc, category
+            order by recency_score desc, watch_time_s desc, like_count desc, category asc
         ) as category_rank
     from joined
 

@@ -64,7 +64,7 @@ final as (
         {{ ottp.safe_ratio('last_position_s', 'duration_s') }} as resume_pct,
         duration_s - last_position_s as remaining_s,
         row_number() over (
-            partition by user_id order by ended_at desc, title_id
+            partition by user_id order by ended_at desc, title_id asc
         ) as continue_rank,
 
         -- timestamps

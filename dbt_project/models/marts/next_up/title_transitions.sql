@@ -100,7 +100,7 @@ final as (
         ) }} as lift,
         row_number() over (
             partition by totals.from_title_id
-            order by totals.transition_count desc, totals.viewer_count desc, totals.to_title_id
+            order by totals.transition_count desc, totals.viewer_count desc, totals.to_title_id asc
         ) as next_rank,
 
         -- booleans
