@@ -20,14 +20,16 @@ class PipelineRun:
     success: bool
 
 
-# The demo's stages after generate and load, told apart by the step keys of
-# build_warehouse (first match wins); a step that matches none keeps the stage.
+# The demo's stages after generate and load, in the order build_warehouse runs
+# them, told apart by step keys (first match wins). A step that matches none (the
+# deleted-users list, the BI snapshot, a freshness check) belongs to the stage
+# under way, and a stage is reported only after the ones before it.
 BUILD_STAGES = (
-    ("sync", ("crm_sync",)),
-    ("exports + gates", ("export", "gate", "deleted_users")),
+    ("dbt build", ("warehouse_models",)),
     ("ML", ("ml__", "taste_clusters")),
-    ("report", ("report", "snapshot", "freshness")),
-    ("dbt build", ("models",)),
+    ("exports + gates", ("export", "gate")),
+    ("sync", ("crm_sync",)),
+    ("report", ("report",)),
 )
 
 
@@ -89,15 +91,17 @@ def run_all(
 
 def _stage_listener(progress: Callable[[str], None]) -> Callable:
     """An event listener that reports each build stage once, when its first step starts."""
-    seen: set[str] = set()
+    order = [stage for stage, _ in BUILD_STAGES]
+    reached = -1
 
     def on_event(entry) -> None:
+        nonlocal reached
         event = entry.dagster_event
         if event is None or event.event_type_value != "STEP_START":
             return
         stage = stage_of(entry.step_key or "")
-        if stage is not None and stage not in seen:
-            seen.add(stage)
+        if stage is not None and order.index(stage) > reached:
+            reached = order.index(stage)
             progress(stage)
 
     return on_event

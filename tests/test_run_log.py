@@ -47,10 +47,30 @@ def test_a_failure_is_logged_and_its_tail_shown(tmp_path, capfd):
         ("export_models", "exports + gates"),
         ("crm_quality_gates", "exports + gates"),
         ("crm_sync", "sync"),
-        ("bi__marts_snapshot", "report"),
         ("quality__pipeline_report", "report"),
-        ("something_else", None),
+        ("raw__deleted_users", None),
+        ("bi__marts_snapshot", None),
     ],
 )
 def test_build_steps_map_to_the_demo_stages(step_key, stage):
     assert pipeline.stage_of(step_key) == stage
+
+
+def test_each_stage_is_reported_once_and_in_order():
+    class Event:
+        event_type_value = "STEP_START"
+
+    class Entry:
+        dagster_event = Event()
+
+        def __init__(self, step_key):
+            self.step_key = step_key
+
+    lines = []
+    listener = pipeline._stage_listener(lines.append)
+    steps = ["raw__deleted_users", "warehouse_models", "bi__marts_snapshot", "ml__churn_risk",
+             "taste_clusters", "export_models", "crm_quality_gates", "crm_sync",
+             "freshness_check_e08ab11c", "quality__pipeline_report"]  # fmt: skip
+    for step in steps:
+        listener(Entry(step))
+    assert lines == ["dbt build", "ML", "exports + gates", "sync", "report"]
