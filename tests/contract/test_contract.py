@@ -439,8 +439,8 @@ def test_the_spark_loader_gives_every_hostile_line_the_same_verdict(hostile, tmp
                OTTP_SPARK_SHUFFLE_PARTITIONS="2")  # fmt: skip
     env.pop("OTTP_LANDING_DIR", None)
     out = subprocess.run(
-        [sys.executable, "-m", "ottp.ingest.spark_load", "--landing", str(hostile["root"] / "landing"),
-         "--json"],
+        [sys.executable, "-m", "ottp.ingest.spark_load",
+         "--landing", str(hostile["root"] / "landing"), "--json"],
         env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
