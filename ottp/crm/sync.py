@@ -60,7 +60,7 @@ from ottp.crm.targets import (
     to_target_timestamp,
 )
 
-# What a caller of the sync needs besides sync(): its results and errors.
+# The sync's public names: sync(), its results and the errors it raises.
 __all__ = [
     "LOCK_WAIT_S",
     "Rejection",
@@ -80,6 +80,8 @@ LOCK_WAIT_S = 600.0
 
 @dataclass
 class SyncResult:
+    """What one sync did: counts per table, rejections, attempts, timings."""
+
     run_id: str
     target: str
     status: str  # success | unchanged | dry_run | failed
