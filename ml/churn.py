@@ -248,6 +248,30 @@ def _rule_probability(days: np.ndarray, churned_days: float) -> np.ndarray:
     return np.clip(days / churned_days, 0.0, 1.0)
 
 
+def _score(model, x: np.ndarray, window: float, evaluation: dict):
+    """Risk per subscriber and its main driver: the fitted model's, or the rule's when
+    there is no model; the model's coefficients go into ``evaluation``."""
+    days = x[:, FEATURES.index("days_since_last_play")] if len(x) else np.zeros(0)
+    if model is not None and len(x):
+        z = _transform(x)
+        risk = model.predict_proba(z)[:, 1]
+        scaler, lr = model.named_steps["standardscaler"], model.named_steps["logisticregression"]
+        standardised = scaler.transform(z)
+        contrib = standardised * lr.coef_[0]
+        top = np.argmax(contrib, axis=1)
+        side = np.where(standardised[np.arange(len(top)), top] < 0, " (low)", " (high)")
+        driver = np.char.add(np.asarray(FEATURES, dtype=str)[top], side)
+        evaluation["coefficients"] = {
+            f: round(float(c), 4) for f, c in zip(FEATURES, lr.coef_[0], strict=True)
+        }
+        method = "logistic_regression"
+    else:
+        risk = _rule_probability(days, max(window, 1.0))
+        driver = np.full(len(days), "days_since_last_play (high)", dtype=object)
+        method = "rule_days_since_last_play"
+    return days, risk, driver, method
+
+
 def churn_risk(
     con: duckdb.DuckDBPyConnection,
     as_of: datetime,
@@ -317,24 +341,7 @@ def churn_risk(
     else:
         notes.append("history too short to observe churn: rule-based score")
 
-    days = now.x[:, FEATURES.index("days_since_last_play")] if len(now.x) else np.zeros(0)
-    if model is not None and len(now.x):
-        z = _transform(now.x)
-        risk = model.predict_proba(z)[:, 1]
-        scaler, lr = model.named_steps["standardscaler"], model.named_steps["logisticregression"]
-        standardised = scaler.transform(z)
-        contrib = standardised * lr.coef_[0]
-        top = np.argmax(contrib, axis=1)
-        side = np.where(standardised[np.arange(len(top)), top] < 0, " (low)", " (high)")
-        driver = np.char.add(np.asarray(FEATURES, dtype=str)[top], side)
-        evaluation["coefficients"] = {
-            f: round(float(c), 4) for f, c in zip(FEATURES, lr.coef_[0], strict=True)
-        }
-        method = "logistic_regression"
-    else:
-        risk = _rule_probability(days, max(window, 1.0))
-        driver = np.full(len(days), "days_since_last_play (high)", dtype=object)
-        method = "rule_days_since_last_play"
+    days, risk, driver, method = _score(model, now.x, window, evaluation)
     evaluation["method"] = method
     band = np.where(risk >= 0.5, "high", np.where(risk >= 0.25, "medium", "low"))
     x = now.x if len(now.x) else np.zeros((0, len(FEATURES)))

@@ -49,6 +49,62 @@ def choose_k(x: np.ndarray, candidates: tuple[int, ...], seed: int) -> tuple[int
     return best, scores[best], scores
 
 
+def _by_size(
+    labels: np.ndarray, centroids: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cluster ids renumbered by size, largest first (ids are stable across runs)."""
+    sizes = np.bincount(labels, minlength=k)
+    relabel = np.empty(k, dtype=np.int64)
+    relabel[np.argsort(-sizes, kind="stable")] = np.arange(k)
+    labels = relabel[labels]
+    centroids = centroids[np.argsort(-sizes, kind="stable")]
+    return labels, centroids, np.bincount(labels, minlength=k)
+
+
+def _best_titles(
+    centroids: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    title_scores: np.ndarray | None,
+    user_title_counts,
+    title_ok: np.ndarray | None,
+    title_groups: np.ndarray | None,
+    n_titles: int,
+    top_titles: int,
+) -> np.ndarray:
+    """Per cluster, the indices of the titles that suit it best (one per series)."""
+    ok = np.ones(n_titles, dtype=bool) if title_ok is None else title_ok
+    if title_scores is not None:
+        fit_scores = _normalise(centroids) @ _normalise(np.asarray(title_scores)).T
+    else:
+        counts = np.vstack(
+            [np.asarray(user_title_counts[labels == c].sum(axis=0)).ravel() for c in range(k)]
+        ).astype(np.float64)
+        fit_scores = counts / np.maximum(counts.sum(axis=0, keepdims=True), 1) * np.log1p(counts)
+    fit_scores = np.where(ok[None, :], fit_scores, -np.inf)
+    title_order = np.argsort(-fit_scores, axis=1, kind="stable")
+    if title_groups is not None:
+        # one title per series: its best-suited episode stands for it
+        groups = np.asarray(title_groups, dtype=object)[title_order]
+        first = np.zeros(title_order.shape, dtype=bool)
+        for c in range(k):  # per cluster (a handful)
+            _, idx = np.unique(groups[c], return_index=True)
+            first[c, idx] = True
+        title_order = np.where(first, title_order, -1)
+        title_order = np.vstack([row[row >= 0] for row in title_order])
+    return title_order[:, :top_titles]
+
+
+def _numbered_repeats(names: list[str]) -> list[str]:
+    """The same two leading categories can describe two clusters: number the repeats."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(f"{name} ({seen[name]})" if seen[name] > 1 else name)
+    return out
+
+
 def taste_clusters(
     user_ids: np.ndarray,
     features: np.ndarray,
@@ -88,13 +144,7 @@ def taste_clusters(
 
             km = KMeans(k, n_init=5, random_state=seed).fit(x)
             labels, centroids = km.labels_, km.cluster_centers_
-    # ids by size, largest first
-    sizes = np.bincount(labels, minlength=k)
-    relabel = np.empty(k, dtype=np.int64)
-    relabel[np.argsort(-sizes, kind="stable")] = np.arange(k)
-    labels = relabel[labels]
-    centroids = centroids[np.argsort(-sizes, kind="stable")]
-    sizes = np.bincount(labels, minlength=k)
+    labels, centroids, sizes = _by_size(labels, centroids, k)
 
     shares = np.asarray(category_shares, dtype=np.float64)
     overall = shares.mean(axis=0)
@@ -105,26 +155,17 @@ def taste_clusters(
     rank_key = per_cluster * np.sqrt(np.maximum(lift, 0))
     cat_order = np.argsort(-rank_key, axis=1, kind="stable")[:, :top_categories]
 
-    ok = np.ones(len(title_ids), dtype=bool) if title_ok is None else title_ok
-    if title_scores is not None:
-        fit_scores = _normalise(centroids) @ _normalise(np.asarray(title_scores)).T
-    else:
-        counts = np.vstack(
-            [np.asarray(user_title_counts[labels == c].sum(axis=0)).ravel() for c in range(k)]
-        ).astype(np.float64)
-        fit_scores = counts / np.maximum(counts.sum(axis=0, keepdims=True), 1) * np.log1p(counts)
-    fit_scores = np.where(ok[None, :], fit_scores, -np.inf)
-    title_order = np.argsort(-fit_scores, axis=1, kind="stable")
-    if title_groups is not None:
-        # one title per series: its best-suited episode stands for it
-        groups = np.asarray(title_groups, dtype=object)[title_order]
-        first = np.zeros(title_order.shape, dtype=bool)
-        for c in range(k):  # per cluster (a handful)
-            _, idx = np.unique(groups[c], return_index=True)
-            first[c, idx] = True
-        title_order = np.where(first, title_order, -1)
-        title_order = np.vstack([row[row >= 0] for row in title_order])
-    title_order = title_order[:, :top_titles]
+    title_order = _best_titles(
+        centroids,
+        labels,
+        k,
+        title_scores,
+        user_title_counts,
+        title_ok,
+        title_groups,
+        len(title_ids),
+        top_titles,
+    )
 
     names, tops, top_shares, top_lifts, t_ids, t_names = [], [], [], [], [], []
     for c in range(k):  # one iteration per cluster (a handful), not per user
@@ -135,12 +176,7 @@ def taste_clusters(
         top_lifts.append([round(float(v), 3) for v in lift[c, cat_order[c]]])
         t_ids.append([str(v) for v in title_ids[title_order[c]]])
         t_names.append([str(v) for v in title_names[title_order[c]]])
-    # the same two leading categories can describe two clusters: number the repeats
-    seen: dict[str, int] = {}
-    for i, name in enumerate(names):
-        seen[name] = seen.get(name, 0) + 1
-        if seen[name] > 1:
-            names[i] = f"{name} ({seen[name]})"
+    names = _numbered_repeats(names)
     names_arr = np.asarray(names, dtype=object)
     affinity = np.einsum("ij,ij->i", x, _normalise(centroids)[labels])
 

@@ -51,6 +51,52 @@ def content_similarity(
     return 0.5 * same + 0.5 * jaccard.astype(np.float32)
 
 
+def _collaborative_side(
+    model: TrainedModel | None, model_title_ids: np.ndarray | None, ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None, sp.csr_matrix | None]:
+    """The model's view on the catalog's index: which titles it knows, their unit
+    factors (factor models) or a catalog x catalog similarity (kNN)."""
+    size = len(ids)
+    known = np.zeros(size, dtype=bool)
+    factors = sim_rows = None
+    if model is None or model_title_ids is None:
+        return known, factors, sim_rows
+    pos = ia.lookup(np.asarray(model_title_ids, dtype=object), ids)
+    known = pos >= 0
+    if model.item_factors is not None:
+        f = np.zeros((size, model.item_factors.shape[1]), dtype=np.float32)
+        f[known] = model.item_factors[pos[known]]
+        norms = np.linalg.norm(f, axis=1)
+        norms[norms == 0] = 1.0
+        factors = f / norms[:, None]
+    elif model.similarity is not None:
+        to_model = sp.csr_matrix(
+            (np.ones(int(known.sum()), np.float32), (np.flatnonzero(known), pos[known])),
+            shape=(size, model.n_items),
+        )
+        sim_rows = to_model @ model.similarity @ to_model.T  # catalog x catalog
+    return known, factors, sim_rows
+
+
+def _series_entries(
+    ids: np.ndarray, series: np.ndarray, available: np.ndarray, episode_order: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per title: its series key (the title itself for a movie) and the index of the
+    title that represents it, a series' first available episode."""
+    size = len(ids)
+    series_key = np.where(series == None, ids, series).astype(object)  # noqa: E711
+    entry = np.arange(size)
+    is_ep = series != None  # noqa: E711
+    if is_ep.any():
+        eo = np.where(is_ep & available, np.nan_to_num(episode_order.astype(float), nan=1e9), 1e12)
+        by_series = np.lexsort((eo, series_key))
+        sk = series_key[by_series]
+        first = np.r_[True, sk[1:] != sk[:-1]]
+        group = np.cumsum(first) - 1
+        entry[by_series] = by_series[first][group]
+    return series_key, entry
+
+
 def similar_titles(
     catalog: pa.Table,
     model: TrainedModel | None,
@@ -76,37 +122,10 @@ def similar_titles(
     episode_order = catalog["episode_order"].to_numpy(zero_copy_only=False)
     keywords = _keyword_matrix(catalog["keywords"].combine_chunks(), size)
 
-    # the collaborative side, on the catalog's index
-    known = np.zeros(size, dtype=bool)
-    factors = sim_rows = None
-    if model is not None and model_title_ids is not None:
-        pos = ia.lookup(np.asarray(model_title_ids, dtype=object), ids)
-        known = pos >= 0
-        if model.item_factors is not None:
-            f = np.zeros((size, model.item_factors.shape[1]), dtype=np.float32)
-            f[known] = model.item_factors[pos[known]]
-            norms = np.linalg.norm(f, axis=1)
-            norms[norms == 0] = 1.0
-            factors = f / norms[:, None]
-        elif model.similarity is not None:
-            to_model = sp.csr_matrix(
-                (np.ones(int(known.sum()), np.float32), (np.flatnonzero(known), pos[known])),
-                shape=(size, model.n_items),
-            )
-            sim_rows = to_model @ model.similarity @ to_model.T  # catalog x catalog
+    known, factors, sim_rows = _collaborative_side(model, model_title_ids, ids)
     trust = np.where(known, viewers / (viewers + shrink), 0.0).astype(np.float32)
 
-    # a series is represented by its first available episode
-    series_key = np.where(series == None, ids, series).astype(object)  # noqa: E711
-    entry = np.arange(size)
-    is_ep = series != None  # noqa: E711
-    if is_ep.any():
-        eo = np.where(is_ep & available, np.nan_to_num(episode_order.astype(float), nan=1e9), 1e12)
-        by_series = np.lexsort((eo, series_key))
-        sk = series_key[by_series]
-        first = np.r_[True, sk[1:] != sk[:-1]]
-        group = np.cumsum(first) - 1
-        entry[by_series] = by_series[first][group]
+    series_key, entry = _series_entries(ids, series, available, episode_order)
 
     n_out = min(n, max(size - 1, 0))
     out_src, out_dst, out_score, out_collab, out_content, out_trust = [], [], [], [], [], []
