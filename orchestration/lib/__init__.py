@@ -1,0 +1,1 @@
+"""What the domains under defs/ share: spec defaults and the dbt wiring."""

@@ -1,0 +1,1 @@
+"""Automation: the policy of the whole graph, its sensor, freshness checks, build_warehouse."""

@@ -1,0 +1,1 @@
+"""BI: the read-only snapshot of the marts that BI tools open."""

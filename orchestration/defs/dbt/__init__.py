@@ -1,0 +1,1 @@
+"""dbt: the warehouse models from the daily layer up to the marts."""

@@ -1,0 +1,1 @@
+"""Ingest: landing files into the raw tables, by landing day, and what starts it."""

@@ -1,0 +1,1 @@
+"""Report: the pipeline report and the staging quarantine check."""
