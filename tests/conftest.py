@@ -60,6 +60,7 @@ def pytest_collection_modifyitems(config, items) -> None:
     items.sort(key=lambda item: rank.get(unit_of(item.nodeid), len(rank)))  # stable
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: unknown without xdist
 def pytest_xdist_make_scheduler(config, log):
     """With --dist loadgroup: whole units, in collection order, to the next free worker.
 
