@@ -91,7 +91,7 @@ favourite_titles as (
         title_id,
         row_number() over (
             partition by user_id
-            order by played_s desc, last_played_at desc, title_id
+            order by played_s desc, last_played_at desc, title_id asc
         ) as favourite_rank
     from title_time
 

@@ -156,8 +156,9 @@ abandon_triggers as (
         cast(null as {{ dbt.type_string() }}) as cancel_reason,
         cast(null as {{ dbt.type_string() }}) as cancel_reason_description,
         cast(null as {{ dbt.type_boolean() }}) as is_cancel_reason_addressable,
-        {{ ottp.shift_timestamp('day', var('crm_abandon_after_days'), 'continue_watching.last_watched_at') }}
-            as occurred_at
+        {{ ottp.shift_timestamp(
+            'day', var('crm_abandon_after_days'), 'continue_watching.last_watched_at'
+        ) }} as occurred_at
     from continue_watching
     inner join titles
         on continue_watching.title_id = titles.title_id
