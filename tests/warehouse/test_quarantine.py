@@ -464,11 +464,11 @@ def test_spark_quarantines_the_same_rows(poisoned, tmp_path):
         return result
 
     # exit status 1: the simulator's malformed lines were rejected (as on DuckDB)
+    landing_dir = str(poisoned.root / "landing")
     load = run(
-        [sys.executable, "-m", "ottp.ingest.spark_load", "--landing", str(poisoned.root / "landing"),
-         "--json"],
+        [sys.executable, "-m", "ottp.ingest.spark_load", "--landing", landing_dir, "--json"],
         ok=(0, 1),
-    )  # fmt: skip
+    )
     assert json.loads(load.stdout.strip().splitlines()[-1])["reconciles"]
     run([sys.executable, "-c", _SPARK_POISON, f"{tmp_path}/events.parquet",
          f"{tmp_path}/titles.parquet"])  # fmt: skip
