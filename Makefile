@@ -40,7 +40,7 @@ PY_DIRS := ottp ml orchestration tests benchmarks
 lint: setup
 	$(BIN)/ruff format --check $(PY_DIRS)
 	$(BIN)/ruff check $(PY_DIRS)
-	$(BIN)/sqlfluff lint dbt_project
+	$(BIN)/sqlfluff lint --processes 2 dbt_project
 
 # benchmarks/suite.py covers generate, load, dbt, recommender, gates and sync on
 # simulated data; the scripts after it push the recommender, the gates and the sync
