@@ -1,8 +1,9 @@
 """Shared test helpers (landing files, events, titles) and the suite's scheduling.
 
-`make test` runs on parallel xdist workers (pyproject's addopts): each test module is a
-unit of work on one worker, so its module-scoped build happens once; the Spark tests
-form one unit (one worker, one Spark JVM at a time); the longest units start first.
+With xdist workers (`-n 2 --dist loadgroup --no-loadscope-reorder`, not the default:
+on 2 cores they were slower) each test module is a unit of work on one worker, so its
+module-scoped build happens once; the Spark tests form one unit (one worker, one Spark
+JVM at a time); the longest units start first.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def unit_of(nodeid: str) -> str:
 
 
 def pytest_collection_modifyitems(config, items) -> None:
+    if not getattr(config.option, "numprocesses", None):
+        return  # one process: collection order
     rank = {unit: i for i, unit in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(unit_of(item.nodeid), len(rank)))  # stable
 
