@@ -215,3 +215,51 @@ def _set_environment(variables: Mapping[str, str | None]) -> None:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@dataclass(frozen=True)
+class RealtimeSettings:
+    """The real-time service's settings (``ottp serve``); build it with :func:`realtime_settings`."""
+
+    host: str
+    port: int
+    # OTTP_API_KEY: the key clients send (X-API-Key or Bearer); unset, the service refuses to start
+    # unless started with --insecure-no-key (tests and local demos).
+    api_key: str | None
+    # OTTP_REDIS_URL: live state in Redis, shared by several server processes; unset: in process.
+    redis_url: str | None
+    # A request body larger than this many bytes, or with more lines, is refused whole (413).
+    max_body_bytes: int
+    max_lines: int
+    # A landing file is closed (renamed to its final name) at this size or age.
+    landing_roll_bytes: int
+    landing_roll_seconds: float
+    # On start, the embedded state is rebuilt from the landing files of this many hours.
+    state_rebuild_hours: int
+    # Where the serving bundle is published (orchestration) and read (server).
+    bundle_dir: Path
+    # How often the server looks for a newer bundle.
+    bundle_poll_seconds: float
+    # Scenario triggers fired live are POSTed here (unset: no webhook), signed with the secret.
+    webhook_url: str | None
+    webhook_secret: str | None
+
+
+def realtime_settings(s: Settings | None = None) -> RealtimeSettings:
+    """The real-time settings from the environment, read now."""
+    s = s or settings()
+    return RealtimeSettings(
+        host=os.environ.get("OTTP_SERVE_HOST", "127.0.0.1"),
+        port=_positive_int("OTTP_SERVE_PORT", "8700"),
+        api_key=os.environ.get("OTTP_API_KEY") or None,
+        redis_url=os.environ.get("OTTP_REDIS_URL") or None,
+        max_body_bytes=_positive_int("OTTP_MAX_BODY_BYTES", str(5 << 20)),
+        max_lines=_positive_int("OTTP_MAX_LINES", "5000"),
+        landing_roll_bytes=_positive_int("OTTP_LANDING_ROLL_BYTES", str(64 << 20)),
+        landing_roll_seconds=float(_positive_int("OTTP_LANDING_ROLL_SECONDS", "60")),
+        state_rebuild_hours=_positive_int("OTTP_STATE_REBUILD_HOURS", "24"),
+        bundle_dir=Path(os.environ.get("OTTP_BUNDLE_DIR", s.data_dir / "serving")).resolve(),
+        bundle_poll_seconds=float(_positive_int("OTTP_BUNDLE_POLL_SECONDS", "2")),
+        webhook_url=os.environ.get("OTTP_WEBHOOK_URL") or None,
+        webhook_secret=os.environ.get("OTTP_WEBHOOK_SECRET") or None,
+    )
