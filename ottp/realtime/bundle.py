@@ -1,0 +1,450 @@
+"""The serving bundle: what the real-time server knows from the batch marts, published atomically.
+
+After each build, :func:`publish_bundle` reads the marts the live profile needs from
+the warehouse (one read-only connection) and writes them as Parquet files, with a
+``manifest.json`` (version, creation time, the marts' as_of, row counts, checksums
+and the dbt rule values), into ``<bundle_dir>/bundles/<version>/``. The folder is
+written under a temporary name and renamed into ``bundles/``; then the ``CURRENT``
+pointer file is replaced (written, fsynced, renamed). A reader follows the pointer
+and sees the previous complete bundle or the new complete one, never a mix. The
+last :data:`KEEP_VERSIONS` versions stay on disk; older ones are deleted.
+
+The server reads it through :class:`BundleWatcher`: a thread polls the pointer,
+loads a new version fully into memory (:func:`load_bundle`, checksums verified)
+and only then swaps its reference. A request holds the :class:`Bundle` object it
+started with, so a swap never drops or fails one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from ottp import config
+from ottp.warehouse import LOCK_WAIT_S, connect
+
+logger = logging.getLogger(__name__)
+
+BUNDLES = "bundles"
+POINTER = "CURRENT"
+MANIFEST = "manifest.json"
+# Versions kept on disk: the current one and a few before it (a server still loading
+# one that has just been superseded finds its files).
+KEEP_VERSIONS = 3
+# A temporary folder left by a publisher that crashed is removed after this long.
+STALE_TEMP_S = 3600.0
+_TEMP_PREFIX = ".tmp-"
+_VERSION = re.compile(r"^\d{8}T\d{6}\d{6}Z-[0-9a-f]{6}$")
+
+# File -> the query that fills it. Sorted by user where a table is per user, so each
+# user's rows are one contiguous slice once loaded.
+TABLES: dict[str, str] = {
+    "thresholds": (
+        "select segment, cast(min_titles_watched as integer) as min_titles_watched "
+        "from reference.segment_thresholds order by min_titles_watched"
+    ),
+    "titles": (
+        "select title_id, category, title_kind, series_id, next_episode_title_id, "
+        "duration_s, is_episode, is_available from marts.titles order by title_id"
+    ),
+    "lifecycle": (
+        "select user_id, lifecycle_stage, subscription_status, highest_segment, "
+        "is_cancelled, is_deleted, last_play_at, as_of_at "
+        "from marts.user_lifecycle order by user_id"
+    ),
+    "segments": (
+        "select user_id, category, segment, cast(titles_watched as bigint) as titles_watched, "
+        "is_fan from marts.user_category_segments order by user_id, category"
+    ),
+    # What a live play must not count again: the distinct titles each user validly
+    # played per category, as user_category_affinity counts them.
+    "watched": (
+        "select distinct user_id, category, title_id from marts.plays "
+        "where is_valid_play and user_id is not null and category is not null "
+        "order by user_id, category, title_id"
+    ),
+    "continue_watching": (
+        "select user_id, title_id, resume_position_s, resume_pct, remaining_s, "
+        "continue_rank, last_watched_at from marts.continue_watching "
+        "order by user_id, continue_rank"
+    ),
+    # The trigger ledger: for the live scenarios, which triggers have fired already.
+    "triggers": (
+        "select trigger_id, user_id, scenario, subject_id from exports.crm_trigger_log "
+        "order by user_id, trigger_id"
+    ),
+}
+# Tables indexed by user in memory.
+USER_TABLES = ("lifecycle", "segments", "watched", "continue_watching", "triggers")
+
+
+def dbt_vars(project_dir: Path | None = None) -> dict[str, Any]:
+    """The rule values of the dbt project (its ``vars:``), as the marts were built with."""
+    path = Path(project_dir or config.DBT_PROJECT_DIR) / "dbt_project.yml"
+    return dict(yaml.safe_load(path.read_text())["vars"])
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """What one publication wrote."""
+
+    version: str
+    path: Path
+    created_at: str
+    as_of: str | None
+    rows: dict[str, int]
+    bytes: int
+    seconds: float
+
+    def markdown(self) -> str:
+        lines = ["| file | rows |", "|---|---:|"]
+        lines += [f"| {name}.parquet | {n:,} |" for name, n in self.rows.items()]
+        return "\n".join(lines)
+
+
+def _new_version(now: datetime) -> str:
+    # Sorts by time as text; the suffix keeps two publications in one microsecond apart.
+    return now.strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def _literal(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_files(warehouse_path: Path, folder: Path, wait_s: float) -> tuple[dict, str | None]:
+    """Every table of TABLES as Parquet in ``folder``; (file entries, the marts' as_of)."""
+    files: dict[str, dict[str, Any]] = {}
+    con = connect(warehouse_path, read_only=True, wait_s=wait_s)
+    try:
+        as_of = con.execute("select max(as_of_at) from marts.user_lifecycle").fetchone()[0]
+        for name, query in TABLES.items():
+            target = folder / f"{name}.parquet"
+            # The path is ours (a folder we created); the query is a constant above.
+            con.execute(f"copy ({query}) to {_literal(target)} (format parquet)")
+            rows = con.execute(f"select count(*) from read_parquet({_literal(target)})")
+            files[name] = {
+                "file": target.name,
+                "rows": int(rows.fetchone()[0]),
+                "bytes": target.stat().st_size,
+                "sha256": _sha256(target),
+            }
+    finally:
+        con.close()
+    return files, (as_of.isoformat() if as_of is not None else None)
+
+
+def publish_bundle(
+    warehouse_path: Path | None = None, bundle_dir: Path | None = None, wait_s: float = LOCK_WAIT_S
+) -> BundleInfo:
+    """Write a new bundle version from the warehouse's marts and point ``CURRENT`` at it."""
+    started = time.monotonic()
+    warehouse_path = Path(warehouse_path or config.settings().warehouse_path)
+    bundle_dir = Path(bundle_dir or config.realtime_settings().bundle_dir)
+    root = bundle_dir / BUNDLES
+    root.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC)
+    version = _new_version(now)
+    temp = root / f"{_TEMP_PREFIX}{version}"
+    temp.mkdir()
+    try:
+        files, as_of = _write_files(warehouse_path, temp, wait_s)
+        manifest = {
+            "version": version,
+            "created_at": now.isoformat(),
+            "as_of": as_of,
+            "warehouse": str(warehouse_path),
+            "rules": dbt_vars(),
+            "files": files,
+        }
+        (temp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+        for f in temp.iterdir():
+            with open(f, "rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_dir(temp)
+        final = root / version
+        os.rename(temp, final)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    _point_to(bundle_dir, version)
+    prune(bundle_dir)
+    return BundleInfo(
+        version=version,
+        path=final,
+        created_at=manifest["created_at"],
+        as_of=as_of,
+        rows={name: f["rows"] for name, f in files.items()},
+        bytes=sum(f["bytes"] for f in files.values()),
+        seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def _point_to(bundle_dir: Path, version: str) -> None:
+    """Replace the pointer file atomically: a reader sees the old version or the new one."""
+    temp = bundle_dir / f".{POINTER}.{uuid.uuid4().hex}.tmp"
+    with open(temp, "w") as f:
+        f.write(version + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temp, bundle_dir / POINTER)
+    _fsync_dir(bundle_dir)
+
+
+def current_version(bundle_dir: Path) -> str | None:
+    """The version ``CURRENT`` points at; None before the first publication."""
+    try:
+        version = (Path(bundle_dir) / POINTER).read_text().strip()
+    except FileNotFoundError:
+        return None
+    if not _VERSION.match(version):
+        raise ValueError(f"{bundle_dir / POINTER} does not name a bundle version")
+    return version
+
+
+def versions(bundle_dir: Path) -> list[str]:
+    """The published versions on disk, oldest first."""
+    root = Path(bundle_dir) / BUNDLES
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and _VERSION.match(p.name))
+
+
+def prune(bundle_dir: Path, keep: int = KEEP_VERSIONS) -> list[str]:
+    """Delete all but the newest ``keep`` versions (never the current one); stale temp folders."""
+    current = current_version(bundle_dir)
+    on_disk = versions(bundle_dir)
+    removed = [v for v in on_disk[: max(len(on_disk) - keep, 0)] if v != current]
+    root = Path(bundle_dir) / BUNDLES
+    for v in removed:
+        shutil.rmtree(root / v, ignore_errors=True)
+    for temp in root.glob(f"{_TEMP_PREFIX}*"):
+        if time.time() - temp.stat().st_mtime > STALE_TEMP_S:
+            shutil.rmtree(temp, ignore_errors=True)
+    return removed
+
+
+class UserRows:
+    """A table's rows grouped by user: each user's rows are one slice of the Arrow table."""
+
+    def __init__(self, table: pa.Table, key: str = "user_id") -> None:
+        keys = table.column(key).to_numpy(zero_copy_only=False)
+        starts, ends = _runs(keys)
+        if len(starts) and len(set(keys[starts].tolist())) != len(starts):
+            # not grouped (the file's row order is not guaranteed): sort, then group
+            table = table.sort_by(key)
+            keys = table.column(key).to_numpy(zero_copy_only=False)
+            starts, ends = _runs(keys)
+        self.table = table.drop_columns([key])
+        self._spans: dict[str, tuple[int, int]] = dict(
+            zip(
+                keys[starts].tolist(), zip(starts.tolist(), ends.tolist(), strict=True), strict=True
+            )
+        )
+
+    def __contains__(self, user_id: object) -> bool:
+        return user_id in self._spans
+
+    def __len__(self) -> int:
+        return len(self._spans)
+
+    def rows(self, user_id: str) -> list[dict[str, Any]]:
+        span = self._spans.get(user_id)
+        if span is None:
+            return []
+        start, end = span
+        return self.table.slice(start, end - start).to_pylist()
+
+    def users(self) -> Iterator[str]:
+        return iter(self._spans)
+
+
+def _runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end of each run of equal keys."""
+    n = len(keys)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    breaks = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+    return np.concatenate(([0], breaks)), np.concatenate((breaks, [n]))
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """One bundle version in memory. Read-only: the watcher swaps whole objects."""
+
+    version: str
+    created_at: str
+    as_of: datetime | None
+    rules: dict[str, Any]
+    # segment -> min_titles_watched, lowest threshold first
+    thresholds: dict[str, int]
+    # title_id -> {category, title_kind, series_id, next_episode_title_id, duration_s, ...}
+    titles: dict[str, dict[str, Any]]
+    lifecycle: UserRows
+    segments: UserRows
+    watched: UserRows
+    continue_watching: UserRows
+    triggers: UserRows
+    trigger_ids: frozenset[str] = field(default_factory=frozenset)
+
+    def knows(self, user_id: str) -> bool:
+        """True when the batch marts hold this user."""
+        return user_id in self.lifecycle
+
+    def lifecycle_of(self, user_id: str) -> dict[str, Any] | None:
+        rows = self.lifecycle.rows(user_id)
+        return rows[0] if rows else None
+
+    def watched_titles(self, user_id: str) -> dict[str, set[str]]:
+        """category -> the distinct titles the user validly played, as of the build."""
+        out: dict[str, set[str]] = {}
+        for row in self.watched.rows(user_id):
+            out.setdefault(row["category"], set()).add(row["title_id"])
+        return out
+
+    def category_of(self, title_id: str) -> str | None:
+        title = self.titles.get(title_id)
+        return title["category"] if title else None
+
+
+def _read(folder: Path, entry: dict[str, Any]) -> pa.Table:
+    data = (folder / entry["file"]).read_bytes()
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise ValueError(f"{folder / entry['file']}: checksum differs from the manifest")
+    table = pq.read_table(io.BytesIO(data))
+    if table.num_rows != entry["rows"]:
+        raise ValueError(f"{folder / entry['file']}: row count differs from the manifest")
+    return table
+
+
+def _load_version(folder: Path) -> Bundle:
+    manifest = json.loads((folder / MANIFEST).read_text())
+    tables = {name: _read(folder, entry) for name, entry in manifest["files"].items()}
+    thresholds = tables["thresholds"]
+    titles = tables["titles"]
+    title_ids = titles.column("title_id").to_pylist()
+    as_of = manifest["as_of"]
+    return Bundle(
+        version=manifest["version"],
+        created_at=manifest["created_at"],
+        as_of=datetime.fromisoformat(as_of) if as_of else None,
+        rules=manifest["rules"],
+        thresholds=dict(
+            zip(
+                thresholds.column("segment").to_pylist(),
+                thresholds.column("min_titles_watched").to_pylist(),
+                strict=True,
+            )
+        ),
+        titles=dict(zip(title_ids, titles.drop_columns(["title_id"]).to_pylist(), strict=True)),
+        **{name: UserRows(tables[name]) for name in USER_TABLES},
+        trigger_ids=frozenset(tables["triggers"].column("trigger_id").to_pylist()),
+    )
+
+
+def load_bundle(bundle_dir: Path, attempts: int = 3) -> Bundle | None:
+    """The current bundle, loaded whole into memory; None when none was published yet."""
+    for attempt in range(attempts):
+        version = current_version(bundle_dir)
+        if version is None:
+            return None
+        try:
+            return _load_version(Path(bundle_dir) / BUNDLES / version)
+        except FileNotFoundError:
+            # pruned between reading the pointer and the files: a newer one is current
+            if attempt == attempts - 1:
+                raise
+    return None
+
+
+class BundleWatcher:
+    """Keeps the newest published bundle in memory; a thread swaps it when a new one appears."""
+
+    def __init__(self, rt: config.RealtimeSettings) -> None:
+        self.bundle_dir = Path(rt.bundle_dir)
+        self.poll_seconds = float(rt.bundle_poll_seconds)
+        self._current: Bundle | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.swaps = 0
+
+    @property
+    def current(self) -> Bundle | None:
+        # One attribute read: a caller keeps the object it got for its whole request.
+        return self._current
+
+    @property
+    def version(self) -> str | None:
+        bundle = self._current
+        return bundle.version if bundle else None
+
+    def refresh(self) -> bool:
+        """Load the pointed-at version if it is not the one held; True when it swapped."""
+        try:
+            version = current_version(self.bundle_dir)
+            if version is None or version == self.version:
+                return False
+            bundle = load_bundle(self.bundle_dir)
+        except (OSError, ValueError, KeyError, pa.ArrowException) as e:
+            # keep serving the bundle held; the next poll tries again
+            logger.warning("serving bundle not loaded (%s); keeping %s", e, self.version)
+            return False
+        if bundle is None or bundle.version == self.version:
+            return False
+        self._current = bundle
+        self.swaps += 1
+        logger.info("serving bundle %s loaded", bundle.version)
+        return True
+
+    def start(self) -> BundleWatcher:
+        """Load the current bundle now, then poll for newer ones in a daemon thread."""
+        self.refresh()
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="bundle-watcher", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            self.refresh()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=max(self.poll_seconds, 1.0) + 5.0)
+            self._thread = None
