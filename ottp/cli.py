@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import subprocess
 import sys
@@ -229,6 +230,37 @@ def _cmd_bi_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    rt = config.realtime_settings()
+    if rt.api_key is None and not args.insecure_no_key:
+        print(
+            "OTTP_API_KEY is not set: set it (clients send it as X-API-Key) or, for a local "
+            "test only, start with --insecure-no-key.",
+            file=sys.stderr,
+        )
+        return 2
+    factory = "create_insecure_app" if args.insecure_no_key else "create_app"
+    # The ottp loggers beside uvicorn's; no access log: it would record client addresses.
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    log_config["loggers"]["ottp"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    uvicorn.run(
+        f"ottp.realtime.app:{factory}",
+        factory=True,
+        host=args.host or rt.host,
+        port=args.port or rt.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        server_header=False,
+        log_config=log_config,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ottp",
@@ -304,6 +336,21 @@ def _add_pipeline_commands(sub: argparse._SubParsersAction) -> None:
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(func=_cmd_ui)
+
+    srv = sub.add_parser(
+        "serve",
+        help="The real-time service: event intake (POST /v1/events), health, OpenAPI page at "
+        "/docs; needs OTTP_API_KEY (docs/realtime.md).",
+    )
+    srv.add_argument("--host", help="Address to listen on (default OTTP_SERVE_HOST, 127.0.0.1).")
+    srv.add_argument("--port", type=int, help="Port (default OTTP_SERVE_PORT, 8700).")
+    srv.add_argument("--workers", type=int, default=1, help="uvicorn worker processes.")
+    srv.add_argument(
+        "--insecure-no-key",
+        action="store_true",
+        help="Start even without OTTP_API_KEY, every request let in: local tests only.",
+    )
+    srv.set_defaults(func=_cmd_serve)
 
     bf = sub.add_parser(
         "backfill",

@@ -11,6 +11,7 @@ length, JSON shape, NaN, NUL) and the catalog's own checks are here.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import duckdb
 
@@ -142,6 +143,11 @@ def reader(paths_param: str = "$paths") -> str:
     """
 
 
+def validation_query(source: str, select_sql: str) -> str:
+    """A validation query (``select_sql``) over ``source``: rows of (file_path, line)."""
+    return f"with lines as ({source}) {select_sql}"
+
+
 def create_validated(
     con: duckdb.DuckDBPyConnection,
     paths: list[str],
@@ -160,7 +166,7 @@ def create_validated(
         source = "select null::varchar as file_path, null::varchar as line where false"
     params = {**(params or {}), **({"paths": paths} if paths else {})}
     con.execute(
-        f"create or replace temp table _validated as with lines as ({source}) {select_sql}",
+        f"create or replace temp table _validated as {validation_query(source, select_sql)}",
         params or None,
     )
     if paths:
@@ -210,13 +216,18 @@ def _event_rule_checks() -> str:
 
 def validate_events(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
     """Parse each line once and give the first reason it fails, or null if valid."""
+    create_validated(con, paths, event_select_sql())
+
+
+def event_select_sql() -> str:
+    """The event validation query over ``lines`` (file_path, line), loader's and collector's.
+
+    It continues the ``with lines as (...)`` of :func:`validation_query`.
+    """
     numbers = ",\n                   ".join(
         f"{_json_number('j.' + f)} as {f}" for f in contract_rules.top_level_fields("number")
     )
-    create_validated(
-        con,
-        paths,
-        f"""
+    return f"""
         {_parsed_lines(_EVENT_STRUCT, _EVENT_STRINGS, _EVENT_NUMERIC_STRINGS)},
         typed as (
             select file_path, line, j, schema_version_text, not_a_string, has_non_finite, has_nul,
@@ -264,8 +275,68 @@ def validate_events(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
                position_s, duration_s, from_position_s, properties,
                {_verdict_columns()}
         from checked
-        """,
-    )
+        """
+
+
+# The lines DuckDB's CSV reader refuses before any JSON is read, with the
+# loader's verdict (ottp.ingest.load._write): the same for lines held in memory.
+REFUSED_TOO_LONG = ("line_too_long", f"line_too_long: over {MAX_LINE_BYTES} bytes")
+REFUSED_ENCODING = ("invalid_encoding", "invalid_encoding: not UTF-8")
+REFUSED_CONTROL = (
+    "invalid_json",
+    "invalid_json: a raw control character (CR or 0x1F) inside the line",
+)
+
+
+def reader_refusal(line: bytes) -> tuple[str, str] | None:
+    """(reason_code, reason) if the loader's reader refuses this line, else None.
+
+    ``line`` is one line without its LF (a CRLF's CR already removed, as the
+    loader's ``without_cr`` does); the reader's limit counts the line's end too.
+    """
+    if len(line) >= MAX_LINE_BYTES:
+        return REFUSED_TOO_LONG
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return REFUSED_ENCODING
+    if b"\r" in line or b"\x1f" in line:
+        return REFUSED_CONTROL
+    return None
+
+
+@dataclass(frozen=True)
+class LineVerdict:
+    """One in-memory line's verdict: its event_id (if it has a valid one) and why it fails."""
+
+    event_id: str | None
+    reason_code: str | None
+    reason: str | None
+
+
+# Lines held in memory instead of read from files: the position stands in the
+# file_path column the validation query carries through.
+_MEMORY_LINES = (
+    "select i::varchar as file_path, $lines[i + 1] as line from range(len($lines)) as t(i)"
+)
+
+
+def validate_event_lines(con: duckdb.DuckDBPyConnection, lines: Sequence[str]) -> list[LineVerdict]:
+    """The loader's verdict on each line (text the reader accepts), in order: one query.
+
+    The same query as :func:`validate_events` (:func:`event_select_sql`), over a
+    list parameter instead of files; lines the reader would refuse are the
+    caller's to sort out first with :func:`reader_refusal`.
+    """
+    if not lines:
+        return []
+    query = validation_query(_MEMORY_LINES, event_select_sql())
+    rows = con.execute(
+        f"select file_path::integer as i, event_id::varchar, reason_code, reason "
+        f"from ({query}) order by i",
+        {"lines": list(lines)},
+    ).fetchall()
+    return [LineVerdict(event_id, code, reason) for _, event_id, code, reason in rows]
 
 
 def _title_integer_checks() -> str:

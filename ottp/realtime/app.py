@@ -1,0 +1,92 @@
+"""The real-time service's FastAPI application: health, event intake, and what plugs into them.
+
+``create_app`` is the factory ``ottp serve`` hands to uvicorn (one call per
+worker process). Its lifespan starts the intake's validator thread and the
+landing writer (which first recovers files a crashed process left open) and
+stops them at shutdown, closing the open landing file. ``app.state`` holds
+them for the routes: ``rt`` (settings), ``api_key``, ``validator``,
+``landing``, and ``live`` and ``bundle`` once the live state and the serving
+bundle are wired in (None until then).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+
+from ottp import config
+from ottp.realtime import intake
+from ottp.realtime.landing_writer import LandingWriter
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """
+The real-time side of the personalization warehouse.
+
+* `POST /v1/events` takes events (a JSON array or NDJSON), validates each one
+  with the batch loader's rules, and answers with every line's fate once the
+  accepted ones are durable in the landing files that `ottp load` reads.
+* `GET /health` needs no key.
+
+Every other route needs the API key (`OTTP_API_KEY`): `X-API-Key: <key>` or
+`Authorization: Bearer <key>`. See docs/realtime.md.
+"""
+
+
+def create_app(rt: config.RealtimeSettings | None = None, *, require_key: bool = True) -> FastAPI:
+    """The service; with ``require_key`` (default) it refuses to exist without an API key."""
+    rt = rt or config.realtime_settings()
+    if require_key and not rt.api_key:
+        raise RuntimeError("OTTP_API_KEY is not set: the service does not run without a key")
+    landing_dir = config.settings().landing_dir
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        writer = LandingWriter(landing_dir, rt.landing_roll_bytes, rt.landing_roll_seconds)
+        recovered = writer.start()
+        if recovered:
+            logger.warning("recovered %d landing files left open by a crash", len(recovered))
+        validator = intake.LineValidator()
+        validator.start()
+        app.state.landing, app.state.validator = writer, validator
+        logger.info("intake ready: landing files under %s", landing_dir / "events")
+        try:
+            yield
+        finally:
+            validator.stop()
+            writer.close()
+
+    app = FastAPI(
+        title="ottp real-time service",
+        description=DESCRIPTION,
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.rt = rt
+    # None: no key asked (ottp serve --insecure-no-key, without OTTP_API_KEY).
+    app.state.api_key = rt.api_key
+    app.state.live = None
+    app.state.bundle = None
+    app.include_router(intake.router)
+
+    @app.get("/health", tags=["service"], summary="Liveness and what is loaded")
+    def health(request: Request) -> dict:
+        """No key needed. The live state's backend and the serving bundle's version, if any."""
+        state = request.app.state
+        live, bundle = state.live, state.bundle
+        return {
+            "status": "ok",
+            "state_backend": getattr(live, "backend", None),
+            "bundle_version": getattr(bundle, "version", None),
+        }
+
+    return app
+
+
+def create_insecure_app() -> FastAPI:
+    """``ottp serve --insecure-no-key``: the key is checked only if OTTP_API_KEY is set."""
+    rt = config.realtime_settings()
+    return create_app(rt, require_key=rt.api_key is not None)
