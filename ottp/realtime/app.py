@@ -2,11 +2,13 @@
 
 ``create_app`` is the factory ``ottp serve`` hands to uvicorn (one call per
 worker process). Its lifespan starts the intake's validator thread and the
-landing writer (which first recovers files a crashed process left open) and
-stops them at shutdown, closing the open landing file. ``app.state`` holds
+landing writer (which first recovers files a crashed process left open), then
+opens the live state (the embedded one rebuilt from the last hours of landing
+files) and the serving bundle's watcher, and stops them all at shutdown,
+closing the open landing file. ``app.state`` holds
 them for the routes: ``rt`` (settings), ``api_key``, ``validator``,
-``landing``, and ``live`` and ``bundle`` once the live state and the serving
-bundle are wired in (None until then).
+``landing``, ``live`` (the live state, ``ottp.realtime.state``) and ``bundle``
+(the serving bundle's watcher, ``ottp.realtime.bundle``).
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
+import duckdb
 from fastapi import FastAPI, Request
 
 from ottp import config
 from ottp.realtime import intake
+from ottp.realtime.bundle import BundleWatcher
 from ottp.realtime.landing_writer import LandingWriter
+from ottp.realtime.state import LiveState, open_state, rebuild_from_landing
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +58,17 @@ def create_app(rt: config.RealtimeSettings | None = None, *, require_key: bool =
         validator = intake.LineValidator()
         validator.start()
         app.state.landing, app.state.validator = writer, validator
+        # After the recovery: the rebuild reads the files it finished.
+        app.state.live = _open_live(rt, landing_dir)
+        app.state.bundle = BundleWatcher(rt).start()
         logger.info("intake ready: landing files under %s", landing_dir / "events")
         try:
             yield
         finally:
             validator.stop()
             writer.close()
+            app.state.bundle.stop()
+            app.state.live.close()
 
     app = FastAPI(
         title="ottp real-time service",
@@ -84,6 +95,18 @@ def create_app(rt: config.RealtimeSettings | None = None, *, require_key: bool =
         }
 
     return app
+
+
+def _open_live(rt: config.RealtimeSettings, landing_dir: Path) -> LiveState:
+    """The live state; the embedded one is rebuilt from the last hours of landing files."""
+    live = open_state(rt)
+    if live.backend == "memory":
+        try:
+            rebuild_from_landing(live, landing_dir, rt.state_rebuild_hours)
+        except (OSError, duckdb.Error) as exc:
+            # Serve anyway: the state fills from the events that arrive from now on.
+            logger.warning("live state not rebuilt from landing: %s", type(exc).__name__)
+    return live
 
 
 def create_insecure_app() -> FastAPI:
