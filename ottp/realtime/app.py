@@ -22,7 +22,7 @@ import duckdb
 from fastapi import FastAPI, Request
 
 from ottp import config
-from ottp.realtime import intake
+from ottp.realtime import intake, profile
 from ottp.realtime.bundle import BundleWatcher
 from ottp.realtime.landing_writer import LandingWriter
 from ottp.realtime.state import LiveState, open_state, rebuild_from_landing
@@ -82,6 +82,7 @@ def create_app(rt: config.RealtimeSettings | None = None, *, require_key: bool =
     app.state.live = None
     app.state.bundle = None
     app.include_router(intake.router)
+    app.include_router(profile.router)
 
     @app.get("/health", tags=["service"], summary="Liveness and what is loaded")
     def health(request: Request) -> dict:
