@@ -62,18 +62,19 @@ class RunningServer:
         return {**({"X-API-Key": self.api_key} if self.api_key else {}), **extra}
 
     def post_events(
-        self, body: bytes | str | list, content_type: str | None = None, **kwargs
+        self,
+        body: bytes | str | list | Iterator[bytes],
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> requests.Response:
-        """POST /v1/events: a list as a JSON array, bytes or str as they are."""
+        """POST /v1/events: a list as a JSON array, bytes or str as they are (with the key)."""
+        sent = self.headers(**(headers or {}))
         if isinstance(body, list):
-            return self.session.post(
-                f"{self.url}/v1/events", json=body, headers=self.headers(), timeout=30, **kwargs
-            )
-        headers = self.headers(**({"Content-Type": content_type} if content_type else {}))
+            return self.session.post(f"{self.url}/v1/events", json=body, headers=sent, timeout=30)
+        if content_type:
+            sent["Content-Type"] = content_type
         data = body.encode() if isinstance(body, str) else body
-        return self.session.post(
-            f"{self.url}/v1/events", data=data, headers=headers, timeout=30, **kwargs
-        )
+        return self.session.post(f"{self.url}/v1/events", data=data, headers=sent, timeout=30)
 
     def start(self) -> RunningServer:
         cmd = [sys.executable, "-m", "ottp.cli", "serve", "--host", "127.0.0.1",
