@@ -282,6 +282,9 @@ def get_profile(
         )
     live = getattr(request.app.state, "live", None)
     view = live.view(user_id) if live is not None else None
+    if view is not None and view.user_id != user_id:
+        # an anonymous visitor's state (actor "device:<id>") is not a user's profile
+        view = None
     profile = build_profile(bundle, user_id, view)
     if profile is None:
         raise HTTPException(status_code=404, detail="unknown user: no batch profile, no activity")

@@ -15,6 +15,7 @@ import requests
 
 from ottp.realtime import bundle as bundles
 from ottp.realtime import profile
+from tests.conftest import make_event
 
 AS_OF = datetime(2026, 8, 10, 23, 59, 59)
 AFTER = AS_OF.replace(tzinfo=UTC) + timedelta(hours=1)
@@ -261,8 +262,6 @@ def wait_for(condition, timeout: float = 10.0) -> bool:
 
 def play(user: str, title: str, start: datetime, seconds: int) -> list[dict]:
     """One playback: play_start, a heartbeat a minute, stop after ``seconds`` of playing."""
-    from tests.conftest import make_event
-
     playback = f"pb_{user}_{title}_{start:%H%M%S}"
     marks = [("play_start", 0), *[("heartbeat", s) for s in range(60, seconds, 60)]]
     marks.append(("stop", seconds))
@@ -337,6 +336,13 @@ def test_over_http_a_posted_play_that_makes_a_fan_shows_in_the_next_profile(
         f"{server.url}/v1/users/u_nobody/profile", headers=server.headers(), timeout=10
     )
     assert unknown.status_code == 404
+    # an anonymous visitor's live state is no user's profile
+    visit = make_event(user_id=None, device_id="d_anon", title_id=DRAMA[0])
+    assert server.post_events([visit]).status_code == 200
+    device = server.session.get(
+        f"{server.url}/v1/users/device:d_anon/profile", headers=server.headers(), timeout=10
+    )
+    assert device.status_code == 404
     too_long = server.session.get(
         f"{server.url}/v1/users/{'u' * 300}/profile", headers=server.headers(), timeout=10
     )
