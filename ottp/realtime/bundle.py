@@ -321,10 +321,6 @@ class Bundle:
     triggers: UserRows
     trigger_ids: frozenset[str] = field(default_factory=frozenset)
 
-    def knows(self, user_id: str) -> bool:
-        """True when the batch marts hold this user."""
-        return user_id in self.lifecycle
-
     def lifecycle_of(self, user_id: str) -> dict[str, Any] | None:
         rows = self.lifecycle.rows(user_id)
         return rows[0] if rows else None
@@ -353,6 +349,8 @@ def _read(folder: Path, entry: dict[str, Any]) -> pa.Table:
 
 def _load_version(folder: Path) -> Bundle:
     manifest = json.loads((folder / MANIFEST).read_text())
+    if manifest.get("version") != folder.name:
+        raise ValueError(f"{folder / MANIFEST} names another version")
     tables = {name: _read(folder, entry) for name, entry in manifest["files"].items()}
     thresholds = tables["thresholds"]
     titles = tables["titles"]
