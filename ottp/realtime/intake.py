@@ -21,6 +21,7 @@ import json
 import logging
 import queue
 import threading
+import zlib
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -61,13 +62,35 @@ async def read_capped(request: Request, max_bytes: int) -> bytes:
             raise BodyError(400, "Content-Length is not a number")
         if int(declared) > max_bytes:
             raise BodyError(413, f"body of {int(declared)} bytes is over the {max_bytes} cap")
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip"):
+        raise BodyError(415, f"Content-Encoding {encoding[:20]!r}: send identity or gzip")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > max_bytes:
             raise BodyError(413, f"body over the {max_bytes}-byte cap")
         chunks.append(chunk)
-    return b"".join(chunks)
+    body = b"".join(chunks)
+    return gunzip_capped(body, max_bytes) if encoding == "gzip" else body
+
+
+def gunzip_capped(body: bytes, max_bytes: int) -> bytes:
+    """A gzip body inflated, refused (413) past ``max_bytes`` of inflated data."""
+    out, size, rest = [], 0, body
+    try:
+        while rest:
+            inflater = zlib.decompressobj(wbits=31)
+            out.append(inflater.decompress(rest, max_bytes + 1 - size))
+            size += len(out[-1])
+            if size > max_bytes:
+                raise BodyError(413, f"body inflates past the {max_bytes}-byte cap")
+            if not inflater.eof:
+                raise BodyError(400, "gzip body is truncated")
+            rest = inflater.unused_data
+    except zlib.error as exc:
+        raise BodyError(400, f"gzip body is corrupt: {exc}") from None
+    return b"".join(out)
 
 
 def receipt_timestamp(received_at: datetime) -> str:
@@ -258,6 +281,11 @@ class LineValidator:
             for job in jobs:
                 job.done.set_result(_alone(con, job.texts))
             return
+        except Exception as exc:  # every waiting request must get an answer
+            logger.error("validation failed for %d requests: %s", len(jobs), type(exc).__name__)
+            for job in jobs:
+                job.done.set_exception(exc)
+            return
         start = 0
         for job in jobs:
             job.done.set_result(found[start : start + len(job.texts)])
@@ -346,6 +374,7 @@ router = APIRouter(tags=["intake"])
         400: {"description": "The body is neither a JSON array nor NDJSON."},
         401: {"description": "Missing or wrong API key."},
         413: {"description": "Body over the byte cap or the line cap."},
+        415: {"description": "A Content-Encoding other than gzip."},
         503: {"description": "The landing files cannot be written: nothing was accepted."},
     },
     openapi_extra={
@@ -362,7 +391,8 @@ async def post_events(request: Request) -> Response:
     """Validate each event with the batch loader's rules and append the valid ones to landing.
 
     The body is a JSON array of events (`application/json`) or NDJSON, one event
-    per line (`application/x-ndjson`). The answer gives every line's fate; it is
+    per line (`application/x-ndjson`), optionally gzip-compressed
+    (`Content-Encoding: gzip`). The answer gives every line's fate; it is
     sent only once the accepted lines are fsynced to the landing files, which
     `ottp load` loads exactly once (a retried event is deduplicated on `event_id`).
     An event without `received_at` gets the time it was received.
@@ -381,13 +411,16 @@ async def post_events(request: Request) -> Response:
     except BodyError as exc:
         raise HTTPException(exc.status, exc.reason) from None
     del body
-    verdicts = await app.state.validator.verdicts([t for t in lines.texts if t is not None])
+    try:
+        verdicts = await app.state.validator.verdicts([t for t in lines.texts if t is not None])
+    except Exception:
+        raise HTTPException(503, "the events could not be validated: nothing accepted") from None
     fates, accepted = decide(lines, verdicts)
     if accepted:
         durable = app.state.landing.submit([lines.texts[i].encode() for i in accepted], received_at)
         try:
             await asyncio.wrap_future(durable)
-        except (OSError, RuntimeError):
+        except Exception:
             raise HTTPException(503, "landing files cannot be written: nothing accepted") from None
         await _apply_live(app, [lines.texts[i] for i in accepted])
     result = {

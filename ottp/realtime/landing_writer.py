@@ -182,7 +182,7 @@ class LandingWriter:
                 start = end
             if self._file is not None:
                 os.fdatasync(self._file.fd)
-        except OSError as exc:
+        except Exception as exc:  # every waiting request must get an answer
             logger.error("landing write failed, %d requests refused: %s", len(group), exc)
             self._abandon_after_error()
             for pending in group:

@@ -253,6 +253,21 @@ def test_oversized_bodies_and_too_many_lines_are_refused_whole(server):
     assert marker["event_id"] not in landed_ids(server)
 
 
+def test_a_gzip_body_is_inflated_within_the_cap(server):
+    events = [make_event() for _ in range(50)]
+    body = gzip.compress(json.dumps(events).encode())
+    zipped = server.post_events(body, "application/json", {"Content-Encoding": "gzip"})
+    assert zipped.status_code == 200 and zipped.json()["accepted"] == 50
+    bomb = gzip.compress(b"[" + b" " * int(CAPS["OTTP_MAX_BODY_BYTES"]) + b"]")
+    assert len(bomb) < 10_000
+    inflated = server.post_events(bomb, "application/json", {"Content-Encoding": "gzip"})
+    assert inflated.status_code == 413
+    corrupt = server.post_events(body[:-9], "application/json", {"Content-Encoding": "gzip"})
+    assert corrupt.status_code == 400
+    other = server.post_events(body, "application/json", {"Content-Encoding": "br"})
+    assert other.status_code == 415
+
+
 GARBAGE = [
     b"",
     b"  \n ",
