@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
@@ -262,18 +263,14 @@ class UserRows:
     """A table's rows grouped by user: each user's rows are one slice of the Arrow table."""
 
     def __init__(self, table: pa.Table, key: str = "user_id") -> None:
-        keys = table.column(key).to_numpy(zero_copy_only=False)
-        starts, ends = _runs(keys)
-        if len(starts) and len(set(keys[starts].tolist())) != len(starts):
+        starts, ends, users = _runs(table.column(key))
+        if len(set(users)) != len(users):
             # not grouped (the file's row order is not guaranteed): sort, then group
             table = table.sort_by(key)
-            keys = table.column(key).to_numpy(zero_copy_only=False)
-            starts, ends = _runs(keys)
+            starts, ends, users = _runs(table.column(key))
         self.table = table.drop_columns([key])
         self._spans: dict[str, tuple[int, int]] = dict(
-            zip(
-                keys[starts].tolist(), zip(starts.tolist(), ends.tolist(), strict=True), strict=True
-            )
+            zip(users, zip(starts.tolist(), ends.tolist(), strict=True), strict=True)
         )
 
     def __contains__(self, user_id: object) -> bool:
@@ -293,13 +290,17 @@ class UserRows:
         return iter(self._spans)
 
 
-def _runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end of each run of equal keys."""
+def _runs(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, list]:
+    """Start, end and key of each run of equal keys (compared in Arrow, not in Python)."""
+    keys = column.combine_chunks()
     n = len(keys)
     if n == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    breaks = np.flatnonzero(keys[1:] != keys[:-1]) + 1
-    return np.concatenate(([0], breaks)), np.concatenate((breaks, [n]))
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), []
+    differs = pc.fill_null(pc.not_equal(keys.slice(1), keys.slice(0, n - 1)), True)
+    breaks = np.flatnonzero(differs.to_numpy(zero_copy_only=False)) + 1
+    starts = np.concatenate(([0], breaks)).astype(np.int64)
+    ends = np.concatenate((breaks, [n])).astype(np.int64)
+    return starts, ends, keys.take(pa.array(starts)).to_pylist()
 
 
 @dataclass(frozen=True)
