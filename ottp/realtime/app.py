@@ -20,6 +20,7 @@ from pathlib import Path
 
 import duckdb
 from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from ottp import config
 from ottp.realtime import intake, profile
@@ -85,15 +86,22 @@ def create_app(rt: config.RealtimeSettings | None = None, *, require_key: bool =
     app.include_router(profile.router)
 
     @app.get("/health", tags=["service"], summary="Liveness and what is loaded")
-    def health(request: Request) -> dict:
-        """No key needed. The live state's backend and the serving bundle's version, if any."""
+    def health(request: Request) -> JSONResponse:
+        """No key needed. 200 and `ok` while intake can accept events (503 and `degraded`
+        if its validator or landing writer stopped); the live state's backend and the
+        serving bundle's version, if any."""
         state = request.app.state
         live, bundle = state.live, state.bundle
-        return {
-            "status": "ok",
+        intake_up = all(
+            getattr(getattr(state, name, None), "alive", False) for name in ("validator", "landing")
+        )
+        body = {
+            "status": "ok" if intake_up else "degraded",
+            "intake": intake_up,
             "state_backend": getattr(live, "backend", None),
             "bundle_version": getattr(bundle, "version", None),
         }
+        return JSONResponse(body, status_code=200 if intake_up else 503)
 
     return app
 

@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 _BOM = b"\xef\xbb\xbf"
 _STOP = object()
+# Lines validated in one query at most: bounds its memory and a group's latency.
+MAX_GROUP_LINES = 20_000
 
 
 class BodyError(Exception):
@@ -110,23 +112,25 @@ def _dump(value: object) -> str:
 def _with_received_at(text: str, stamp: str) -> str:
     """The line with ``received_at`` set to ``stamp`` if it is an object without one.
 
-    Inserted as text, so the rest of the line is exactly what the client sent.
+    Inserted as text, so the rest of the line is exactly what the client sent;
+    only a line holding ``"received_at": null`` is written anew.
     """
-    if '"received_at"' not in text:
-        body = text.lstrip()
-        if not body.startswith("{"):
+    if '"received_at"' in text:  # at the top level, or only deeper down?
+        try:
+            parsed = json.loads(text)
+        except (ValueError, RecursionError):
             return text
-        rest = body[1:]
-        comma = "" if rest.lstrip().startswith("}") else ","
-        return '{"received_at":"' + stamp + '"' + comma + rest
-    try:
-        parsed = json.loads(text)
-    except (ValueError, RecursionError):
+        if not isinstance(parsed, dict) or parsed.get("received_at") is not None:
+            return text
+        if "received_at" in parsed:
+            parsed["received_at"] = stamp
+            return _dump(parsed)
+    body = text.lstrip()
+    if not body.startswith("{"):
         return text
-    if isinstance(parsed, dict) and "received_at" in parsed and parsed["received_at"] is None:
-        parsed["received_at"] = stamp
-        return _dump(parsed)
-    return text
+    rest = body[1:]
+    comma = "" if rest.lstrip().startswith("}") else ","
+    return '{"received_at":"' + stamp + '"' + comma + rest
 
 
 @dataclass
@@ -239,6 +243,10 @@ class LineValidator:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def stop(self, timeout_s: float = 10.0) -> None:
         if self._thread.is_alive():
             self._queue.put(_STOP)
@@ -253,23 +261,26 @@ class LineValidator:
 
     def _run(self) -> None:
         con = duckdb.connect(config={"threads": 1})
+        carry, stopping = None, False
         try:
-            while True:
-                jobs, stop = [], False
-                item = self._queue.get()
+            while not (stopping and carry is None):
+                item = carry if carry is not None else self._queue.get()
+                jobs, size, carry = [], 0, None
                 while item is not None:
                     if item is _STOP:
-                        stop = True
+                        stopping = True
+                    elif jobs and size + len(item.texts) > MAX_GROUP_LINES:
+                        carry = item  # the next group's first
+                        break
                     else:
                         jobs.append(item)
+                        size += len(item.texts)
                     try:
                         item = self._queue.get_nowait()
                     except queue.Empty:
                         item = None
                 if jobs:
                     self._validate(con, jobs)
-                if stop:
-                    return
         finally:
             con.close()
 

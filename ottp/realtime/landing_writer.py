@@ -129,6 +129,10 @@ class LandingWriter:
             self._thread.join(timeout_s)
 
     @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
     def open_path(self) -> Path | None:
         return self._file.path if self._file else None
 

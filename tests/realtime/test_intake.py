@@ -53,6 +53,7 @@ def landed_ids(server) -> list[str]:
 def test_health_needs_no_key_and_the_openapi_page_is_served(server):
     health = requests.get(f"{server.url}/health", timeout=5)
     assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert health.json()["intake"] is True and health.json()["state_backend"] == "memory"
     spec = requests.get(f"{server.url}/openapi.json", timeout=5).json()
     assert "/v1/events" in spec["paths"] and "/health" in spec["paths"]
     assert spec["paths"]["/v1/events"]["post"]["description"]
@@ -111,14 +112,20 @@ def test_ndjson_is_accepted_with_crlf_and_without_a_final_newline(server):
 
 
 def test_a_missing_received_at_is_the_receipt_time(server):
-    absent, null = make_event(), make_event(received_at=None)
-    del absent["received_at"]
+    absent, null, in_array = make_event(), make_event(received_at=None), make_event()
+    del in_array["received_at"]
+    deeper = make_event(properties={"page": "home", "received_at": "x"})
+    del absent["received_at"], deeper["received_at"]
     before = datetime.now(UTC)
-    assert server.post_events(json.dumps(absent), "application/x-ndjson").json()["accepted"] == 1
-    assert server.post_events([null]).json()["accepted"] == 1
+    ndjson = f"{json.dumps(absent)}\n{json.dumps(null)}\n{json.dumps(deeper)}"
+    assert server.post_events(ndjson, "application/x-ndjson").json()["accepted"] == 3
+    assert (
+        server.post_events([in_array, {**null, "event_id": str(uuid.uuid4())}]).json()["accepted"]
+        == 2
+    )
     after = datetime.now(UTC)
     landed = {json.loads(line)["event_id"]: json.loads(line) for line in landed_lines(server)}
-    for event in (absent, null):
+    for event in (absent, null, deeper, in_array):
         stamp = landed[event["event_id"]]["received_at"]
         assert stamp.endswith("Z")
         at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
