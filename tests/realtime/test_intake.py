@@ -462,3 +462,21 @@ def test_no_personal_data_reaches_the_server_log(server):
         assert personal not in log
     assert not re.search(r'127\.0\.0\.1:\d+ - "', log)  # no access log: client addresses
     assert "Traceback" not in log and " 500" not in log
+
+
+def test_several_worker_processes_share_one_landing_folder(realtime_server, tmp_path):
+    server = realtime_server(args=("--workers", "2"))
+    sent = []
+    for _ in range(20):  # a new connection each: the kernel spreads them over the workers
+        batch = [make_event() for _ in range(10)]
+        with requests.Session() as session:
+            answer = session.post(
+                f"{server.url}/v1/events", json=batch, headers=server.headers(), timeout=30
+            )
+        assert answer.json()["accepted"] == 10
+        sent += [e["event_id"] for e in batch]
+    assert server.stop() == 0
+    events_dir = server.landing_dir / "events"
+    assert not list(events_dir.glob("date=*/*.open"))
+    counts = load_counts(server, tmp_path / "warehouse.duckdb")
+    assert {i: counts.get(i) for i in sent} == dict.fromkeys(sent, 1)
