@@ -216,11 +216,15 @@ def _ndjson_lines(body: bytes, max_lines: int, stamp: str) -> BodyLines:
         if line.endswith(b"\r"):
             line = line[:-1]  # CRLF, as the loader reads it
         refusal = validate.reader_refusal(line)
+        sent = None if refusal else line.decode()
+        text = None if refusal else _with_received_at(sent, stamp)
+        if text is not sent:
+            # what lands is checked: the received_at default may make it too long
+            refusal = validate.reader_refusal(text.encode())
         if refusal:
             lines.refusals[i] = refusal
-            lines.texts.append(None)
-        else:
-            lines.texts.append(_with_received_at(line.decode(), stamp))
+            text = None
+        lines.texts.append(text)
     return lines
 
 

@@ -130,6 +130,12 @@ def test_a_missing_received_at_is_the_receipt_time(server):
         assert stamp.endswith("Z")
         at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
         assert before - timedelta(seconds=1) <= at <= after
+    # what lands is what the reader takes: a line the default makes too long is refused
+    longest = json.loads(special_lines()["longest"])
+    del longest["received_at"]
+    longest["app_version"] += "x" * len('"received_at": "2026-08-01T10:00:01.000Z", ')
+    too_long = server.post_events(json.dumps(longest), "application/x-ndjson").json()
+    assert too_long["lines"][0]["reason_code"] == "line_too_long"
     # the rest of the client's line is kept as it was sent
     kept = landed[absent["event_id"]]
     assert {k: v for k, v in kept.items() if k != "received_at"} == absent
