@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -505,10 +505,10 @@ class MemoryState(LiveState):
             state = self._actors.get(actor_id)
             return actor_view(state, self.rules) if state is not None else None
 
-    def states(self) -> Iterator[ActorState]:
+    def states(self) -> list[ActorState]:
         """Every actor's state (tests and measurements)."""
         with self._lock:
-            yield from list(self._actors.values())
+            return list(self._actors.values())
 
 
 def open_state(rt, rules: LiveRules | None = None) -> LiveState:
