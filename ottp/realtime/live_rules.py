@@ -29,8 +29,8 @@ What applies live, and how it matches the batch:
   stretch that ends at a resume after a seek, pause, complete or stop. This is
   independent of arrival order: a late or resent event gives the batch's result.
   Only a playback with more than :data:`MAX_CHANGES` state changes differs: its
-  oldest stretches are folded into a sum, and a late event before the fold point
-  is then placed after it.
+  oldest stretches are folded into a sum, and a late event older than the fold
+  point no longer changes them.
 - **Validity and completion**: ``played_s >= valid_play_min_s``; complete with a
   complete event or a furthest position of at least ``complete_min_pct`` of the
   duration (the largest duration_s seen).
