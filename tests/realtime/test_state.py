@@ -607,3 +607,33 @@ def test_memory_per_actor(batch, redis_db, record_property):
         f"{per_actor[0]:.0f} B/actor in process, {per_actor[1]:.0f} B/actor in Redis"
     )
     assert 0 < per_actor[0] < 64 * 1024 and 0 < per_actor[1] < 64 * 1024
+
+
+def test_two_servers_share_the_live_state_in_redis(realtime_server, redis_db):
+    """Two ``ottp serve`` processes on one Redis: what one took in, the other's state holds."""
+    env = {"OTTP_REDIS_URL": REDIS_URL}
+    first, second = realtime_server(env=env), realtime_server(env=env)
+    for server in (first, second):
+        health = server.session.get(f"{server.url}/health", timeout=10).json()
+        assert health["state_backend"] == "redis"
+    play = [
+        _player(kind, "pb-http", 18, after_s, position, title="t_00009")
+        for kind, after_s, position in [("play_start", 0, 0), ("heartbeat", 60, 60)]
+    ]
+    like = make_event(
+        event_type="like",
+        user_id="u_edge_1",
+        title_id="t_00009",
+        properties=None,
+        occurred_at=_at(61, 18),
+        received_at=_at(62, 18),
+    )
+    assert first.post_events(play).status_code == 200
+    assert second.post_events([like]).status_code == 200
+    reader = RedisState(REDIS_URL)
+    try:
+        view = reader.view("u_edge_1")
+    finally:
+        reader.close()
+    assert view.progress["t_00009"].valid_play_count == 1 and view.liked == ("t_00009",)
+    assert view.session.event_count == 3
