@@ -18,6 +18,10 @@ never a URL, an id or an event), and keeps the events applied meanwhile (up to
 Redis again every ``retry_s``; once it answers, the kept events are replayed into
 Redis in order, then Redis serves again and the memory state is dropped.
 
+A rebuild from the landing files (``restore``) while Redis is away fills the
+embedded state only: those events reached Redis when they arrived, and are not
+replayed.
+
 What the outage costs: views during it show only what happened since it began
 (Redis's state is out of reach); LiveChanges are reported from memory as they
 happen, and the replay does not report them again. Replayed events are merged by
@@ -61,7 +65,7 @@ KEY_PREFIX = "ottp:live:actor:"
 # A batch that loses this many WATCH races in a row is an error, not contention.
 MAX_ATTEMPTS = 50
 # Events kept to replay into Redis after an outage.
-MAX_OUTAGE_EVENTS = 200_000
+MAX_OUTAGE_EVENTS = 100_000
 REPLAY_CHUNK = 1000
 # Redis is tried again this often while away.
 RETRY_S = 5.0
@@ -197,6 +201,14 @@ class ResilientState(LiveState):
                 self._fall_back(error)
                 memory = self.memory
         return memory.view(actor_id) if memory is not None else self.redis.view(actor_id)
+
+    def restore(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """A rebuild: into the embedded state while Redis is away (not replayed later:
+        Redis took these events in when they arrived); nothing while Redis serves."""
+        with self._lock:
+            memory = self.memory
+        if memory is not None:
+            memory.restore(events)
 
     def close(self) -> None:
         self._closed.set()

@@ -449,6 +449,10 @@ class LiveState:
     def view(self, actor_id: str) -> ActorView | None:
         raise NotImplementedError
 
+    def restore(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Apply events taken in before (a rebuild): no change is reported for them."""
+        self.apply(events)
+
     def close(self) -> None:
         """Release connections and threads; the state is not used after."""
 
@@ -595,7 +599,7 @@ def rebuild_from_landing(
             events = [dict(zip(_REBUILD_COLUMNS, row, strict=True)) for row in rows]
             for event in events:
                 event["event_id"] = str(event["event_id"])
-            state.apply(events)
+            state.restore(events)
             applied += len(events)
     finally:
         con.close()

@@ -637,3 +637,21 @@ def test_two_servers_share_the_live_state_in_redis(realtime_server, redis_db):
         reader.close()
     assert view.progress["t_00009"].valid_play_count == 1 and view.liked == ("t_00009",)
     assert view.session.event_count == 3
+
+
+def test_a_rebuild_while_redis_is_away_fills_memory_and_is_not_replayed(batch, proxy, redis_db):
+    proxy.stop()
+    state = ResilientState(f"redis://127.0.0.1:{proxy.port}/{REDIS_DB}", retry_s=0.1)
+    try:
+        assert state.backend == "memory"
+        now = datetime(2026, 8, 3, tzinfo=UTC)
+        report = rebuild_from_landing(state, batch["root"] / "landing", hours=72, now=now)
+        assert report.events == len(batch["events"])
+        assert state.view("u_edge_1").progress["t_00001"].valid_play_count > 0
+        proxy.start()
+        _wait_for(lambda: state.backend == "redis", what="the return to Redis")
+        assert redis_db.dbsize() == 0
+        state.apply([make_event(user_id="u_after", occurred_at=_at(0, 22))])
+        assert state.view("u_after").session.event_count == 1 and redis_db.dbsize() == 1
+    finally:
+        state.close()
