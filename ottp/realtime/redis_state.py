@@ -181,16 +181,17 @@ class ResilientState(LiveState):
         return "memory" if self.memory is not None else "redis"
 
     def apply(self, events: Sequence[Mapping[str, Any]]) -> list[LiveChange]:
-        if self.memory is None:
-            try:
-                return self.redis.apply(events)
-            except UNREACHABLE as error:
-                self._fall_back(error)
-        with self._lock:
-            if self.memory is None:  # recovered meanwhile
-                return self.redis.apply(events)
-            self._keep(events)
-            return self.memory.apply(events)
+        for _ in range(3):  # Redis, else memory; again if Redis came back in between
+            if self.memory is None:
+                try:
+                    return self.redis.apply(events)
+                except UNREACHABLE as error:
+                    self._fall_back(error)
+            with self._lock:
+                if self.memory is not None:
+                    self._keep(events)
+                    return self.memory.apply(events)
+        raise RuntimeError("live state: closed, or Redis flapping faster than one batch")
 
     def view(self, actor_id: str) -> ActorView | None:
         memory = self.memory
@@ -253,6 +254,8 @@ class ResilientState(LiveState):
                     return
             except UNREACHABLE:
                 continue
+            except Exception as error:  # noqa: BLE001 - the thread must outlive a bad replay
+                logger.warning("live state: replay into Redis failed (%s)", type(error).__name__)
 
     def _replay(self) -> bool:
         """Replay the kept events into Redis; True once Redis serves again."""
