@@ -219,7 +219,7 @@ def _set_environment(variables: Mapping[str, str | None]) -> None:
 
 @dataclass(frozen=True)
 class RealtimeSettings:
-    """The real-time service's settings (``ottp serve``); build it with :func:`realtime_settings`."""
+    """The real-time service's settings (``ottp serve``); see :func:`realtime_settings`."""
 
     host: str
     port: int
