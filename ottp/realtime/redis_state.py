@@ -26,8 +26,9 @@ What the outage costs: views during it show only what happened since it began
 (Redis's state is out of reach); LiveChanges are reported from memory as they
 happen, and the replay does not report them again. Replayed events are merged by
 the same order-independent rules, so plays, titles and reactions come out as if
-Redis had never left; a session's event_count may count twice an event whose
-transaction committed just as the connection broke.
+Redis had never left; an event whose transaction committed just as the connection
+broke is replayed too, and ignored as a resend (its event_id is in the actor's
+recent ids, stored with the state in the same transaction).
 """
 
 from __future__ import annotations

@@ -11,16 +11,22 @@ landing files of the last hours, with the loader's own validation.
 ``apply`` is the hot path: per request, O(events) Python over the batch (sorted by
 occurred_at), no warehouse query. It returns the :class:`LiveChange` list of what
 changed for the first time (a play became valid or complete, a like, a session
-start), for the triggers downstream. A resent event changes no title, play or
-reaction again (they are sets, latest-wins or order-independent); only the
-session's ``event_count`` counts it twice (the loader's dedup does not run live).
+start), for the triggers downstream. A resent event (a client's retry, the same
+event_id) is ignored: each actor keeps the 8-byte digests of its last
+:data:`SEEN_IDS` event_ids, so it is not counted again in the session's
+``event_count``. One resent after that many newer events of the actor is applied
+again: it changes no title, play or reaction (they are sets, latest-wins or
+order-independent), only ``event_count`` when it falls in the current session.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +45,10 @@ MAX_TITLES = 200
 MAX_PLAYBACKS = 60
 # An actor with no event for this long is forgotten (Redis: the key's TTL).
 STATE_TTL_S = 3 * 24 * 3600
+# Per actor: the event_ids of its last SEEN_IDS events applied, as 8-byte digests
+# (a resent one is ignored; a new id matches one of them with odds of 2^-56).
+SEEN_IDS = 256
+DIGEST_BYTES = 8
 # Events applied per call while rebuilding from landing files.
 REBUILD_CHUNK = 5000
 
@@ -137,7 +147,8 @@ class ActorState:
     session is [started_us, last_us, event_count]; browsed and clicked map a title to
     its latest time; reactions map a title to [like|dislike, at_us, event_id];
     folded maps a title to [valid_count, complete_count, latest snapshot, latest
-    valid snapshot] of the playbacks folded away.
+    valid snapshot] of the playbacks folded away; seen holds the digests of the
+    last event_ids applied, oldest first (stored as base64).
     """
 
     __slots__ = (
@@ -150,6 +161,7 @@ class ActorState:
         "reactions",
         "playbacks",
         "folded",
+        "seen",
     )
 
     def __init__(self, actor_id: str) -> None:
@@ -162,6 +174,7 @@ class ActorState:
         self.reactions: dict[str, list] = {}
         self.playbacks: dict[str, PlaybackState] = {}
         self.folded: dict[str, list] = {}
+        self.seen = b""
 
     def to_dict(self) -> dict:
         return {
@@ -174,6 +187,7 @@ class ActorState:
             "r": self.reactions,
             "p": {pid: p.to_list() for pid, p in self.playbacks.items()},
             "f": self.folded,
+            "e": base64.b64encode(self.seen).decode("ascii"),
         }
 
     @classmethod
@@ -183,6 +197,8 @@ class ActorState:
         state.browsed, state.clicked, state.reactions = data["b"], data["c"], data["r"]
         state.playbacks = {pid: PlaybackState.from_list(p) for pid, p in data["p"].items()}
         state.folded = data["f"]
+        # a state stored before event_ids were kept has none
+        state.seen = base64.b64decode(data.get("e") or "")
         return state
 
 
@@ -233,6 +249,11 @@ def apply_to_actor(
             continue
         if state is None:
             state = ActorState(actor_id)
+        digest = event_digest(event)
+        if digest is not None:
+            if _has_seen(state.seen, digest):
+                continue  # a resent event: applied already
+            state.seen = (state.seen + digest)[-SEEN_IDS * DIGEST_BYTES :]
         if event.get("user_id"):
             state.user_id = str(event["user_id"])
         _session_step(state, at_us, rules, changes)
@@ -246,6 +267,33 @@ def apply_to_actor(
         elif title_id and event_type == "title_click":
             _remember(state.clicked, str(title_id), at_us)
     return state
+
+
+def event_digest(event: Mapping[str, Any]) -> bytes | None:
+    """The 8-byte digest of the event's id, one per UUID whatever its spelling
+    (the loader casts event_id to uuid: upper case and lower case are one id)."""
+    event_id = event.get("event_id")
+    if event_id is None:
+        return None
+    text = str(event_id)
+    if len(text) == 36 and text[8] == text[13] == text[18] == text[23] == "-":
+        text = text.lower()
+    else:
+        try:
+            text = str(uuid.UUID(text))
+        except ValueError:
+            pass  # not a UUID (never after the loader's checks): its own text
+    return hashlib.blake2b(text.encode(), digest_size=DIGEST_BYTES).digest()
+
+
+def _has_seen(seen: bytes, digest: bytes) -> bool:
+    """Whether ``digest`` is one of the digests in ``seen`` (aligned, not straddling two)."""
+    at = seen.find(digest)
+    while at != -1:
+        if at % DIGEST_BYTES == 0:
+            return True
+        at = seen.find(digest, at + 1)
+    return False
 
 
 def _session_step(state: ActorState, at_us: int, rules: LiveRules, changes: list) -> None:

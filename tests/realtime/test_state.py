@@ -30,7 +30,14 @@ from ottp import config
 from ottp.ingest import landing, load
 from ottp.realtime import live_rules
 from ottp.realtime.redis_state import RedisState, ResilientState, actor_key
-from ottp.realtime.state import LiveState, MemoryState, open_state, rebuild_from_landing
+from ottp.realtime.state import (
+    SEEN_IDS,
+    LiveState,
+    MemoryState,
+    event_digest,
+    open_state,
+    rebuild_from_landing,
+)
 from tests.conftest import make_event, write_landing
 
 REDIS_DB = 11
@@ -420,6 +427,83 @@ def test_concurrent_applies_for_one_actor_lose_nothing(redis_db):
         reader.close()
     assert len(view.browsed) == 2 * per_writer
     assert view.session.event_count == 2 * per_writer and view.session_count == 1
+
+
+def _state_for(backend: str) -> LiveState:
+    return MemoryState() if backend == "memory" else RedisState(REDIS_URL)
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_a_resent_batch_is_applied_once(batch, fed, redis_db, backend):
+    """A client's retry (the same event_ids again) changes no view and reports nothing."""
+    expected, expected_changes = fed
+    events = batch["events"]
+    state = _state_for(backend)
+    try:
+        changes = []
+        for start in range(0, len(events), BATCH):
+            part = events[start : start + BATCH]
+            changes.extend(state.apply(part))
+            assert state.apply(part) == [], start  # the retry, right after
+        assert changes == expected_changes
+        # every actor's sessions still count each event once, as int_sessions does
+        for actor in expected.states():
+            assert state.view(actor.actor_id) == expected.view(actor.actor_id), actor.actor_id
+        # a later resend of the recent events, shuffled, with the ids spelled in upper case
+        recent_ids = {
+            e["event_id"] for a in expected.states() for e in _recent_events(events, a.actor_id)
+        }
+        resent = [
+            {**e, "event_id": e["event_id"].upper()} for e in events if e["event_id"] in recent_ids
+        ]
+        random.Random(5).shuffle(resent)
+        assert resent and _feed(state, resent) == []
+        for actor in expected.states():
+            assert state.view(actor.actor_id) == expected.view(actor.actor_id), actor.actor_id
+    finally:
+        state.close()
+
+
+def _recent_events(events: list[dict], actor_id: str) -> list[dict]:
+    """The actor's last SEEN_IDS events in the order they were applied."""
+    return [e for e in events if live_rules.actor_id_of(e) == actor_id][-SEEN_IDS:]
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_the_resent_ids_kept_are_the_actors_last_ones(redis_db, backend):
+    events = [
+        make_event(user_id="u_many", title_id=f"t_{i:05d}", occurred_at=_at(i, 3))
+        for i in range(SEEN_IDS + 1)
+    ]
+    state = _state_for(backend)
+    try:
+        state.apply(events)
+        assert state.view("u_many").session.event_count == SEEN_IDS + 1
+        state.apply(events[1:])  # all kept: ignored
+        assert state.view("u_many").session.event_count == SEEN_IDS + 1
+        # the oldest id is no longer kept: applied again, counted again (titles unchanged)
+        before = state.view("u_many")
+        state.apply(events[:1])
+        view = state.view("u_many")
+        assert view.session.event_count == SEEN_IDS + 2 and view.browsed == before.browsed
+    finally:
+        state.close()
+
+
+def test_an_event_id_is_one_uuid_whatever_its_spelling():
+    event_id = "7F0C2A52-93D4-4C6E-9D0B-2B7C1E4A9F10"
+    digests = {
+        event_digest({"event_id": spelling})
+        for spelling in (
+            event_id,
+            event_id.lower(),
+            "{" + event_id + "}",
+            event_id.replace("-", ""),
+        )
+    }
+    assert len(digests) == 1 and len(next(iter(digests))) == 8
+    assert event_digest({"event_id": "not-a-uuid"}) != event_digest({"event_id": "Not-a-uuid"})
+    assert event_digest({}) is None
 
 
 def test_deletion_request_drops_the_actors_state():
