@@ -2,7 +2,8 @@
 
     python benchmarks/bench_realtime.py [--viewers 200] [--bundle-users 10000]
         [--backends memory,redis] [--redis-db 13] [--clients 1]
-        [--memory-users 2000] [--memory-days 1] [--seed 7] [--json]
+        [--load-clients 0] [--memory-users 2000] [--memory-days 1] [--seed 7]
+        [--skip-memory] [--json]
 
 **Latency.** A synthetic warehouse holds just the marts ``publish_bundle`` reads
 (the segment thresholds of seeds/segment_thresholds.csv; ``--bundle-users`` users,
@@ -15,7 +16,10 @@ it, the code path the Dagster asset runs. For each backend a real server starts
 one more drama title (play_start, a heartbeat, a stop after 120 s: a valid play)
 and GETs the profile until it says ``fan`` of drama. The latency is from the POST
 to the answer that says fan; p50, p99 and max are reported, with the POST's own
-latency and the GETs it took.
+latency and the GETs it took. ``--load-clients N`` adds intake load meanwhile: N
+more connections, each POSTing batches of 100 new heartbeats as fast as answered
+(from the same process, so on a small machine the load generator, the measuring
+client and the server share the cores).
 
 **Memory per active actor.** The simulator writes ``--memory-days`` of events for
 ``--memory-users`` users; the loaded lines (first copy of each event_id) are
@@ -304,6 +308,30 @@ def make_fans(server: Server, viewers: list[int], fan_min: int, out: list) -> No
         conn.close()
 
 
+def background_load(server: Server, stop: threading.Event, client: int, sent: list) -> None:
+    """Intake load beside the measurement: batches of 100 new heartbeats, closed loop."""
+    conn = server.connect()
+    start = datetime.now(UTC) - timedelta(hours=1)
+    count = 0
+    try:
+        while not stop.is_set():
+            events = [
+                {**PLAYER, "event_id": str(uuid.uuid4()), "event_type": "heartbeat",
+                 "user_id": f"u_load_{client}_{i % 10}",
+                 "playback_id": f"pb_load_{client}_{i % 10}",
+                 "title_id": "t_2_000", "position_s": float(60 + i % 1800),
+                 "occurred_at": _iso(start + timedelta(seconds=i % 1800))}
+                for i in range(count, count + BATCH)
+            ]  # fmt: skip
+            status, payload = request(conn, "POST", "/v1/events", json.dumps(events).encode())
+            if status != 200:
+                raise RuntimeError(f"intake answered {status}: {payload[:300]!r}")
+            count += BATCH
+    finally:
+        conn.close()
+        sent.append(count)
+
+
 def percentile(values: list[float], p: float) -> float:
     """Nearest rank."""
     ordered = sorted(values)
@@ -323,6 +351,14 @@ def latency_run(backend: str, root: Path, bundle_dir: Path, args, fan_min: int) 
         for viewer in range(args.viewers, min(args.viewers + 20, args.bundle_users)):
             request(warm, "GET", f"/v1/users/{user_id(viewer)}/profile")
         warm.close()
+        stop, sent = threading.Event(), []
+        loaders = [
+            threading.Thread(target=background_load, args=(server, stop, k, sent))
+            for k in range(args.load_clients)
+        ]
+        for thread in loaders:
+            thread.start()
+        began = time.perf_counter()
         viewers = list(range(args.viewers))
         threads = [
             threading.Thread(
@@ -334,7 +370,12 @@ def latency_run(backend: str, root: Path, bundle_dir: Path, args, fan_min: int) 
             thread.start()
         for thread in threads:
             thread.join()
+        stop.set()
+        for thread in loaders:
+            thread.join()
+        load_seconds = time.perf_counter() - began
     finally:
+        stop.set()
         server.stop()
         if client is not None:
             client.flushdb()
@@ -353,6 +394,8 @@ def latency_run(backend: str, root: Path, bundle_dir: Path, args, fan_min: int) 
         "post_p50_ms": round(percentile(posts, 50), 1),
         "post_p99_ms": round(percentile(posts, 99), 1),
         "gets_per_viewer_max": max(g for _, _, g in out),
+        "load_clients": args.load_clients,
+        "load_events_per_s": round(sum(sent) / load_seconds),
         "load_average": [round(x, 2) for x in (*load_before, *os.getloadavg())],
     }
 
@@ -425,6 +468,10 @@ def memory_run(root: Path, args) -> dict:
         "actors": actors,
         "anonymous_actors": sum(1 for s in timed.states() if s.actor_id.startswith("device:")),
         "embedded_bytes_per_actor": round(in_process / actors),
+        # of which the digests of the actor's last event_ids (the resend guard)
+        "embedded_seen_ids_bytes_per_actor": round(
+            statistics.mean(sys.getsizeof(s.seen) for s in timed.states())
+        ),
         "redis_bytes_per_key_mean": round(statistics.mean(sizes)),
         "redis_bytes_per_key_median": round(statistics.median(sizes)),
         "redis_bytes_per_key_p99": percentile(sizes, 99),
@@ -456,13 +503,16 @@ def _report(result: dict) -> None:
             f"event-to-profile ({run['backend']}, {run['viewers']} viewers, "
             f"{run['clients']} client(s)): p50 {run['p50_ms']} ms, p99 {run['p99_ms']} ms, "
             f"max {run['max_ms']} ms; POST p50 {run['post_p50_ms']} ms; "
-            f"GETs per viewer at most {run['gets_per_viewer_max']}; load {run['load_average']}"
+            f"GETs per viewer at most {run['gets_per_viewer_max']}; beside "
+            f"{run['load_events_per_s']} events/s of intake from {run['load_clients']} "
+            f"client(s); load average {run['load_average']}"
         )
     m = result.get("memory")
     if m:
         print(
             f"memory ({m['events']} events, {m['actors']} actors, {m['days']} day(s)): "
-            f"embedded {m['embedded_bytes_per_actor']} B/actor; Redis per key mean "
+            f"embedded {m['embedded_bytes_per_actor']} B/actor (event-id digests "
+            f"{m['embedded_seen_ids_bytes_per_actor']} B of it); Redis per key mean "
             f"{m['redis_bytes_per_key_mean']} B, median {m['redis_bytes_per_key_median']} B, "
             f"p99 {m['redis_bytes_per_key_p99']} B, max {m['redis_bytes_per_key_max']} B; "
             f"apply of 100 events: embedded {m['apply_100_ms_embedded_median']} ms, "
@@ -477,6 +527,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", default="memory,redis")
     parser.add_argument("--redis-db", type=int, default=13)
     parser.add_argument("--clients", type=int, default=1)
+    parser.add_argument(
+        "--load-clients", type=int, default=0, help="intake load beside it (batches of 100)"
+    )
     parser.add_argument("--memory-users", type=int, default=2000)
     parser.add_argument("--memory-days", type=int, default=1)
     parser.add_argument("--seed", type=int, default=7)
