@@ -21,6 +21,12 @@ more connections, each POSTing batches of 100 new heartbeats as fast as answered
 (from the same process, so on a small machine the load generator, the measuring
 client and the server share the cores).
 
+The bundle's own figures come with it: ``publish_bundle``'s time and Parquet
+bytes, ``load_bundle``'s time (3 loads) and what a loaded bundle holds (Python
+objects under tracemalloc plus Arrow's buffers), one profile's build from it
+without live state (the mean over up to 1,000 users), and the server's resident
+memory after the run.
+
 **Memory per active actor.** The simulator writes ``--memory-days`` of events for
 ``--memory-users`` users; the loaded lines (first copy of each event_id) are
 applied in arrival order, 100 per call, as the server does: embedded, under
@@ -166,6 +172,52 @@ def _synthetic_marts(con: duckdb.DuckDBPyConnection, fan_min: int, as_of: dateti
         "create table exports.crm_trigger_log as select md5(user_id) as trigger_id, "
         "user_id, 'at_risk' as scenario, user_id as subject_id from bench_users"
     )
+
+
+def bundle_run(bundle_dir: Path, users: int) -> dict:
+    """load_bundle's time and memory (Python objects and Arrow buffers); one profile's build."""
+    import pyarrow as pa
+
+    from ottp.realtime import profile
+
+    load_s = []
+    for _ in range(3):
+        began = time.perf_counter()
+        loaded = bundles.load_bundle(bundle_dir)
+        load_s.append(time.perf_counter() - began)
+        del loaded
+    arrow_before = pa.total_allocated_bytes()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        loaded = bundles.load_bundle(bundle_dir)
+        python_bytes = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    arrow_bytes = pa.total_allocated_bytes() - arrow_before
+    sample = range(0, users, max(1, users // 1000))
+    began = time.perf_counter()
+    for viewer in sample:
+        if profile.build_profile(loaded, user_id(viewer), None) is None:
+            raise SystemExit("a bundle user has no profile")
+    build_ms = 1000 * (time.perf_counter() - began) / len(sample)
+    return {
+        "load_bundle_s": [round(x, 2) for x in load_s],
+        "loaded_mib": round((python_bytes + arrow_bytes) / 2**20, 1),
+        "loaded_python_mib": round(python_bytes / 2**20, 1),
+        "loaded_arrow_mib": round(arrow_bytes / 2**20, 1),
+        "build_profile_ms": round(build_ms, 3),
+    }
+
+
+def rss_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
 
 
 def user_id(viewer: int) -> str:
@@ -374,6 +426,7 @@ def latency_run(backend: str, root: Path, bundle_dir: Path, args, fan_min: int) 
         for thread in loaders:
             thread.join()
         load_seconds = time.perf_counter() - began
+        server_rss = rss_mib(server.process.pid)
     finally:
         stop.set()
         server.stop()
@@ -394,6 +447,7 @@ def latency_run(backend: str, root: Path, bundle_dir: Path, args, fan_min: int) 
         "post_p50_ms": round(percentile(posts, 50), 1),
         "post_p99_ms": round(percentile(posts, 99), 1),
         "gets_per_viewer_max": max(g for _, _, g in out),
+        "server_rss_mib": server_rss,
         "load_clients": args.load_clients,
         "load_events_per_s": round(sum(sent) / load_seconds),
         "load_average": [round(x, 2) for x in (*load_before, *os.getloadavg())],
@@ -498,12 +552,19 @@ def machine() -> str:
 
 def _report(result: dict) -> None:
     print(f"machine: {result['machine']}; load average at start {result['load_average_start']}")
+    b = result["bundle"]
+    print(
+        f"bundle ({b['users']} users): publish_bundle {b['publish_s']} s, {b['bytes']} B of "
+        f"Parquet; load_bundle {b['load_bundle_s']} s, {b['loaded_mib']} MiB loaded; "
+        f"a profile built in {b['build_profile_ms']} ms"
+    )
     for run in result["latency"]:
         print(
             f"event-to-profile ({run['backend']}, {run['viewers']} viewers, "
             f"{run['clients']} client(s)): p50 {run['p50_ms']} ms, p99 {run['p99_ms']} ms, "
             f"max {run['max_ms']} ms; POST p50 {run['post_p50_ms']} ms; "
-            f"GETs per viewer at most {run['gets_per_viewer_max']}; beside "
+            f"GETs per viewer at most {run['gets_per_viewer_max']}; server RSS "
+            f"{run['server_rss_mib']} MiB; beside "
             f"{run['load_events_per_s']} events/s of intake from {run['load_clients']} "
             f"client(s); load average {run['load_average']}"
         )
@@ -552,7 +613,8 @@ def main(argv: list[str] | None = None) -> int:
         made = synthetic_warehouse(root / "warehouse.duckdb", args.bundle_users, as_of)
         info = bundles.publish_bundle(root / "warehouse.duckdb", root / "serving")
         result["bundle"] = {**made, "version": info.version, "rows": info.rows,
-                            "bytes": info.bytes, "publish_s": info.seconds}  # fmt: skip
+                            "bytes": info.bytes, "publish_s": info.seconds,
+                            **bundle_run(root / "serving", args.bundle_users)}  # fmt: skip
         result["latency"] = [
             latency_run(b, root, root / "serving", args, made["fan_min_titles"]) for b in backends
         ]
