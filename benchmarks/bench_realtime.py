@@ -95,7 +95,9 @@ PLAYER = {
 
 
 def synthetic_warehouse(path: Path, users: int, as_of: datetime) -> dict:
-    """The tables publish_bundle reads: each user one drama title short of a fan."""
+    """The tables publish_bundle reads: each user one drama title short of a fan.
+
+    The categories and thresholds are the seeds; the rest is generated here."""
     categories = list(contract_rules.title_categories())
     if CATEGORY not in categories:
         raise SystemExit(f"no {CATEGORY!r} category in seeds/categories.csv")
@@ -122,6 +124,10 @@ def synthetic_warehouse(path: Path, users: int, as_of: datetime) -> dict:
             "from (select unnest(?) as category, generate_subscripts(?, 1) as i) c, "
             "range(?) t(j)",
             [[CATEGORY, *categories], [CATEGORY, *categories], TITLES_PER_CATEGORY],
+        )
+        con.execute(
+            "create table reference.categories as select * from read_csv(?, header = true)",
+            [str(config.SEEDS_DIR / "categories.csv")],
         )
         con.execute(
             "create table bench_users as select 'u_bench_' || lpad(v::varchar, 7, '0') "
@@ -172,6 +178,11 @@ def _synthetic_marts(con: duckdb.DuckDBPyConnection, fan_min: int, as_of: dateti
         "create table exports.crm_trigger_log as select md5(user_id) as trigger_id, "
         "user_id, 'at_risk' as scenario, user_id as subject_id from bench_users"
     )
+    # who a live trigger may concern: every user, a contact, none deleted
+    con.execute("create schema if not exists raw")
+    con.execute("create table raw.deleted_users (user_id varchar, pseudonym varchar)")
+    con.execute("create table marts.users as select user_id, false as is_deleted from bench_users")
+    con.execute("create table exports.crm_contacts as select user_id from bench_users")
 
 
 def bundle_run(bundle_dir: Path, users: int) -> dict:
