@@ -23,12 +23,12 @@ client and the server share the cores).
 
 The bundle's own figures come with it: ``publish_bundle``'s time and Parquet
 bytes, ``load_bundle``'s time (3 loads) and what a loaded bundle holds (Python
-objects under tracemalloc plus Arrow's buffers), one profile's build from it
-without live state (the mean over up to 1,000 users), and the server's resident
-memory after the run.
+objects and numpy arrays under tracemalloc, plus Arrow's buffers), one profile's
+build from it without live state (the mean over up to 1,000 users), and the
+server's resident memory after the run.
 
 **Memory per active actor.** The simulator writes ``--memory-days`` of events for
-``--memory-users`` users; the loaded lines (first copy of each event_id) are
+``--memory-users`` users (no dirty lines); the first copy of each event_id is
 applied in arrival order, 100 per call, as the server does: embedded, under
 tracemalloc (each batch parsed from its lines inside the traced window, so the
 state's strings are counted, not shared with events held outside it), divided by
@@ -186,7 +186,7 @@ def _synthetic_marts(con: duckdb.DuckDBPyConnection, fan_min: int, as_of: dateti
 
 
 def bundle_run(bundle_dir: Path, users: int) -> dict:
-    """load_bundle's time and memory (Python objects and Arrow buffers); one profile's build."""
+    """load_bundle's time and memory (tracemalloc and Arrow's pool); one profile's build."""
     import pyarrow as pa
 
     from ottp.realtime import profile
