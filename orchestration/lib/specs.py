@@ -27,6 +27,7 @@ class Group:
     STAGING = "staging"
     MARTS = "marts"
     EXPORTS = "exports"
+    SERVING = "serving"
     ML = "ml"
     QUALITY = "quality"
 

@@ -11,7 +11,7 @@ def test_definitions_load_with_every_group_and_job(data_dir):
     d = defs()
     specs = {spec.key: spec for spec in d.resolve_all_asset_specs()}
     groups = {spec.group_name for spec in specs.values()}
-    assert groups == {"ingestion", "staging", "marts", "ml", "quality", "exports"}
+    assert groups == {"ingestion", "staging", "marts", "ml", "quality", "exports", "serving"}
 
     raw_events = dg.AssetKey(["raw", "events"])
     assert raw_events in specs

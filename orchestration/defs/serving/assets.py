@@ -28,7 +28,7 @@ READS = [
 @dg.asset(
     key=["serving", "bundle"],
     deps=READS,
-    group_name=Group.EXPORTS,
+    group_name=Group.SERVING,
     kinds={Kind.DUCKDB, Kind.PYTHON},
     owners=[Owner.PERSONALISATION],
     tags=layer_tags("serving"),
