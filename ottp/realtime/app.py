@@ -27,6 +27,8 @@ from ottp.realtime import intake, profile
 from ottp.realtime.bundle import BundleWatcher
 from ottp.realtime.landing_writer import LandingWriter
 from ottp.realtime.state import LiveState, open_state, rebuild_from_landing
+from ottp.realtime.triggers import TriggerEngine
+from ottp.realtime.webhook import Delivery
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +64,14 @@ def create_app(rt: config.RealtimeSettings | None = None, *, require_key: bool =
         # After the recovery: the rebuild reads the files it finished.
         app.state.live = _open_live(rt, landing_dir)
         app.state.bundle = BundleWatcher(rt).start()
+        app.state.triggers = _open_triggers(rt, landing_dir, app.state.bundle)
         logger.info("intake ready: landing files under %s", landing_dir / "events")
         try:
             yield
         finally:
             validator.stop()
             writer.close()
+            app.state.triggers.close()
             app.state.bundle.stop()
             app.state.live.close()
 
@@ -82,6 +86,7 @@ def create_app(rt: config.RealtimeSettings | None = None, *, require_key: bool =
     app.state.api_key = rt.api_key
     app.state.live = None
     app.state.bundle = None
+    app.state.triggers = None
     app.include_router(intake.router)
     app.include_router(profile.router)
 
@@ -116,6 +121,21 @@ def _open_live(rt: config.RealtimeSettings, landing_dir: Path) -> LiveState:
             # Serve anyway: the state fills from the events that arrive from now on.
             logger.warning("live state not rebuilt from landing: %s", type(exc).__name__)
     return live
+
+
+def _open_triggers(
+    rt: config.RealtimeSettings, landing_dir: Path, watcher: BundleWatcher
+) -> TriggerEngine:
+    """The live scenarios: fired from intake's changes, delivered to the CRM and the webhook."""
+    engine = TriggerEngine(
+        landing_dir,
+        lambda: watcher.current,
+        redis_url=rt.redis_url,
+        delivery=Delivery(rt).start(),
+        roll_bytes=rt.landing_roll_bytes,
+        roll_seconds=rt.landing_roll_seconds,
+    )
+    return engine.start()
 
 
 def create_insecure_app() -> FastAPI:

@@ -92,9 +92,29 @@ TABLES: dict[str, str] = {
         "select trigger_id, user_id, scenario, subject_id from exports.crm_trigger_log "
         "order by user_id, trigger_id"
     ),
+    # The live scenarios' subject names (crm_trigger_log.segment_triggers joins the seed).
+    "categories": "select category, display_name from reference.categories order by category",
+    # Who a live trigger may concern, as crm_trigger_log decides it: eligible (in users,
+    # not deleted, not a deleted user's pseudonym) and, if not a contact, suppressed.
+    "audience": (
+        "select users.user_id, "
+        "(not users.is_deleted and deleted.pseudonym is null) as is_eligible, "
+        "(contacts.user_id is not null) as is_contact "
+        "from marts.users as users "
+        "left join raw.deleted_users as deleted on users.user_id = deleted.pseudonym "
+        "left join exports.crm_contacts as contacts on users.user_id = contacts.user_id "
+        "order by users.user_id"
+    ),
+}
+# Files written only when the relations they read exist (a warehouse without the
+# exports or the privacy pass, as in a marts-only build): a bundle without them
+# fires no live trigger (ottp.realtime.triggers).
+OPTIONAL_SOURCES: dict[str, tuple[str, ...]] = {
+    "categories": ("reference.categories",),
+    "audience": ("marts.users", "raw.deleted_users", "exports.crm_contacts"),
 }
 # Tables indexed by user in memory.
-USER_TABLES = ("lifecycle", "segments", "watched", "continue_watching", "triggers")
+USER_TABLES = ("lifecycle", "segments", "watched", "continue_watching", "triggers", "audience")
 
 
 def dbt_vars(project_dir: Path | None = None) -> dict[str, Any]:
@@ -152,7 +172,15 @@ def _write_files(warehouse_path: Path, folder: Path, wait_s: float) -> tuple[dic
     con = connect(warehouse_path, read_only=True, wait_s=wait_s)
     try:
         as_of = con.execute("select max(as_of_at) from marts.user_lifecycle").fetchone()[0]
+        present = {
+            f"{schema}.{table}"
+            for schema, table in con.execute(
+                "select table_schema, table_name from information_schema.tables"
+            ).fetchall()
+        }
         for name, query in TABLES.items():
+            if not set(OPTIONAL_SOURCES.get(name, ())) <= present:
+                continue
             target = folder / f"{name}.parquet"
             # The path is ours (a folder we created); the query is a constant above.
             con.execute(f"copy ({query}) to {_literal(target)} (format parquet)")
@@ -321,6 +349,10 @@ class Bundle:
     continue_watching: UserRows
     triggers: UserRows
     trigger_ids: frozenset[str] = field(default_factory=frozenset)
+    # user_id -> {is_eligible, is_contact}; None in a bundle published before it existed
+    audience: UserRows | None = None
+    # category -> display name
+    categories: dict[str, str] = field(default_factory=dict)
 
     def lifecycle_of(self, user_id: str) -> dict[str, Any] | None:
         rows = self.lifecycle.rows(user_id)
@@ -336,6 +368,13 @@ class Bundle:
     def category_of(self, title_id: str) -> str | None:
         title = self.titles.get(title_id)
         return title["category"] if title else None
+
+    def audience_of(self, user_id: str) -> dict[str, Any] | None:
+        """{is_eligible, is_contact} as the trigger ledger decides them; None: not in users."""
+        if self.audience is None:
+            return None
+        rows = self.audience.rows(user_id)
+        return rows[0] if rows else None
 
 
 def _read(folder: Path, entry: dict[str, Any]) -> pa.Table:
@@ -357,6 +396,7 @@ def _load_version(folder: Path) -> Bundle:
     titles = tables["titles"]
     title_ids = titles.column("title_id").to_pylist()
     as_of = manifest["as_of"]
+    categories = tables.get("categories")
     return Bundle(
         version=manifest["version"],
         created_at=manifest["created_at"],
@@ -370,8 +410,22 @@ def _load_version(folder: Path) -> Bundle:
             )
         ),
         titles=dict(zip(title_ids, titles.drop_columns(["title_id"]).to_pylist(), strict=True)),
-        **{name: UserRows(tables[name]) for name in USER_TABLES},
+        # an older version without a file gets the field's default
+        **{
+            name: UserRows(tables[name])
+            for name in USER_TABLES
+            if name in tables or name != "audience"
+        },
         trigger_ids=frozenset(tables["triggers"].column("trigger_id").to_pylist()),
+        categories=dict(
+            zip(
+                categories.column("category").to_pylist(),
+                categories.column("display_name").to_pylist(),
+                strict=True,
+            )
+        )
+        if categories is not None
+        else {},
     )
 
 

@@ -452,7 +452,17 @@ async def _apply_live(app, texts: list[str]) -> None:
     live = getattr(app.state, "live", None)
     if live is None:
         return
+    events = [json.loads(t) for t in texts]
     try:
-        await run_in_threadpool(live.apply, [json.loads(t) for t in texts])
+        changes = await run_in_threadpool(live.apply, events)
     except Exception as exc:  # the events are durable: the batch path still gets them
         logger.warning("live state not updated (%s); the events are in landing", type(exc).__name__)
+        return
+    triggers = getattr(app.state, "triggers", None)
+    if triggers is None:
+        return
+    try:
+        # the live scenarios (ottp.realtime.triggers): fired and recorded before the answer
+        await run_in_threadpool(triggers.on_changes, changes, live.view, events)
+    except Exception as exc:  # a trigger not fired live is detected by the next build
+        logger.warning("live triggers not evaluated (%s)", type(exc).__name__)

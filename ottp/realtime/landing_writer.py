@@ -90,8 +90,11 @@ class LandingWriter:
         roll_bytes: int,
         roll_seconds: float,
         clock: Callable[[], float] = time.monotonic,
+        kind: str = "events",
     ) -> None:
-        self.events_dir = Path(landing_dir) / "events"
+        # kind: the landing folder written (events; triggers for the live scenarios' record)
+        self.kind = kind
+        self.events_dir = Path(landing_dir) / kind
         self.roll_bytes = roll_bytes
         self.roll_seconds = roll_seconds
         self._clock = clock
@@ -109,7 +112,7 @@ class LandingWriter:
 
     def start(self) -> list[Path]:
         """Recover the files a crashed process left open, then start the writer thread."""
-        recovered = recover_orphans(self.events_dir.parent)
+        recovered = recover_orphans(self.events_dir.parent, self.kind)
         self._thread.start()
         return recovered
 
@@ -212,7 +215,7 @@ class LandingWriter:
         self.lines_written += len(lines)
 
     def _open_file(self, day: date) -> None:
-        folder = landing.partition_dir(self.events_dir.parent, "events", day)
+        folder = landing.partition_dir(self.events_dir.parent, self.kind, day)
         if not folder.is_dir():
             folder.mkdir(parents=True, exist_ok=True)
             _fsync_dir(folder.parent)
@@ -308,10 +311,10 @@ def salvage(data: bytes) -> tuple[int, bytes]:
     return good, tail
 
 
-def recover_orphans(landing_dir: Path) -> list[Path]:
+def recover_orphans(landing_dir: Path, kind: str = "events") -> list[Path]:
     """Finish every ``.open`` file left by a crashed writer: keep its complete lines, rename it."""
     recovered = []
-    for path in sorted(Path(landing_dir, "events").glob(f"date=*/*{OPEN_SUFFIX}")):
+    for path in sorted(Path(landing_dir, kind).glob(f"date=*/*{OPEN_SUFFIX}")):
         try:
             fd = os.open(path, os.O_RDWR)
         except FileNotFoundError:
