@@ -152,3 +152,20 @@ def data_dir(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("OTTP_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("OTTP_LANDING_DIR", raising=False)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def spark_steps(tmp_path_factory):
+    """The session's one Spark process (tests/spark/jvm.py); each user resets it first."""
+    from ottp.spark import java_available
+    from tests.spark.jvm import SparkSteps
+
+    if not java_available():
+        pytest.skip("Spark needs a Java runtime (java on PATH or JAVA_HOME)")
+    import os
+
+    data_dir = tmp_path_factory.mktemp("spark_session") / "data"
+    data_dir.mkdir()
+    steps = SparkSteps(data_dir, dict(os.environ, OTTP_SPARK_SHUFFLE_PARTITIONS="2"))
+    yield steps
+    steps.close()

@@ -13,11 +13,8 @@ from __future__ import annotations
 import copy
 import gzip
 import json
-import os
 import random
 import re
-import subprocess
-import sys
 import uuid
 from datetime import datetime
 
@@ -28,7 +25,6 @@ import pytest
 from ottp import config
 from ottp.contract import rules
 from ottp.ingest import landing, load
-from ottp.spark import java_available
 from tests.conftest import make_title, write_landing
 
 EVENTS_SCHEMA = json.loads((config.CONTRACT_DIR / "events.schema.json").read_text())
@@ -433,20 +429,13 @@ def test_a_new_bound_in_the_schema_becomes_a_rule():
     assert derived["title_id.pattern"].reason_code == "invalid_value"
 
 
-@pytest.mark.skipif(not java_available(), reason="Spark needs a Java runtime")
-def test_the_spark_loader_gives_every_hostile_line_the_same_verdict(hostile, tmp_path):
-    env = dict(os.environ, OTTP_DATA_DIR=str(tmp_path / "spark_data"),
-               OTTP_SPARK_SHUFFLE_PARTITIONS="2")  # fmt: skip
-    env.pop("OTTP_LANDING_DIR", None)
-    out = subprocess.run(
-        [sys.executable, "-m", "ottp.ingest.spark_load",
-         "--landing", str(hostile["root"] / "landing"), "--json"],
-        env=env, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+def test_the_spark_loader_gives_every_hostile_line_the_same_verdict(hostile, spark_steps):
+    spark_steps.reset()
+    out = spark_steps.spark_load(["--landing", str(hostile["root"] / "landing"), "--json"])
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["reconciles"]
-    raw = tmp_path / "spark_data" / "spark" / "warehouse" / "raw.db"
+    raw = spark_steps.warehouse / "raw.db"
     got = {}
     for table in ("rejected_events", "rejected_titles"):
         got |= dict(

@@ -8,9 +8,10 @@ incrementally after it (the delete+insert rewrite), then a full-refresh
 ``dbt build`` (models, data tests, unit tests) runs, the recommender trains on
 the Spark marts and writes its tables back, and the CRM exports build.
 
-Every Spark step runs in its own process, as in production: the embedded
-Derby metastore admits one JVM at a time. The Spark tables are Parquet
-directories, so the checks read them with DuckDB, with no JVM of their own.
+The Spark steps run one after another in the test session's one Spark process
+(tests/spark/jvm.py: the embedded Derby metastore admits one JVM at a time). The
+Spark tables are Parquet directories, so the checks read them with DuckDB, with
+no JVM of their own.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from ottp.config import DBT_PROJECT_DIR, dbt_executable
 from ottp.ingest import landing
 from ottp.ingest.load import load_files
 from ottp.spark import java_available
+from tests.spark.jvm import SparkSteps, StepResult
 
 pytestmark = pytest.mark.skipif(
     not java_available(), reason="Spark needs a Java runtime (java on PATH or JAVA_HOME)"
@@ -66,23 +67,14 @@ class Runs:
     spark_warehouse: Path
     duckdb_reports: list[dict]
     spark_reports: list[dict]
-    build: subprocess.CompletedProcess
+    build: StepResult
     build_results: list[dict]
     recommender: dict[str, int]
-    exports: subprocess.CompletedProcess
+    exports: StepResult
 
 
-def _spark_env(root: Path) -> dict[str, str]:
-    env = dict(
-        os.environ,
-        OTTP_DATA_DIR=str(root / "spark_data"),
-        OTTP_DBT_TARGET="spark",
-        OTTP_SPARK_THREADS="4",
-        OTTP_SPARK_SHUFFLE_PARTITIONS="2",
-        DBT_SEND_ANONYMOUS_USAGE_STATS="false",
-    )
-    env.pop("OTTP_LANDING_DIR", None)
-    return env
+# Per step: dbt's threads (the session's shuffle partitions are the runner's).
+SPARK_STEP_ENV = {"OTTP_SPARK_THREADS": "4"}
 
 
 def _run(cmd: list[str], env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
@@ -94,32 +86,21 @@ def _run(cmd: list[str], env: dict[str, str], check: bool = True) -> subprocess.
     return result
 
 
-def _dbt(args: list[str], env: dict[str, str], root: Path, check: bool = True):
+def _checked(step: str, result: StepResult, check: bool = True) -> StepResult:
+    if check and result.returncode != 0:
+        pytest.fail(f"{step} failed:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def _dbt(spark: SparkSteps, args: list[str], root: Path, check: bool = True) -> StepResult:
     target = root / "spark_target"
-    return _run(
-        [
-            dbt_executable(),
-            *args,
-            "--project-dir",
-            str(DBT_PROJECT_DIR),
-            "--profiles-dir",
-            str(DBT_PROJECT_DIR),
-            "--target-path",
-            str(target),
-            "--log-path",
-            str(target / "logs"),
-        ],
-        env,
-        check,
-    )
+    common = ["--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+              "--target-path", str(target), "--log-path", str(target / "logs")]  # fmt: skip
+    return _checked(f"dbt {args[0]}", spark.dbt([*args, *common], SPARK_STEP_ENV), check)
 
 
-def _spark_load(landing_dir: Path, env: dict[str, str]) -> dict:
-    out = _run(
-        [sys.executable, "-m", "ottp.ingest.spark_load", "--landing", str(landing_dir), "--json"],
-        env,
-        check=False,
-    )
+def _spark_load(spark: SparkSteps, landing_dir: Path) -> dict:
+    out = spark.spark_load(["--landing", str(landing_dir), "--json"])
     assert out.returncode in (0, 1), out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -142,7 +123,7 @@ def _status_counts(report: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> Runs:
+def runs(tmp_path_factory, spark_steps) -> Runs:
     from ottp.simulator import simulate
 
     root = tmp_path_factory.mktemp("spark")
@@ -194,22 +175,22 @@ def runs(tmp_path_factory) -> Runs:
         duck_env,
     )
 
-    env = _spark_env(root)
-    warehouse = root / "spark_data" / "spark" / "warehouse"
-    spark_reports = [_spark_load(early, env)]
-    _dbt(["run", "--select", *(f"+{m}" for m in INCREMENTAL_MODELS)], env, root)
-    spark_reports.append(_spark_load(full, env))
-    _dbt(["run", "--select", *INCREMENTAL_MODELS], env, root)
+    spark_steps.reset()
+    warehouse = spark_steps.warehouse
+    spark_reports = [_spark_load(spark_steps, early)]
+    _dbt(spark_steps, ["run", "--select", *(f"+{m}" for m in INCREMENTAL_MODELS)], root)
+    spark_reports.append(_spark_load(spark_steps, full))
+    _dbt(spark_steps, ["run", "--select", *INCREMENTAL_MODELS], root)
     for model in INCREMENTAL_MODELS:
         shutil.copytree(warehouse / "intermediate.db" / model, root / "incremental" / model)
 
-    build = _dbt(["build", "--full-refresh", "--exclude", "exports"], env, root, check=False)
+    build = _dbt(spark_steps, ["build", "--full-refresh", "--exclude", "exports"], root, False)
     results = json.loads((root / "spark_target" / "run_results.json").read_text())["results"]
-    recommender = _run(
-        [sys.executable, "-m", "ml.spark_flows", "--min-lift-over-baseline", "-1"], env
+    recommender = _checked(
+        "the recommender", spark_steps.recommender(["--min-lift-over-baseline", "-1"])
     )
     counts = json.loads(recommender.stdout.strip().splitlines()[-1])
-    exports = _dbt(["build", "--select", "path:models/exports"], env, root, check=False)
+    exports = _dbt(spark_steps, ["build", "--select", "path:models/exports"], root, False)
     return Runs(
         root, duckdb_path, warehouse, duckdb_reports, spark_reports, build, results, counts, exports
     )

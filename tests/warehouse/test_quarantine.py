@@ -418,18 +418,12 @@ print(json.dumps({'events': [list(r) for r in events], 'titles': [list(r) for r 
 """
 
 
-def test_spark_quarantines_the_same_rows(poisoned, tmp_path):
+def test_spark_quarantines_the_same_rows(poisoned, tmp_path, spark_steps):
     """On Spark: the same landing files through the Spark loader, the same poison
     rows added to its raw tables; the build passes and the quarantine holds the
     same rows with the same rules as on DuckDB."""
-    import subprocess
-    import sys
+    from ottp.config import DBT_PROJECT_DIR
 
-    from ottp.config import DBT_PROJECT_DIR, dbt_executable
-    from ottp.spark import java_available
-
-    if not java_available():
-        pytest.skip("Spark needs a Java runtime (java on PATH or JAVA_HOME)")
     ids = list(poisoned.event_ids.values())
     con = duckdb.connect(str(poisoned.root / "raw_only.duckdb"), read_only=True)
     try:
@@ -447,36 +441,26 @@ def test_spark_quarantines_the_same_rows(poisoned, tmp_path):
         )
     finally:
         con.close()
-    env = dict(
-        os.environ,
-        OTTP_DATA_DIR=str(tmp_path / "spark_data"),
-        OTTP_DBT_TARGET="spark",
-        OTTP_SPARK_THREADS="2",
-        OTTP_SPARK_SHUFFLE_PARTITIONS="2",
-        DBT_SEND_ANONYMOUS_USAGE_STATS="false",
-    )
-    env.pop("OTTP_LANDING_DIR", None)
 
-    def run(cmd: list[str], ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
-        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    def run(step: str, result, ok: tuple[int, ...] = (0,)):
         if result.returncode not in ok:
-            pytest.fail(f"{cmd[:4]}\n{result.stdout[-4000:]}\n{result.stderr[-3000:]}")
+            pytest.fail(f"{step}\n{result.stdout[-4000:]}\n{result.stderr[-3000:]}")
         return result
 
+    spark_steps.reset()
     # exit status 1: the simulator's malformed lines were rejected (as on DuckDB)
     landing_dir = str(poisoned.root / "landing")
-    load = run(
-        [sys.executable, "-m", "ottp.ingest.spark_load", "--landing", landing_dir, "--json"],
-        ok=(0, 1),
-    )
+    load = run("spark_load", spark_steps.spark_load(["--landing", landing_dir, "--json"]), (0, 1))
     assert json.loads(load.stdout.strip().splitlines()[-1])["reconciles"]
-    run([sys.executable, "-c", _SPARK_POISON, f"{tmp_path}/events.parquet",
-         f"{tmp_path}/titles.parquet"])  # fmt: skip
+    run("poison", spark_steps.python(
+        _SPARK_POISON, [f"{tmp_path}/events.parquet", f"{tmp_path}/titles.parquet"]
+    ))  # fmt: skip
     target = tmp_path / "target"
-    run([dbt_executable(), *BUILD,
-         "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
-         "--target-path", str(target), "--log-path", str(target / "logs")])  # fmt: skip
-    read = json.loads(run([sys.executable, "-c", _SPARK_READ]).stdout.strip().splitlines()[-1])
+    run("dbt build", spark_steps.dbt([*BUILD,
+        "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+        "--target-path", str(target), "--log-path", str(target / "logs")],
+        {"OTTP_SPARK_THREADS": "2"}))  # fmt: skip
+    read = json.loads(run("read", spark_steps.python(_SPARK_READ)).stdout.strip().splitlines()[-1])
     spark_events = {tuple(r) for r in read["events"]}
     duck_events = set(
         query(
