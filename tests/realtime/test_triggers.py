@@ -26,7 +26,7 @@ import redis
 
 from ottp import config
 from ottp.crm.targets import SqliteTarget
-from ottp.ingest import live_triggers
+from ottp.ingest import landing, live_triggers
 from ottp.realtime import bundle as bundles
 from ottp.realtime import triggers
 from ottp.realtime.state import MemoryState
@@ -293,6 +293,8 @@ def test_the_loader_loads_each_trigger_once_and_rejects_malformed_lines(tmp_path
     cut = gzip.compress((_trigger_line("u5") + "\n").encode()) + b"\x1f\x8b\x08garbage"
     (folder / "b.ndjson.gz").write_bytes(cut)
     (folder / "c.ndjson.gz.open").write_bytes(b"")  # still being written: not read
+    # the events loader does not read them (it lists the kinds it knows)
+    assert landing.discover(tmp_path / "landing") == []
     warehouse = tmp_path / "warehouse.duckdb"
     report = live_triggers.load_live_triggers(warehouse, tmp_path / "landing")
     assert (report.files_loaded, report.lines, report.loaded) == (2, 11, 3)
@@ -403,3 +405,203 @@ def test_a_webhook_that_never_answers_is_given_up_after_the_attempts(tmp_path, w
         delivery.stop()
         Hook.fail = 2
     assert len(Hook.received) == 3
+
+
+# ---------------------------------------------------------------------------
+# Both orders on a built warehouse, with a real server
+
+NO_TESTS = ("--exclude-resource-type", "test", "--exclude-resource-type", "unit_test")
+
+# (user, category, titles to play) for a contact short of fan: the most titles already
+# watched first, fewest events to send
+CANDIDATES = """
+with valid as (
+    select user_id, category, count(distinct title_id) as n
+    from marts.plays where is_valid_play and category is not null group by all
+),
+pairs as (
+    select contacts.user_id, cats.category, coalesce(valid.n, 0) as n
+    from exports.crm_contacts as contacts
+    cross join (select distinct category from marts.titles) as cats
+    left join valid using (user_id, category)
+),
+unplayed as (
+    select pairs.user_id, pairs.category, pairs.n, titles.title_id
+    from pairs
+    join marts.titles as titles
+        on titles.category = pairs.category and titles.is_available
+    where not exists (
+        select 1 from marts.plays as p
+        where p.user_id = pairs.user_id and p.title_id = titles.title_id
+    )
+)
+select user_id, category, n, list(title_id order by title_id) as titles
+from unplayed where n < 6 group by all having count(*) >= 6 - n
+order by n desc, user_id, category
+"""
+
+
+def plays_of(user: str, titles: list[str], start: datetime) -> list[dict]:
+    return [
+        e
+        for i, t in enumerate(titles)
+        for e in play(user, t, start + timedelta(minutes=5 * i), 120)
+    ]
+
+
+def write_landing(folder: Path, events: list[dict]) -> None:
+    day = folder / "events" / f"date={NOW.date().isoformat()}"
+    day.mkdir(parents=True, exist_ok=True)
+    text = "\n".join(json.dumps(e) for e in events) + "\n"
+    (day / f"batch-{uuid.uuid4().hex}.ndjson.gz").write_bytes(gzip.compress(text.encode()))
+
+
+def query(path: Path, sql: str, params=None) -> list[tuple]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def both_orders(tmp_path_factory, realtime_server_module):
+    """Build; user B's sixth title reaches the batch (build 2); a bundle; a server where
+    user A's sixth title is played live and B's same plays are sent again; then the
+    events and the live triggers are loaded and build 3 runs."""
+    from ottp import privacy
+    from ottp.ingest import load
+    from ottp.simulator import simulate
+    from tests.crm.test_exports import STAND_IN_ML, dbt
+
+    root = tmp_path_factory.mktemp("both_orders")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("OTTP_DATA_DIR", str(root))
+    mp.setenv("OTTP_WAREHOUSE_PATH", str(root / "warehouse.duckdb"))
+    mp.delenv("OTTP_LANDING_DIR", raising=False)
+    mp.delenv("OTTP_BUNDLE_DIR", raising=False)
+    path = root / "warehouse.duckdb"
+    simulate(root / "landing", users=40, titles=120, days=3, seed=5, dirty_rate=0.0)
+    load.load_landing(path, root / "landing")
+    dbt("build", "--exclude", "path:models/exports", *NO_TESTS)
+    con = duckdb.connect(str(path))
+    con.execute(STAND_IN_ML)
+    con.close()
+    privacy.pseudonymise_deleted_users(path)
+    dbt("build", "--select", "path:models/exports", *NO_TESTS)
+
+    rows = query(path, CANDIDATES)
+    a = rows[0]
+    b = next(r for r in rows if r[0] != a[0])
+    out = {"a": a[:2], "b": b[:2]}
+    a_events = plays_of(a[0], a[3][: 6 - a[2]], NOW - timedelta(minutes=50))
+    b_events = plays_of(b[0], b[3][: 6 - b[2]], NOW - timedelta(hours=3))
+    out["a_sixth_start"] = [e for e in a_events if e["event_type"] == "play_start"][-1][
+        "occurred_at"
+    ]
+
+    # batch first: B's plays arrive through the batch path only
+    write_landing(root / "batch_landing", b_events)
+    load.load_landing(path, root / "batch_landing")
+    dbt("build", "--select", "+crm_trigger_log", "+crm_triggers", *NO_TESTS)
+    out["ledger_after_batch"] = query(
+        path, "select trigger_id, fired_at from exports.crm_trigger_log"
+    )
+    bundle_dir = root / "serving"
+    bundles.publish_bundle(path, bundle_dir)
+
+    server = realtime_server_module(
+        env={"OTTP_BUNDLE_DIR": str(bundle_dir), "CRM_DATABASE_URL": None},
+        data_dir=root / "server",
+    )
+    started = time.monotonic()
+    answer = server.post_events(a_events)
+    out["a_seconds"] = time.monotonic() - started
+    assert answer.status_code == 200 and answer.json()["accepted"] == len(a_events), answer.text
+    answer = server.post_events(b_events)
+    assert answer.status_code == 200, answer.text
+    crm = root / "server" / "crm" / "crm.sqlite"
+
+    def crm_rows():
+        if not crm.exists():
+            return []
+        con = sqlite3.connect(crm)
+        try:
+            return con.execute("select trigger_id, user_id from crm_live_triggers").fetchall()
+        except sqlite3.OperationalError:
+            return []
+        finally:
+            con.close()
+
+    wait_for(lambda: crm_rows() != [], timeout=20)
+    out["crm_rows"] = crm_rows()
+    server.stop()
+    out["server_log"] = server.log()
+    files = sorted((root / "server" / "landing" / "triggers").glob("date=*/*.ndjson.gz"))
+    out["live_lines"] = [
+        json.loads(line)
+        for f in files
+        for line in gzip.decompress(f.read_bytes()).decode().splitlines()
+    ]
+
+    load.load_landing(path, root / "server" / "landing")
+    out["loaded"] = live_triggers.load_live_triggers(path, root / "server" / "landing")
+    dbt("build", "--select", "+crm_trigger_log", "+crm_triggers", *NO_TESTS)
+    out["path"] = path
+    yield out
+    mp.undo()
+
+
+def test_live_first_the_ledger_keeps_the_live_trigger_and_the_batch_fires_nothing_new(
+    both_orders,
+):
+    user, category = both_orders["a"]
+    tid = triggers.trigger_id(user, "became_fan", category)
+    live = [t for t in both_orders["live_lines"] if t["user_id"] == user]
+    assert [t["trigger_id"] for t in live] == [tid]
+    assert both_orders["crm_rows"] == [(tid, user)]
+    assert both_orders["loaded"].loaded == 1 and both_orders["loaded"].reconciles
+    path = both_orders["path"]
+    ledger = query(
+        path,
+        "select fired_at, occurred_at, is_suppressed, subject_name from exports.crm_trigger_log "
+        "where trigger_id = ?",
+        [tid],
+    )
+    fired_at = datetime.fromisoformat(live[0]["fired_at"])
+    occurred_at = datetime.fromisoformat(live[0]["occurred_at"])
+    assert ledger == [(fired_at, occurred_at, False, live[0]["subject_name"])]
+    # the batch now holds the condition too: a fan, the sixth title first played when the
+    # live trigger says (its rule would have detected this trigger_id)
+    segment = query(
+        path,
+        "select segment from marts.user_category_segments where user_id = ? and category = ?",
+        [user, category],
+    )
+    assert segment == [("fan",)]
+    sixth = query(
+        path,
+        "select first_played_at from (select title_id, min(started_at) as first_played_at "
+        "from marts.plays where is_valid_play and user_id = ? and category = ? group by 1) "
+        "order by first_played_at, title_id limit 1 offset 5",
+        [user, category],
+    )
+    assert sixth == [(occurred_at,)]
+    assert sixth[0][0] == datetime.fromisoformat(both_orders["a_sixth_start"].rstrip("Z"))
+    assert query(path, "select count(*) from exports.crm_triggers where trigger_id = ?", [tid]) == [
+        (1,)
+    ]
+    assert user not in both_orders["server_log"]
+
+
+def test_batch_first_the_same_plays_sent_live_fire_nothing(both_orders):
+    user, category = both_orders["b"]
+    tid = triggers.trigger_id(user, "became_fan", category)
+    batch_fired = [r for r in both_orders["ledger_after_batch"] if r[0] == tid]
+    assert len(batch_fired) == 1
+    assert all(t["user_id"] != user for t in both_orders["live_lines"])
+    assert query(
+        both_orders["path"],
+        "select fired_at from exports.crm_trigger_log where trigger_id = ?",
+        [tid],
+    ) == [(batch_fired[0][1],)]

@@ -3,7 +3,9 @@
 -- occurred within crm_trigger_window_days before as_of and that are not in
 -- the ledger yet; nothing is updated or re-fired afterwards, and a full
 -- refresh is refused (full_refresh=false). A trigger met while the user could
--- not be contacted is logged as suppressed and never sent later.
+-- not be contacted is logged as suppressed and never sent later. The triggers
+-- the real-time server fired (macro live_triggers) are appended as they fired
+-- (their fired_at and is_suppressed), and the batch never detects their ids.
 {{
     config(
         materialized='incremental',
@@ -73,6 +75,13 @@ contacts as (
 deleted_users as (
 
     select * from {{ source('privacy', 'deleted_users') }}
+
+),
+
+-- Fired by the real-time server (raw.live_triggers; empty without the live path).
+live_fired as (
+
+    {{ ottp.live_triggers() }}
 
 ),
 
@@ -268,14 +277,21 @@ detected as (
     cross join as_of
     left join contacts
         on all_triggers.user_id = contacts.user_id
+    left join live_fired
+        on {{ dbt.hash(dbt.concat([
+            'all_triggers.user_id', "'|'", 'all_triggers.scenario', "'|'",
+            'all_triggers.subject_id'
+        ])) }} = live_fired.trigger_id
     where
-        all_triggers.occurred_at <= as_of.as_of_at
+        -- fired live already: the live row is the ledger's (live_new below)
+        live_fired.trigger_id is null
+        and all_triggers.occurred_at <= as_of.as_of_at
         and all_triggers.occurred_at
         > {{ ottp.shift_timestamp('day', -window_days, 'as_of.as_of_at') }}
 
 ),
 
-new_triggers as (
+new_detected as (
 
     select detected.*
     from detected
@@ -284,6 +300,35 @@ new_triggers as (
         on detected.trigger_id = fired.trigger_id
     where fired.trigger_id is null
     {% endif %}
+
+),
+
+-- The live-fired triggers not in the ledger yet, whatever their age: they fired.
+new_live as (
+
+    select live_fired.*
+    from live_fired
+    {% if is_incremental() %}
+    left join {{ this }} as fired
+        on live_fired.trigger_id = fired.trigger_id
+    where fired.trigger_id is null
+    {% endif %}
+
+),
+
+new_triggers as (
+
+    select
+        trigger_id, user_id, scenario, subject_type, subject_id, subject_name, category,
+        cancel_reason, cancel_reason_description, is_cancel_reason_addressable,
+        is_suppressed, occurred_at, fired_at
+    from new_detected
+    union all
+    select
+        trigger_id, user_id, scenario, subject_type, subject_id, subject_name, category,
+        cancel_reason, cancel_reason_description, is_cancel_reason_addressable,
+        is_suppressed, occurred_at, fired_at
+    from new_live
 
 ),
 

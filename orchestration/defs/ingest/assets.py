@@ -7,7 +7,7 @@ import dagster as dg
 from orchestration.defs.ingest.partitions import landing_days
 from orchestration.defs.resources import WarehouseResource
 from orchestration.lib.specs import WAREHOUSE_WRITER_POOL, Group, Kind, Owner, layer_tags
-from ottp.ingest import landing, load
+from ottp.ingest import landing, live_triggers, load
 
 RAW_TABLES = {
     "events": "One row per distinct event, deduplicated on event_id across files and days.",
@@ -53,6 +53,19 @@ def raw_landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     report = load.load_files(warehouse.warehouse, files)
     totals = load.reconciliation(warehouse.warehouse)
     context.log.info("Loaded %s day(s):\n%s", len(days), report.format_table())
+    # The triggers the real-time server fired (every day's files not loaded yet):
+    # raw.live_triggers, appended to the trigger ledger by the next build.
+    fired = live_triggers.load_live_triggers(warehouse.warehouse, warehouse.landing)
+    if fired.files_loaded:
+        context.log.info(
+            "Live triggers: %s file(s), %s line(s): %s loaded, %s duplicate(s), %s rejected %s",
+            fired.files_loaded,
+            fired.lines,
+            fired.loaded,
+            fired.duplicates,
+            fired.rejected,
+            fired.rejected_by_reason or "",
+        )
 
     per_reason = "\n".join(
         f"| {reason} | {n:,} |" for reason, n in sorted(report.rejected_by_reason.items())
@@ -81,6 +94,10 @@ def raw_landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseRes
             "rejected": report.rejected,
             "reconciles": report.reconciles,
             "reconciliation": summary,
+            "live_triggers_loaded": fired.loaded,
+            "live_triggers_duplicates": fired.duplicates,
+            "live_triggers_rejected": fired.rejected,
+            "live_triggers_reconcile": fired.reconciles,
             "dagster/row_count": totals["events_in_table"],
         },
     )
