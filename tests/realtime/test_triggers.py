@@ -230,6 +230,31 @@ def test_a_trigger_in_the_batch_ledger_never_fires_live(tmp_path):
         engine.close()
 
 
+def test_two_thresholds_reached_in_one_request_fire_in_the_batchs_order(tmp_path):
+    small_warehouse(tmp_path / "warehouse.duckdb")
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    con.execute(
+        "update reference.segment_thresholds set min_titles_watched = 7 "
+        "where segment = 'hardcore_fan'"
+    )
+    con.close()
+    bundles.publish_bundle(tmp_path / "warehouse.duckdb", tmp_path / "serving")
+    b = bundles.load_bundle(tmp_path / "serving")
+    live = MemoryState()
+    engine = engine_for(tmp_path / "landing", b)
+    # the later-started title arrives first: the batch numbers titles by their start
+    seventh = play("u_five", DRAMA[5], NOW - timedelta(minutes=20), 120)
+    sixth = play("u_five", DRAMA[7], NOW - timedelta(minutes=40), 120)
+    try:
+        fired = engine.on_changes(live.apply(seventh + sixth), live.view)
+    finally:
+        engine.close()
+    assert [(t["scenario"], t["occurred_at"][:19]) for t in fired] == [
+        ("became_fan", sixth[0]["occurred_at"][:19].replace("T", " ")),
+        ("became_hardcore_fan", seventh[0]["occurred_at"][:19].replace("T", " ")),
+    ]
+
+
 def test_two_processes_on_one_redis_fire_a_trigger_once(small_bundle, tmp_path):
     key = f"ottp:test:triggers:{uuid.uuid4().hex}"
     client = redis.Redis.from_url(REDIS_URL)
