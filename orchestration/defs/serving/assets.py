@@ -22,6 +22,11 @@ READS = [
     dg.AssetKey(["marts", "user_category_segments"]),
     dg.AssetKey(["marts", "continue_watching"]),
     dg.AssetKey(["exports", "crm_trigger_log"]),
+    # the categories' names and who a live trigger may concern
+    dg.AssetKey(["reference", "categories"]),
+    dg.AssetKey(["marts", "users"]),
+    dg.AssetKey(["exports", "crm_contacts"]),
+    dg.AssetKey(["raw", "deleted_users"]),
 ]
 
 
