@@ -319,15 +319,35 @@ new_live as (
 new_triggers as (
 
     select
-        trigger_id, user_id, scenario, subject_type, subject_id, subject_name, category,
-        cancel_reason, cancel_reason_description, is_cancel_reason_addressable,
-        is_suppressed, occurred_at, fired_at
+        trigger_id,
+        user_id,
+        scenario,
+        subject_type,
+        subject_id,
+        subject_name,
+        category,
+        cancel_reason,
+        cancel_reason_description,
+        is_cancel_reason_addressable,
+        is_suppressed,
+        occurred_at,
+        fired_at
     from new_detected
     union all
     select
-        trigger_id, user_id, scenario, subject_type, subject_id, subject_name, category,
-        cancel_reason, cancel_reason_description, is_cancel_reason_addressable,
-        is_suppressed, occurred_at, fired_at
+        trigger_id,
+        user_id,
+        scenario,
+        subject_type,
+        subject_id,
+        subject_name,
+        category,
+        cancel_reason,
+        cancel_reason_description,
+        is_cancel_reason_addressable,
+        is_suppressed,
+        occurred_at,
+        fired_at
     from new_live
 
 ),
