@@ -44,12 +44,15 @@ lint: setup
 
 # benchmarks/suite.py covers generate, load, dbt, recommender, gates and sync on
 # simulated data; the scripts after it push the recommender, the gates and the sync
-# to larger synthetic sizes than 10M events produce.
+# to larger synthetic sizes than 10M events produce; the last two measure the
+# real-time service (intake rate, event-to-profile latency, memory per viewer).
 bench: setup
 	$(BIN)/python benchmarks/suite.py --json bench-results/ottp-bench.json
 	$(BIN)/python benchmarks/bench_ml.py
 	$(BIN)/python benchmarks/bench_quality.py
 	$(BIN)/python benchmarks/bench_sync.py
+	$(BIN)/python benchmarks/bench_collector.py --clients 8 --seconds 10 --runs 3
+	$(BIN)/python benchmarks/bench_realtime.py --bundle-users 200000
 
 # Regenerate the lock after changing dependencies in pyproject.toml.
 lock: setup
