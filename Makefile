@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser run test dev lint bench lock clean
+.PHONY: setup browser sdks run test dev lint bench lock clean
 
 setup: $(STAMP)
 
@@ -26,10 +26,17 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "The UI test needs Debian's chromium and chromium-driver: sudo apt-get install chromium chromium-driver"; fi
 
+# The tracking SDKs' Node packages the collector tests send a session with, from npm's
+# lock file (tests/realtime/segment_node/); without node and npm those tests skip.
+SDK_DIR := tests/realtime/segment_node
+sdks:
+	@if ! command -v npm >/dev/null 2>&1; then echo "The Node SDK tests need node and npm (they skip without them)"; \
+	elif [ ! -d $(SDK_DIR)/node_modules ]; then npm ci --prefix $(SDK_DIR) --no-audit --no-fund --silent; fi
+
 run: setup
 	$(BIN)/ottp demo
 
-test: setup browser
+test: setup browser sdks
 	$(BIN)/python -m pytest
 
 dev: setup

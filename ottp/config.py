@@ -243,6 +243,11 @@ class RealtimeSettings:
     # Scenario triggers fired live are POSTed here (unset: no webhook), signed with the secret.
     webhook_url: str | None
     webhook_secret: str | None
+    # OTTP_SEGMENT_WRITE_KEY: the write key Segment/RudderStack SDKs send (HTTP Basic user name)
+    # to /v1/batch, /v1/track...; unset: the API key (OTTP_API_KEY) is the write key.
+    segment_write_key: str | None = None
+    # OTTP_SEGMENT_MAPPING: the tracker-event mapping file (docs/segment.md); unset: the default.
+    segment_mapping: Path | None = None
 
 
 def realtime_settings(s: Settings | None = None) -> RealtimeSettings:
@@ -262,4 +267,10 @@ def realtime_settings(s: Settings | None = None) -> RealtimeSettings:
         bundle_poll_seconds=float(_positive_int("OTTP_BUNDLE_POLL_SECONDS", "2")),
         webhook_url=os.environ.get("OTTP_WEBHOOK_URL") or None,
         webhook_secret=os.environ.get("OTTP_WEBHOOK_SECRET") or None,
+        segment_write_key=os.environ.get("OTTP_SEGMENT_WRITE_KEY") or None,
+        segment_mapping=(
+            Path(os.environ["OTTP_SEGMENT_MAPPING"]).resolve()
+            if os.environ.get("OTTP_SEGMENT_MAPPING")
+            else None
+        ),
     )

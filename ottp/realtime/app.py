@@ -23,7 +23,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from ottp import config
-from ottp.realtime import intake, profile
+from ottp.contract import segment
+from ottp.realtime import intake, profile, segment_api
 from ottp.realtime.bundle import BundleWatcher
 from ottp.realtime.landing_writer import LandingWriter
 from ottp.realtime.state import LiveState, open_state, rebuild_from_landing
@@ -38,6 +39,9 @@ The real-time side of the personalization warehouse.
 * `POST /v1/events` takes events (a JSON array or NDJSON), validates each one
   with the batch loader's rules, and answers with every line's fate once the
   accepted ones are durable in the landing files that `ottp load` reads.
+* `POST /v1/batch`, `/v1/track`, `/v1/page`, `/v1/screen`, `/v1/identify`: Segment's
+  tracking API, as Segment's and RudderStack's SDKs send it (write key as HTTP
+  Basic user), mapped onto the event contract (docs/segment.md), same intake.
 * `GET /health` needs no key.
 
 Every other route needs the API key (`OTTP_API_KEY`): `X-API-Key: <key>` or
@@ -89,6 +93,9 @@ def create_app(rt: config.RealtimeSettings | None = None, *, require_key: bool =
     app.state.triggers = None
     app.include_router(intake.router)
     app.include_router(profile.router)
+    # Segment/RudderStack SDKs: the tracking API mapped onto the contract, same intake
+    app.state.segment_mapping = segment.load_mapping(rt.segment_mapping)
+    app.include_router(segment_api.router)
 
     @app.get("/health", tags=["service"], summary="Liveness and what is loaded")
     def health(request: Request) -> JSONResponse:

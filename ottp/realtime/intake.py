@@ -426,6 +426,25 @@ async def post_events(request: Request) -> Response:
     except BodyError as exc:
         raise HTTPException(exc.status, exc.reason) from None
     del body
+    fates, accepted = await land_lines(app, lines, received_at)
+    result = {
+        "accepted": len(accepted),
+        "rejected": sum(1 for f in fates if f["status"] == "rejected"),
+        "duplicates": sum(1 for f in fates if f["status"] == "duplicate"),
+        "lines": fates,
+    }
+    return Response(json.dumps(result, separators=(",", ":")), media_type="application/json")
+
+
+async def land_lines(app, lines: BodyLines, received_at: datetime) -> tuple[list[dict], list[int]]:
+    """The intake path after the body is cut: validate, keep one copy per id, land, go live.
+
+    Each line's fate and the positions of the accepted ones (see :func:`decide`),
+    answered once the accepted lines are fsynced and applied to the live state and
+    triggers. 503 (``HTTPException``) when they cannot be validated or written:
+    nothing was accepted then. ``POST /v1/events`` and the Segment API
+    (``ottp.realtime.segment_api``) both end here.
+    """
     try:
         verdicts = await app.state.validator.verdicts([t for t in lines.texts if t is not None])
     except Exception:
@@ -438,13 +457,7 @@ async def post_events(request: Request) -> Response:
         except Exception:
             raise HTTPException(503, "landing files cannot be written: nothing accepted") from None
         await _apply_live(app, [lines.texts[i] for i in accepted])
-    result = {
-        "accepted": len(accepted),
-        "rejected": sum(1 for f in fates if f["status"] == "rejected"),
-        "duplicates": sum(1 for f in fates if f["status"] == "duplicate"),
-        "lines": fates,
-    }
-    return Response(json.dumps(result, separators=(",", ":")), media_type="application/json")
+    return fates, accepted
 
 
 async def _apply_live(app, texts: list[str]) -> None:

@@ -1,0 +1,199 @@
+"""Segment's HTTP tracking API: ``/v1/batch`` and the single calls (``/v1/track``...).
+
+What Segment's and RudderStack's SDKs send, taken unchanged: the write key as
+the HTTP Basic user name (empty password), or ``writeKey`` in the body; a JSON
+body, gzip or not. ``ottp.contract.segment`` maps each message onto the event
+contract; the events then take the same path as ``POST /v1/events``
+(``intake.land_lines``: the loader's validation, one copy per id, durable
+landing, live state, triggers) before the answer.
+
+The answer is Segment's, ``{"success": true}`` once the mapped events are
+durable, with what the SDKs ignore and a client may read: counts, and the
+fate of every message that was not accepted (``messages``: its index in the
+body, its messageId, status, reason code and reason). A rejected message is
+answered 200 too: resending it cannot change its fate, and a 4xx would make an
+SDK drop or retry the whole batch. The log gets counts per reason code only.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections import Counter
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+
+from ottp.contract import segment
+from ottp.ingest import validate
+from ottp.realtime import intake
+from ottp.realtime.auth import key_matches
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["segment"])
+CALLS = ("track", "page", "screen", "identify")
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    """Segment's error body: the Python SDK reads ``code`` and ``message``."""
+    return JSONResponse({"success": False, "code": code, "message": message}, status_code=status)
+
+
+def _basic_user(header: str | None) -> str | None:
+    """The user name of an HTTP Basic ``Authorization`` header: the write key."""
+    if not header or not header[:6].lower() == "basic ":
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return decoded.split(":", 1)[0]
+
+
+def _write_key(app) -> str | None:
+    """The write key asked for: OTTP_SEGMENT_WRITE_KEY, else the API key (None: none asked)."""
+    return app.state.rt.segment_write_key or app.state.api_key
+
+
+def _writekey_in(body: object, expected: str) -> bool:
+    sent = body.get("writeKey") if isinstance(body, dict) else None
+    return isinstance(sent, str) and key_matches(sent, expected)
+
+
+async def _messages(request: Request, call: str | None) -> tuple[list, object] | JSONResponse:
+    """The body's messages and its batch-level ``sentAt``, or the error to answer.
+
+    The write key is the Basic user name, or ``writeKey`` in the body (the
+    Python SDK sends both): a body is judged only for a client with the key.
+    """
+    rt, expected = request.app.state.rt, _write_key(request.app)
+    unauthorized = _error(
+        401, "unauthorized", "missing or wrong write key: HTTP Basic, key as user"
+    )
+    basic = _basic_user(request.headers.get("authorization"))
+    if expected is not None and basic is not None and not key_matches(basic, expected):
+        return unauthorized
+    keyed = expected is None or basic is not None
+    try:
+        body = json.loads(await intake.read_capped(request, rt.max_body_bytes))
+    except intake.BodyError as exc:
+        return _error(exc.status, "invalid_request", exc.reason) if keyed else unauthorized
+    except (ValueError, RecursionError):
+        return _error(400, "invalid_request", "body is not JSON") if keyed else unauthorized
+    if not keyed and not _writekey_in(body, expected):
+        return unauthorized
+    if not isinstance(body, dict):
+        return _error(400, "invalid_request", "body is not a JSON object")
+    if call is None:
+        batch = body.get("batch")
+        if not isinstance(batch, list):
+            return _error(400, "invalid_request", "batch is not a list of messages")
+        if len(batch) > rt.max_lines:
+            return _error(413, "too_large", f"{len(batch)} messages: over the {rt.max_lines} cap")
+        return batch, body.get("sentAt")
+    # one call: its type is the endpoint's, as Segment sets it
+    return [{**body, "type": call}], None
+
+
+def _lines(outcomes: list[segment.Outcome]) -> tuple[intake.BodyLines, list[int]]:
+    """The mapped events as intake lines, and each line's message index."""
+    lines, where = intake.BodyLines(), []
+    for outcome in outcomes:
+        if outcome.event is None:
+            continue
+        text = json.dumps(outcome.event, ensure_ascii=False, separators=(",", ":"))
+        refusal = validate.reader_refusal(text.encode())
+        if refusal:
+            lines.refusals[len(lines.texts)] = refusal
+        lines.texts.append(None if refusal else text)
+        where.append(outcome.index)
+    return lines, where
+
+
+def _fate(outcome: segment.Outcome, line_fate: dict | None) -> dict:
+    """A message's fate: the mapping's, or (for a mapped one) the intake line's."""
+    fate = {"index": outcome.index, "messageId": outcome.message_id}
+    if line_fate is None:
+        return {**fate, "status": outcome.status, "reason_code": outcome.reason_code,
+                "reason": outcome.reason}  # fmt: skip
+    fate.update(status=line_fate["status"], event_id=line_fate.get("event_id"))
+    if line_fate["status"] == "duplicate":
+        # intake's reason counts its own lines, not the batch's messages
+        fate.update(reason_code="duplicate", reason="duplicate: messageId already in this batch")
+    elif line_fate.get("reason_code"):
+        fate.update(reason_code=line_fate["reason_code"], reason=line_fate["reason"])
+    return fate
+
+
+async def _handle(request: Request, call: str | None) -> Response:
+    received_at = datetime.now(UTC)
+    got = await _messages(request, call)
+    if isinstance(got, JSONResponse):
+        return got
+    messages, sent_at = got
+    app = request.app
+    outcomes = segment.map_messages(messages, received_at, sent_at, app.state.segment_mapping)
+    lines, where = _lines(outcomes)
+    try:
+        line_fates, _ = await intake.land_lines(app, lines, received_at)
+    except HTTPException as exc:
+        return _error(exc.status_code, "unavailable", str(exc.detail))
+    by_index = {where[f["line"] - 1]: f for f in line_fates}
+    fates = [_fate(o, by_index.get(o.index)) for o in outcomes]
+    counts = Counter(f["status"] for f in fates)
+    codes = Counter(f["reason_code"] for f in fates if f["status"] == "rejected")
+    if codes:
+        # codes and counts only: a reason may quote a value the client sent
+        logger.warning("segment: %d of %d messages rejected %s", sum(codes.values()),
+                       len(fates), dict(sorted(codes.items())))  # fmt: skip
+    body = {
+        "success": True,
+        "accepted": counts["accepted"],
+        "duplicates": counts["duplicate"],
+        "skipped": counts["skipped"],
+        "rejected": counts["rejected"],
+        "messages": [f for f in fates if f["status"] != "accepted"],
+    }
+    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+
+
+_RESPONSES = {
+    400: {"description": "The body is not JSON, or a batch without a list of messages."},
+    401: {"description": "Missing or wrong write key."},
+    413: {"description": "Body over the byte cap, or more messages than the line cap."},
+    503: {"description": "The landing files cannot be written: nothing was accepted."},
+}
+
+
+@router.post("/v1/batch", summary="Segment batch (Segment/RudderStack SDKs)", responses=_RESPONSES)
+async def post_batch(request: Request) -> Response:
+    """`{"batch": [messages], "sentAt": ...}` as Segment's SDKs send it; see docs/segment.md.
+
+    Each message is mapped onto the event contract and goes through the same
+    intake as `POST /v1/events`. `{"success": true}` once the accepted events are
+    durable; `messages` lists each message not accepted with its reason.
+    """
+    return await _handle(request, None)
+
+
+def _single(call: str):
+    async def post_call(request: Request) -> Response:
+        return await _handle(request, call)
+
+    post_call.__doc__ = f"One `{call}` call (Segment's HTTP API); answered as `/v1/batch`."
+    post_call.__name__ = f"post_{call}"
+    return post_call
+
+
+for _call in CALLS:
+    router.add_api_route(
+        f"/v1/{_call}",
+        _single(_call),
+        methods=["POST"],
+        summary=f"Segment {_call} call",
+        responses=_RESPONSES,
+    )

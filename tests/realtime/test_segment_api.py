@@ -1,0 +1,250 @@
+"""Segment's tracking API on a real ``ottp serve``, driven by Segment's own Python SDK.
+
+The SDK (``segment-analytics-python``) is used unchanged, pointed at the
+server with the API key as write key; its HTTP session is wrapped only to read
+the answers it receives. What it sends must land as contract events that
+``ottp load`` loads with no rejection.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import shutil
+import subprocess
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+import requests
+from segment.analytics import Client
+from segment.analytics import request as sdk_request
+
+from ottp.ingest import load
+from tests.realtime.test_intake import landed_lines
+
+CONTEXT = {
+    "device": {"type": "android"},
+    "app": {"version": "5.12.1"},
+    "location": {"country": "FR"},
+}
+USER, DEVICE, TITLE = "u_000042", "d_0000042", "t_00007"
+NODE_CLIENT = Path(__file__).with_name("segment_node")
+
+
+@pytest.fixture(scope="module")
+def server(realtime_server_module):
+    return realtime_server_module()
+
+
+@pytest.fixture
+def answers(monkeypatch):
+    """The answers the SDK's HTTP session receives, in order (the SDK itself is untouched)."""
+    seen: list[requests.Response] = []
+    original = sdk_request._session.post
+
+    def post(*args, **kwargs):
+        response = original(*args, **kwargs)
+        seen.append(response)
+        return response
+
+    monkeypatch.setattr(sdk_request._session, "post", post)
+    return seen
+
+
+def sdk(server, errors: list) -> Client:
+    return Client(server.api_key, host=server.url, upload_interval=0.05, max_retries=1,
+                  on_error=lambda exc, batch: errors.append(exc), gzip=True)  # fmt: skip
+
+
+def viewing_session(client: Client, start: datetime, playback_id: str) -> int:
+    """identify, two pages, a click, a five-minute playback with heartbeats, a rating.
+
+    The playhead advances with the wall clock (one heartbeat per 60 s of play),
+    as the contract's player events do. Returns the number of contract events.
+    """
+    ids = {"user_id": USER, "anonymous_id": DEVICE, "context": {**CONTEXT}}
+
+    def at(seconds: float) -> datetime:
+        return start + timedelta(seconds=seconds)
+
+    client.identify(traits={"plan": "premium"}, timestamp=at(0), **ids)
+    client.page(name="Home", timestamp=at(1), **ids)
+    click = {"content_asset_id": TITLE, "rail": "trending", "rank": 2}
+    client.track(event="Title Clicked", properties=click, timestamp=at(5), **ids)
+    client.page(name="Title", properties={"content_asset_id": TITLE}, timestamp=at(6), **ids)
+    video = {"session_id": playback_id, "content_asset_id": TITLE, "total_length": 300,
+             "livestream": False, "video_player": "exoplayer"}  # fmt: skip
+    t0 = 10
+    client.track(event="Video Playback Started", properties={**video, "position": 0},
+                 timestamp=at(t0), **ids)  # fmt: skip
+    for position in (60, 120, 180, 240):
+        client.track(event="Video Content Playing", properties={**video, "position": position},
+                     timestamp=at(t0 + position), **ids)  # fmt: skip
+    client.track(event="Video Playback Completed", properties={**video, "position": 300},
+                 timestamp=at(t0 + 300), **ids)  # fmt: skip
+    rated = {"content_asset_id": TITLE, "rating": 5}
+    client.track(event="Title Rated", properties=rated, timestamp=at(t0 + 310), **ids)
+    return 10  # all but the identify
+
+
+def raw_events(warehouse) -> list[tuple]:
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        return con.execute(
+            "select event_type, user_id, device_id, platform, title_id, playback_id, position_s"
+            " from raw.events order by occurred_at"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+def check_session(server, warehouse, start: datetime, sent: int, retried: int = 0) -> None:
+    """The session landed skew-corrected, and ``ottp load`` loads it with no rejection."""
+    landed = [json.loads(line) for line in landed_lines(server)]
+    assert len(landed) == sent + 2 * retried
+    play_start = next(e for e in landed if e["event_type"] == "play_start")
+    stamped = datetime.fromisoformat(play_start["occurred_at"])
+    assert abs(stamped - (start + timedelta(seconds=10))) < timedelta(seconds=5)
+    assert play_start["platform"] == "android" and play_start["country"] == "FR"
+
+    server.stop()  # closes (renames) the open landing file
+    report = load.load_landing(warehouse, server.landing_dir)
+    assert report.reconciles and report.rejected == 0
+    assert (report.loaded, report.duplicates) == (sent + retried, retried)
+    rows = raw_events(warehouse)
+    session = [r for r in rows if r[0] != "like"]
+    assert [r[0] for r in session] == ["page_view", "title_click", "page_view", "play_start",
+        "heartbeat", "heartbeat", "heartbeat", "heartbeat", "complete", "rating"]  # fmt: skip
+    assert {(r[1], r[2], r[3]) for r in rows} == {(USER, DEVICE, "android")}
+    player = [r for r in session if r[5] is not None]
+    assert [r[6] for r in player] == [0, 60, 120, 180, 240, 300]
+    assert {r[4] for r in player} == {TITLE}
+
+
+def test_a_viewing_session_sent_by_the_python_sdk_loads_with_no_rejection(
+    realtime_server, answers, tmp_path
+):
+    server = realtime_server()
+    errors: list = []
+    client = sdk(server, errors)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    sent = viewing_session(client, start, str(uuid.uuid4()))
+    client.flush()
+    # a retry: the same messageIds again, in another batch
+    retried = [str(uuid.uuid4()) for _ in range(3)]
+    for _ in range(2):
+        for message_id in retried:
+            client.track(USER, "Title Liked", {"content_asset_id": TITLE}, {**CONTEXT},
+                         anonymous_id=DEVICE, message_id=message_id)  # fmt: skip
+        client.flush()
+    client.shutdown()
+    assert errors == [] and answers and all(a.status_code == 200 for a in answers)
+    bodies = [a.json() for a in answers]
+    assert all(b["success"] is True and b["rejected"] == 0 for b in bodies)
+    assert sum(b["skipped"] for b in bodies) == 1  # the identify
+    assert sum(b["accepted"] for b in bodies) == sent + 2 * len(retried)
+    check_session(server, tmp_path / "warehouse.duckdb", start, sent, len(retried))
+
+
+@pytest.mark.skipif(
+    shutil.which("node") is None or not (NODE_CLIENT / "node_modules").is_dir(),
+    reason="needs node and `npm ci --prefix tests/realtime/segment_node`",
+)
+@pytest.mark.parametrize("sdk_name", ["segment", "rudderstack"])
+def test_the_same_session_sent_by_a_node_sdk_loads_the_same(realtime_server, tmp_path, sdk_name):
+    """@segment/analytics-node and @rudderstack/rudder-sdk-node, as they are."""
+    server = realtime_server()
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    args = {"sdk": sdk_name, "host": server.url, "writeKey": server.api_key,
+            "start": start.isoformat(), "playbackId": str(uuid.uuid4()), "userId": USER,
+            "deviceId": DEVICE, "titleId": TITLE}  # fmt: skip
+    done = subprocess.run(["node", str(NODE_CLIENT / "send_session.mjs"), json.dumps(args)],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    # analytics-node's messageIds are not UUIDs ("node-next-..."): event ids are their UUID5
+    check_session(server, tmp_path / "warehouse.duckdb", start, 10)
+
+
+def basic(key: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+def message(event: str = "Title Liked", **overrides) -> dict:
+    return {"type": "track", "event": event, "messageId": str(uuid.uuid4()), "userId": USER,
+            "anonymousId": DEVICE, "context": CONTEXT,
+            "properties": {"content_asset_id": TITLE}, **overrides}  # fmt: skip
+
+
+def test_an_unmappable_event_is_rejected_with_its_reason_and_logged_without_ids(server, answers):
+    errors: list = []
+    client = sdk(server, errors)
+    client.track(
+        USER, "Poster Hovered", {"content_asset_id": TITLE}, {**CONTEXT}, anonymous_id=DEVICE
+    )
+    client.track(USER, "Title Rated", {"content_asset_id": TITLE, "rating": "5"}, {**CONTEXT},
+                 anonymous_id=DEVICE)  # fmt: skip
+    client.flush()
+    client.shutdown()
+    fates = [m for a in answers for m in a.json()["messages"]]
+    assert errors == [] and [f["status"] for f in fates] == ["rejected", "rejected"]
+    assert (
+        fates[0]["reason"] == "unmapped_event: track event 'Poster Hovered' is not in the mapping"
+    )
+    assert fates[1]["reason"] == "wrong_type: properties.rating is not an integer"
+    log = server.log()
+    assert "unmapped_event" in log and USER not in log and DEVICE not in log
+
+
+def test_write_key_authentication(server):
+    url = f"{server.url}/v1/track"
+    assert requests.post(url, json=message(), timeout=10).status_code == 401
+    wrong = requests.post(url, json=message(), headers=basic("nope"), timeout=10)
+    assert wrong.status_code == 401 and wrong.json()["success"] is False
+    in_body = requests.post(url, json={**message(), "writeKey": server.api_key}, timeout=10)
+    assert in_body.status_code == 200 and in_body.json()["accepted"] == 1
+    good = requests.post(url, json=message(), headers=basic(server.api_key), timeout=10)
+    assert good.json() == {"success": True, "accepted": 1, "duplicates": 0, "skipped": 0,
+                           "rejected": 0, "messages": []}  # fmt: skip
+
+
+def test_single_calls_batches_duplicates_and_bad_bodies(server):
+    headers = basic(server.api_key)
+    page = {"messageId": str(uuid.uuid4()), "anonymousId": "d_anon", "name": "Browse",
+            "context": {"library": {"name": "analytics.js"}}}  # fmt: skip
+    for call in ("page", "screen"):
+        answer = requests.post(f"{server.url}/v1/{call}", json={**page, "messageId":
+                               str(uuid.uuid4())}, headers=headers, timeout=10)  # fmt: skip
+        assert answer.json()["accepted"] == 1
+    ident = {"userId": USER, "anonymousId": DEVICE, "messageId": "m-1", "traits": {}}
+    skipped = requests.post(f"{server.url}/v1/identify", json=ident, headers=headers, timeout=10)
+    assert skipped.json()["skipped"] == 1
+    twice = message()
+    batch = {"batch": [twice, twice, message(anonymousId=None)], "sentAt": None}
+    body = gzip.compress(json.dumps(batch).encode())
+    answer = requests.post(f"{server.url}/v1/batch", data=body, timeout=10,
+                           headers={**headers, "Content-Encoding": "gzip"}).json()  # fmt: skip
+    assert (answer["accepted"], answer["duplicates"], answer["rejected"]) == (1, 1, 1)
+    assert [m["index"] for m in answer["messages"]] == [1, 2]
+    assert answer["messages"][0]["reason"] == "duplicate: messageId already in this batch"
+    assert answer["messages"][1]["reason"].startswith("missing_field: device_id")
+    for bad in (b"{not json", b'{"batch": 3}', b"[]"):
+        got = requests.post(f"{server.url}/v1/batch", data=bad, headers=headers, timeout=10)
+        assert got.status_code == 400 and got.json()["success"] is False
+        # without the key, a body is not judged
+        anonymous = requests.post(f"{server.url}/v1/batch", data=bad, timeout=10)
+        assert anonymous.status_code == 401
+
+
+def test_a_separate_write_key_replaces_the_api_key_for_trackers(realtime_server):
+    server = realtime_server({"OTTP_SEGMENT_WRITE_KEY": "segment-write-key-42"})
+    url = f"{server.url}/v1/track"
+    ok = requests.post(url, json=message(), headers=basic("segment-write-key-42"), timeout=10)
+    assert ok.status_code == 200 and ok.json()["accepted"] == 1
+    api_key = requests.post(url, json=message(), headers=basic(server.api_key), timeout=10)
+    assert api_key.status_code == 401
+    # the API key still guards the contract's own intake
+    assert server.post_events([]).status_code == 200
