@@ -21,6 +21,7 @@ order-independent), only ``event_count`` when it falls in the current session.
 
 from __future__ import annotations
 
+import abc
 import base64
 import hashlib
 import logging
@@ -482,20 +483,23 @@ def _title_progress(title_id: str, facts: list, rules: LiveRules) -> TitleProgre
 # Backends
 
 
-class LiveState:
+class LiveState(abc.ABC):
     """The live state's interface: ``apply``, ``view``, ``backend``, ``close``."""
 
     rules: LiveRules
 
     @property
+    @abc.abstractmethod
     def backend(self) -> str:
-        raise NotImplementedError
+        """``memory`` or ``redis``: where the state is kept now."""
 
+    @abc.abstractmethod
     def apply(self, events: Sequence[Mapping[str, Any]]) -> list[LiveChange]:
-        raise NotImplementedError
+        """Apply accepted events in arrival order; what became true for the first time."""
 
+    @abc.abstractmethod
     def view(self, actor_id: str) -> ActorView | None:
-        raise NotImplementedError
+        """The actor's state now, or None if nothing is known of it."""
 
     def restore(self, events: Sequence[Mapping[str, Any]]) -> None:
         """Apply events taken in before (a rebuild): no change is reported for them."""
