@@ -505,7 +505,7 @@ class LiveState(abc.ABC):
         """Apply events taken in before (a rebuild): no change is reported for them."""
         self.apply(events)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional: the embedded state holds nothing to release)
         """Release connections and threads; the state is not used after."""
 
 
