@@ -248,6 +248,9 @@ class RealtimeSettings:
     segment_write_key: str | None = None
     # OTTP_SEGMENT_MAPPING: the tracker-event mapping file (docs/segment.md); unset: the default.
     segment_mapping: Path | None = None
+    # OTTP_CORS_ORIGINS: comma-separated origins (``https://app.example.com``) whose pages may
+    # call the service from a browser (a browser SDK); ``*``: any origin. Unset: no CORS headers.
+    cors_origins: tuple[str, ...] = ()
 
 
 def realtime_settings(s: Settings | None = None) -> RealtimeSettings:
@@ -273,4 +276,16 @@ def realtime_settings(s: Settings | None = None) -> RealtimeSettings:
             if os.environ.get("OTTP_SEGMENT_MAPPING")
             else None
         ),
+        cors_origins=_origins("OTTP_CORS_ORIGINS"),
     )
+
+
+def _origins(variable: str) -> tuple[str, ...]:
+    """A comma-separated list of web origins; each is ``scheme://host[:port]`` or ``*``."""
+    origins = tuple(o.strip() for o in os.environ.get(variable, "").split(",") if o.strip())
+    for origin in origins:
+        scheme, sep, host = origin.partition("://")
+        if origin != "*" and (scheme not in ("http", "https") or not sep or not host
+                              or "/" in host):  # fmt: skip
+            raise ValueError(f"{variable}: {origin!r} is not an origin (scheme://host[:port])")
+    return origins

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import duckdb
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from ottp import config
@@ -96,6 +97,11 @@ def create_app(rt: config.RealtimeSettings | None = None, *, require_key: bool =
     # Segment/RudderStack SDKs: the tracking API mapped onto the contract, same intake
     app.state.segment_mapping = segment.load_mapping(rt.segment_mapping)
     app.include_router(segment_api.router)
+    if rt.cors_origins:
+        # Browser SDKs (OTTP_CORS_ORIGINS): preflight answered for the headers they send
+        app.add_middleware(CORSMiddleware, allow_origins=list(rt.cors_origins), max_age=600,
+                           allow_methods=["GET", "POST"],
+                           allow_headers=list(segment_api.CORS_HEADERS))  # fmt: skip
 
     @app.get("/health", tags=["service"], summary="Liveness and what is loaded")
     def health(request: Request) -> JSONResponse:

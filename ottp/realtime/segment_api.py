@@ -36,6 +36,19 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["segment"])
 CALLS = ("track", "page", "screen", "identify")
+# What a browser SDK sends beside the body, answered by the CORS preflight (OTTP_CORS_ORIGINS):
+# the write key (Basic), the JSON type, and what RudderStack's browser SDK adds (sentAt, its
+# retry bookkeeping).
+CORS_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "SentAt",
+    "Rsa-Recovered",
+    "Rsa-Retry-Attempt",
+    "Rsa-Since-Last-Attempt",
+    "Rsa-Since-First-Attempt",
+    "Rsa-Retry-Reason",
+)
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:

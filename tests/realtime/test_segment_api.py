@@ -23,6 +23,7 @@ import requests
 from segment.analytics import Client
 from segment.analytics import request as sdk_request
 
+from ottp import config
 from ottp.ingest import load
 from tests.realtime.test_intake import landed_lines
 
@@ -248,3 +249,58 @@ def test_a_separate_write_key_replaces_the_api_key_for_trackers(realtime_server)
     assert api_key.status_code == 401
     # the API key still guards the contract's own intake
     assert server.post_events([]).status_code == 200
+
+
+PREFLIGHT = {"Access-Control-Request-Method": "POST",
+             "Access-Control-Request-Headers": "authorization,content-type"}  # fmt: skip
+
+
+def test_no_cors_headers_unless_origins_are_set(server):
+    origin = {"Origin": "http://shop.example"}
+    preflight = requests.options(f"{server.url}/v1/batch", headers={**origin, **PREFLIGHT},
+                                 timeout=10)  # fmt: skip
+    assert preflight.status_code == 405  # no middleware: OPTIONS is not a route
+    answer = requests.post(f"{server.url}/v1/track", json=message(),
+                           headers={**basic(server.api_key), **origin}, timeout=10)  # fmt: skip
+    assert answer.status_code == 200
+    assert not any(h.lower().startswith("access-control-") for h in answer.headers)
+
+
+def test_cors_lets_the_listed_origins_post_from_a_browser(realtime_server):
+    app_origin = "http://app.example:8080"
+    server = realtime_server({"OTTP_CORS_ORIGINS": f"{app_origin}, https://tv.example"})
+    url = f"{server.url}/v1/batch"
+    preflight = requests.options(url, headers={"Origin": app_origin, **PREFLIGHT}, timeout=10)
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == app_origin
+    allowed = {
+        h.strip().lower() for h in preflight.headers["access-control-allow-headers"].split(",")
+    }
+    assert {"authorization", "content-type"} <= allowed
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    body = {"batch": [message()], "sentAt": None}
+    posted = requests.post(url, json=body, timeout=10,
+                           headers={**basic(server.api_key), "Origin": app_origin})  # fmt: skip
+    assert posted.json()["accepted"] == 1
+    assert posted.headers["access-control-allow-origin"] == app_origin
+    # an origin not listed gets no grant: the browser blocks the call
+    other = requests.options(url, headers={"Origin": "http://evil.example", **PREFLIGHT},
+                             timeout=10)  # fmt: skip
+    assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
+    # a header outside the list is refused at the preflight
+    odd = {**PREFLIGHT, "Access-Control-Request-Headers": "authorization,x-forwarded-for"}
+    assert (
+        requests.options(url, headers={"Origin": app_origin, **odd}, timeout=10).status_code == 400
+    )
+    # the key is still asked for
+    keyless = requests.post(url, json=body, headers={"Origin": app_origin}, timeout=10)
+    assert keyless.status_code == 401
+
+
+@pytest.mark.parametrize("bad", ["app.example", "http://app.example/", "ftp://app.example"])
+def test_a_cors_origin_that_is_not_an_origin_stops_the_settings(monkeypatch, bad):
+    monkeypatch.setenv("OTTP_CORS_ORIGINS", f"http://ok.example,{bad}")
+    with pytest.raises(ValueError, match="OTTP_CORS_ORIGINS"):
+        config.realtime_settings()
+    monkeypatch.setenv("OTTP_CORS_ORIGINS", "*")
+    assert config.realtime_settings().cors_origins == ("*",)
