@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import abc
 import base64
+import bisect
 import hashlib
 import logging
 import threading
@@ -30,10 +31,12 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from ottp.realtime import live_rules as lr
 from ottp.realtime.live_rules import LiveRules, PlaybackState
@@ -52,6 +55,23 @@ SEEN_IDS = 256
 DIGEST_BYTES = 8
 # Events applied per call while rebuilding from landing files.
 REBUILD_CHUNK = 5000
+# Per actor, for the current session only (both reset when a new session starts):
+# titles whose impressions are counted (the most recently shown kept), and the
+# interactions kept in order (the most recent kept).
+MAX_SESSION_IMPRESSIONS = 300
+MAX_SESSION_INTERACTIONS = 50
+# The titles of one rail_impression taken in (a rail longer than this counts its first ones).
+MAX_RAIL_TITLES = 100
+# Session interaction kinds, by event type (a playback is one "play", at its first event).
+INTERACTION_KINDS = {
+    "page_view": "browse",
+    "title_click": "click",
+    "like": "like",
+    "dislike": "dislike",
+    "add_to_watchlist": "watchlist",
+    "rating": "rating",
+    "share": "share",
+}
 
 
 @dataclass(frozen=True)
@@ -106,8 +126,40 @@ class TitleProgress:
 
 
 @dataclass(frozen=True)
+class SessionInteraction:
+    """One thing the actor did with a title in the current session.
+
+    kind: ``browse`` (a page_view of the title), ``click`` (title_click), ``play`` (a
+    playback, at its first event), ``complete`` (the playback became complete),
+    ``like``, ``dislike``, ``watchlist`` (add_to_watchlist), ``rating``, ``share``.
+    """
+
+    kind: str
+    title_id: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class TitleImpressions:
+    """How often a title was shown on rails in the current session (rail_impression's
+    ``properties.title_ids``), and whether the viewer took it up after the first time:
+    a title_click of it, or a playback of it started, at or after its first impression."""
+
+    title_id: str
+    count: int
+    first_at: datetime
+    last_at: datetime
+    clicked: bool
+
+
+@dataclass(frozen=True)
 class ActorView:
-    """What the live state knows of one actor (titles most recent first)."""
+    """What the live state knows of one actor (titles most recent first).
+
+    ``session_interactions`` (oldest first), ``impressions`` and ``current_title`` are
+    the current session's: ``current_title`` is the title of the session's latest
+    playback (by its last event), None when nothing was played in this session.
+    """
 
     actor_id: str
     user_id: str | None
@@ -120,6 +172,9 @@ class ActorView:
     liked: tuple[str, ...]
     disliked: tuple[str, ...]
     progress: Mapping[str, TitleProgress]
+    session_interactions: tuple[SessionInteraction, ...] = ()
+    impressions: Mapping[str, TitleImpressions] = field(default_factory=dict)
+    current_title: str | None = None
 
     @property
     def validly_played(self) -> frozenset[str]:
@@ -149,7 +204,9 @@ class ActorState:
     its latest time; reactions map a title to [like|dislike, at_us, event_id];
     folded maps a title to [valid_count, complete_count, latest snapshot, latest
     valid snapshot] of the playbacks folded away; seen holds the digests of the
-    last event_ids applied, oldest first (stored as base64).
+    last event_ids applied, oldest first (stored as base64). For the current session
+    only: impressions map a title to [count, first_us, last_us] of its rail
+    impressions, and interactions hold [at_us, kind, title_id], sorted.
     """
 
     __slots__ = (
@@ -163,6 +220,8 @@ class ActorState:
         "playbacks",
         "folded",
         "seen",
+        "impressions",
+        "interactions",
     )
 
     def __init__(self, actor_id: str) -> None:
@@ -176,6 +235,8 @@ class ActorState:
         self.playbacks: dict[str, PlaybackState] = {}
         self.folded: dict[str, list] = {}
         self.seen = b""
+        self.impressions: dict[str, list] = {}
+        self.interactions: list[list] = []
 
     def to_dict(self) -> dict:
         return {
@@ -189,6 +250,8 @@ class ActorState:
             "p": {pid: p.to_list() for pid, p in self.playbacks.items()},
             "f": self.folded,
             "e": base64.b64encode(self.seen).decode("ascii"),
+            "i": self.impressions,
+            "x": self.interactions,
         }
 
     @classmethod
@@ -200,6 +263,9 @@ class ActorState:
         state.folded = data["f"]
         # a state stored before event_ids were kept has none
         state.seen = base64.b64decode(data.get("e") or "")
+        # nor the session's impressions and interactions
+        state.impressions = data.get("i") or {}
+        state.interactions = data.get("x") or []
         return state
 
 
@@ -257,16 +323,23 @@ def apply_to_actor(
             state.seen = (state.seen + digest)[-SEEN_IDS * DIGEST_BYTES :]
         if event.get("user_id"):
             state.user_id = str(event["user_id"])
-        _session_step(state, at_us, rules, changes)
+        in_session = _session_step(state, at_us, rules, changes)
         title_id = event.get("title_id")
         if family == "player":
-            _player_step(state, at_us, code, event, rules, changes)
+            _player_step(state, at_us, code, event, rules, changes, in_session)
+        elif event_type == "rail_impression":
+            if in_session:
+                _impression_step(state, at_us, event)
+            continue
         elif family == "interest" and event_type in ("like", "dislike"):
             _reaction_step(state, at_us, event, changes)
         elif title_id and event_type == "page_view":
             _remember(state.browsed, str(title_id), at_us)
         elif title_id and event_type == "title_click":
             _remember(state.clicked, str(title_id), at_us)
+        kind = INTERACTION_KINDS.get(event_type)
+        if in_session and kind is not None and title_id:
+            _interact(state, at_us, kind, str(title_id))
     return state
 
 
@@ -297,12 +370,15 @@ def _has_seen(seen: bytes, digest: bytes) -> bool:
     return False
 
 
-def _session_step(state: ActorState, at_us: int, rules: LiveRules, changes: list) -> None:
-    """int_sessions' gap rule for one more event (see live_rules for late events)."""
+def _session_step(state: ActorState, at_us: int, rules: LiveRules, changes: list) -> bool:
+    """int_sessions' gap rule for one more event (see live_rules for late events);
+    whether the event is in the current session."""
     session = state.session
     if session is None or lr.gap_exceeded(session[1], at_us, rules):
         state.session = [at_us, at_us, 1]
         state.session_count += 1
+        state.impressions = {}
+        state.interactions = []
         changes.append(
             LiveChange(
                 "session_start",
@@ -314,12 +390,48 @@ def _session_step(state: ActorState, at_us: int, rules: LiveRules, changes: list
             )
         )
     elif at_us < session[0]:
-        if not lr.gap_exceeded(at_us, session[0], rules):
-            session[0] = at_us
-            session[2] += 1
+        if lr.gap_exceeded(at_us, session[0], rules):
+            return False
+        session[0] = at_us
+        session[2] += 1
     else:
         session[1] = max(session[1], at_us)
         session[2] += 1
+    return True
+
+
+def rail_titles(event: Mapping[str, Any]) -> list[str]:
+    """A rail_impression's titles: ``properties.title_ids``, its strings in rail order
+    (the first :data:`MAX_RAIL_TITLES`, each once); anything else in it is not a title."""
+    properties = event.get("properties")
+    titles = properties.get("title_ids") if isinstance(properties, Mapping) else None
+    if not isinstance(titles, list):
+        return []
+    return list(dict.fromkeys(t for t in titles[:MAX_RAIL_TITLES] if isinstance(t, str) and t))
+
+
+def _impression_step(state: ActorState, at_us: int, event: Mapping[str, Any]) -> None:
+    """Count one more impression of each title of the rail in the current session."""
+    impressions = state.impressions
+    for title_id in rail_titles(event):
+        seen = impressions.get(title_id)
+        if seen is None:
+            impressions[title_id] = [1, at_us, at_us]
+        else:
+            seen[0] += 1
+            seen[1] = min(seen[1], at_us)
+            seen[2] = max(seen[2], at_us)
+    if len(impressions) > MAX_SESSION_IMPRESSIONS:
+        # the titles shown least recently go first
+        keep = sorted(impressions, key=lambda t: impressions[t][2])[-MAX_SESSION_IMPRESSIONS:]
+        state.impressions = {t: impressions[t] for t in keep}
+
+
+def _interact(state: ActorState, at_us: int, kind: str, title_id: str) -> None:
+    """Keep one interaction of the current session, in time order (the latest kept)."""
+    bisect.insort(state.interactions, [at_us, kind, title_id])
+    if len(state.interactions) > MAX_SESSION_INTERACTIONS:
+        del state.interactions[0]
 
 
 def _remember(titles: dict[str, int], title_id: str, at_us: int) -> None:
@@ -352,12 +464,20 @@ def _reaction_step(state: ActorState, at_us: int, event: Mapping, changes: list)
 
 
 def _player_step(
-    state: ActorState, at_us: int, code: int, event: Mapping, rules: LiveRules, changes: list
+    state: ActorState,
+    at_us: int,
+    code: int,
+    event: Mapping,
+    rules: LiveRules,
+    changes: list,
+    in_session: bool,
 ) -> None:
     playback_id = str(event["playback_id"])
     playback = state.playbacks.get(playback_id)
     if playback is None:
         playback = state.playbacks[playback_id] = PlaybackState(str(event["title_id"]))
+        if in_session:
+            _interact(state, at_us, "play", playback.title_id)
         if len(state.playbacks) > MAX_PLAYBACKS:
             _fold_oldest_playback(state, rules)
     playback.add(at_us, code, event)
@@ -369,6 +489,8 @@ def _player_step(
     ):
         if not getattr(playback, flag) and holds(rules):
             setattr(playback, flag, True)
+            if kind == "play_complete" and in_session:
+                _interact(state, at_us, "complete", playback.title_id)
             changes.append(
                 LiveChange(
                     kind,
@@ -412,6 +534,7 @@ def actor_view(state: ActorState, rules: LiveRules) -> ActorView:
     disliked = {t: r[1] for t, r in state.reactions.items() if r[0] == "dislike"}
     played = {t: p.last_watched_at for t, p in progress.items()}
     last_times = [state.session[1]] if state.session else []
+    impressions, current_title = _session_titles(state)
     return ActorView(
         actor_id=state.actor_id,
         user_id=state.user_id,
@@ -424,7 +547,39 @@ def actor_view(state: ActorState, rules: LiveRules) -> ActorView:
         liked=_recent_first(liked),
         disliked=_recent_first(disliked),
         progress=progress,
+        session_interactions=tuple(
+            SessionInteraction(kind, title_id, lr.time_of(at_us))
+            for at_us, kind, title_id in state.interactions
+        ),
+        impressions=impressions,
+        current_title=current_title,
     )
+
+
+def _session_titles(state: ActorState) -> tuple[dict[str, TitleImpressions], str | None]:
+    """The current session's impressions per title, and the title of its latest playback."""
+    started: dict[str, int] = {}
+    latest: tuple[int, str] | None = None
+    session_start = state.session[0] if state.session else None
+    for playback in state.playbacks.values():
+        title_id = playback.title_id
+        if playback.started_us is not None:
+            started[title_id] = max(started.get(title_id, playback.started_us), playback.started_us)
+        ended = playback.ended_us
+        if session_start is not None and ended is not None and ended >= session_start:
+            if latest is None or (ended, title_id) > latest:
+                latest = (ended, title_id)
+    impressions = {
+        title_id: TitleImpressions(
+            title_id,
+            count,
+            lr.time_of(first_us),
+            lr.time_of(last_us),
+            clicked=max(state.clicked.get(title_id, -1), started.get(title_id, -1)) >= first_us,
+        )
+        for title_id, (count, first_us, last_us) in state.impressions.items()
+    }
+    return impressions, latest[1] if latest else None
 
 
 def _recent_first(titles: Mapping[str, Any]) -> tuple[str, ...]:
@@ -603,6 +758,7 @@ _REBUILD_COLUMNS = (
     "position_s",
     "duration_s",
     "from_position_s",
+    "properties",
 )
 
 
@@ -637,7 +793,9 @@ def rebuild_from_landing(
         validate.validate_events(con, paths)
         cursor = con.execute(
             f"""
-            select {", ".join(_REBUILD_COLUMNS)}
+            select {", ".join(_REBUILD_COLUMNS[:-1])},
+                -- only a rail's titles are read from the properties
+                case when event_type = 'rail_impression' then properties end as properties
             from _validated
             where reason_code is null and received_at >= $since and received_at <= $now
             qualify row_number() over (
@@ -651,6 +809,8 @@ def rebuild_from_landing(
             events = [dict(zip(_REBUILD_COLUMNS, row, strict=True)) for row in rows]
             for event in events:
                 event["event_id"] = str(event["event_id"])
+                if event["properties"] is not None:  # JSON text: the rail's title_ids
+                    event["properties"] = orjson.loads(event["properties"])
             state.restore(events)
             applied += len(events)
     finally:

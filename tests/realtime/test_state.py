@@ -739,3 +739,86 @@ def test_a_rebuild_while_redis_is_away_fills_memory_and_is_not_replayed(batch, p
         assert state.view("u_after").session.event_count == 1 and redis_db.dbsize() == 1
     finally:
         state.close()
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_session_impressions_interactions_and_current_title(redis_db, backend):
+    """Rail impressions counted per title in the current session, whether the title was
+    taken up after its first impression, the session's interactions in time order, the
+    title played last; a resent rail counts once; a new session starts them afresh."""
+
+    def rail(seconds: float, titles: list, **extra) -> dict:
+        return make_event(
+            event_type="rail_impression",
+            user_id="u_rail",
+            occurred_at=_at(seconds, 4),
+            properties={"rail": "trending", "title_ids": titles},
+            **extra,
+        )
+
+    def player(seconds: float, kind: str, title: str, position: float) -> dict:
+        return make_event(
+            event_type=kind,
+            user_id="u_rail",
+            occurred_at=_at(seconds, 4),
+            title_id=title,
+            playback_id=f"p_{title}",
+            position_s=position,
+            duration_s=600.0,
+            properties={},
+        )
+
+    first = rail(0, ["t_a", "t_b", "t_c", 7, None, "t_a"])
+    events = [
+        first,
+        rail(60, ["t_a", "t_b"]),
+        make_event(
+            event_type="title_click", user_id="u_rail", title_id="t_b", occurred_at=_at(70, 4)
+        ),
+        player(80, "play_start", "t_b", 0.0),
+        player(400, "stop", "t_b", 320.0),
+        rail(410, ["t_a", "t_c", "t_d"]),
+        player(420, "play_start", "t_c", 0.0),
+        player(450, "heartbeat", "t_c", 30.0),
+        make_event(event_type="dislike", user_id="u_rail", title_id="t_d", occurred_at=_at(460, 4)),
+    ]
+    state = _state_for(backend)
+    try:
+        state.apply(events[5:])  # out of order: the late events are placed by time
+        state.apply(events[:5] + [first])  # the first rail resent: counted once
+        view = state.view("u_rail")
+        counts = {t: (i.count, i.clicked) for t, i in view.impressions.items()}
+        assert counts == {
+            "t_a": (3, False),  # shown three times, never taken up
+            "t_b": (2, True),  # clicked after its first impression
+            "t_c": (2, True),  # played after it
+            "t_d": (1, False),  # disliked is not taken up
+        }
+        assert view.impressions["t_a"].first_at == datetime.fromisoformat(_at(0, 4))
+        assert view.impressions["t_a"].last_at == datetime.fromisoformat(_at(410, 4))
+        assert [(i.kind, i.title_id) for i in view.session_interactions] == [
+            ("click", "t_b"),
+            ("play", "t_b"),
+            ("play", "t_c"),
+            ("dislike", "t_d"),
+        ]
+        assert view.current_title == "t_c"
+        # after the gap a new session: nothing of the last one's impressions or interactions
+        later = 4 * 3600
+        state.apply([rail(later, ["t_a"])])
+        view = state.view("u_rail")
+        assert view.session_count == 2 and view.current_title is None
+        assert {t: i.count for t, i in view.impressions.items()} == {"t_a": 1}
+        assert view.session_interactions == ()
+        # a rail without title_ids, or not a list of them, counts nothing
+        state.apply(
+            [
+                rail(later + 5, "t_a"),
+                make_event(
+                    event_type="rail_impression", user_id="u_rail", occurred_at=_at(later + 6, 4)
+                ),
+            ]
+        )
+        assert state.view("u_rail").impressions["t_a"].count == 1
+    finally:
+        state.close()
