@@ -70,7 +70,6 @@ INTERACTION_KINDS = {
     "dislike": "dislike",
     "add_to_watchlist": "watchlist",
     "rating": "rating",
-    "share": "share",
 }
 
 
@@ -131,12 +130,14 @@ class SessionInteraction:
 
     kind: ``browse`` (a page_view of the title), ``click`` (title_click), ``play`` (a
     playback, at its first event), ``complete`` (the playback became complete),
-    ``like``, ``dislike``, ``watchlist`` (add_to_watchlist), ``rating``, ``share``.
+    ``like``, ``dislike``, ``watchlist`` (add_to_watchlist), ``rating``.
     """
 
     kind: str
     title_id: str
     at: datetime
+    # a rating's stars (properties.rating, 1 to 5); None for every other kind
+    value: float | None = None
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,7 @@ class ActorState:
     valid snapshot] of the playbacks folded away; seen holds the digests of the
     last event_ids applied, oldest first (stored as base64). For the current session
     only: impressions map a title to [count, first_us, last_us] of its rail
-    impressions, and interactions hold [at_us, kind, title_id], sorted.
+    impressions, and interactions hold [at_us, kind, title_id, rating or None], sorted.
     """
 
     __slots__ = (
@@ -339,7 +340,9 @@ def apply_to_actor(
             _remember(state.clicked, str(title_id), at_us)
         kind = INTERACTION_KINDS.get(event_type)
         if in_session and kind is not None and title_id:
-            _interact(state, at_us, kind, str(title_id))
+            _interact(
+                state, at_us, kind, str(title_id), _rating(event) if kind == "rating" else None
+            )
     return state
 
 
@@ -427,9 +430,20 @@ def _impression_step(state: ActorState, at_us: int, event: Mapping[str, Any]) ->
         state.impressions = {t: impressions[t] for t in keep}
 
 
-def _interact(state: ActorState, at_us: int, kind: str, title_id: str) -> None:
+def _rating(event: Mapping[str, Any]) -> float | None:
+    """A rating event's stars (the contract: an integer from 1 to 5)."""
+    properties = event.get("properties")
+    stars = properties.get("rating") if isinstance(properties, Mapping) else None
+    if isinstance(stars, bool) or not isinstance(stars, int | float):
+        return None
+    return float(stars)
+
+
+def _interact(
+    state: ActorState, at_us: int, kind: str, title_id: str, value: float | None = None
+) -> None:
     """Keep one interaction of the current session, in time order (the latest kept)."""
-    bisect.insort(state.interactions, [at_us, kind, title_id])
+    bisect.insort(state.interactions, [at_us, kind, title_id, value], key=lambda i: i[:3])
     if len(state.interactions) > MAX_SESSION_INTERACTIONS:
         del state.interactions[0]
 
@@ -548,8 +562,8 @@ def actor_view(state: ActorState, rules: LiveRules) -> ActorView:
         disliked=_recent_first(disliked),
         progress=progress,
         session_interactions=tuple(
-            SessionInteraction(kind, title_id, lr.time_of(at_us))
-            for at_us, kind, title_id in state.interactions
+            SessionInteraction(kind, title_id, lr.time_of(at_us), *value)
+            for at_us, kind, title_id, *value in state.interactions
         ),
         impressions=impressions,
         current_title=current_title,
@@ -794,8 +808,9 @@ def rebuild_from_landing(
         cursor = con.execute(
             f"""
             select {", ".join(_REBUILD_COLUMNS[:-1])},
-                -- only a rail's titles are read from the properties
-                case when event_type = 'rail_impression' then properties end as properties
+                -- only a rail's titles and a rating's stars are read from the properties
+                case when event_type in ('rail_impression', 'rating') then properties end
+                    as properties
             from _validated
             where reason_code is null and received_at >= $since and received_at <= $now
             qualify row_number() over (
@@ -809,7 +824,7 @@ def rebuild_from_landing(
             events = [dict(zip(_REBUILD_COLUMNS, row, strict=True)) for row in rows]
             for event in events:
                 event["event_id"] = str(event["event_id"])
-                if event["properties"] is not None:  # JSON text: the rail's title_ids
+                if event["properties"] is not None:  # JSON text
                     event["properties"] = orjson.loads(event["properties"])
             state.restore(events)
             applied += len(events)

@@ -781,6 +781,13 @@ def test_session_impressions_interactions_and_current_title(redis_db, backend):
         player(420, "play_start", "t_c", 0.0),
         player(450, "heartbeat", "t_c", 30.0),
         make_event(event_type="dislike", user_id="u_rail", title_id="t_d", occurred_at=_at(460, 4)),
+        make_event(
+            event_type="rating",
+            user_id="u_rail",
+            title_id="t_b",
+            occurred_at=_at(470, 4),
+            properties={"rating": 4},
+        ),
     ]
     state = _state_for(backend)
     try:
@@ -801,7 +808,10 @@ def test_session_impressions_interactions_and_current_title(redis_db, backend):
             ("play", "t_b"),
             ("play", "t_c"),
             ("dislike", "t_d"),
+            ("rating", "t_b"),
         ]
+        assert view.session_interactions[-1].value == 4.0
+        assert {i.value for i in view.session_interactions[:-1]} == {None}
         assert view.current_title == "t_c"
         # after the gap a new session: nothing of the last one's impressions or interactions
         later = 4 * 3600
