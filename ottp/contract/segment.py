@@ -331,3 +331,38 @@ def map_messages(
     """Every message's fate, in order; ``received_at`` is the collector's clock (aware, UTC)."""
     mapping = mapping or load_mapping()
     return [map_message(m, mapping, received_at, batch_sent_at, i) for i, m in enumerate(messages)]
+
+
+# ------------------------------------------------------------------ stored calls
+
+
+def _received_time(message: Mapping) -> datetime:
+    """``receivedAt`` of a stored call: the destination's server clock, required."""
+    value = message.get("receivedAt")
+    if value is None or value == "":
+        raise _Reject("missing_field", "received_at (receivedAt)")
+    return _parse_time(value, "receivedAt")
+
+
+def map_stored_message(message: object, mapping: TrackerMapping, index: int = 0) -> Outcome:
+    """A call as Segment's and RudderStack's storage destinations write it (one per line).
+
+    Those exports hold what the SDK sent plus the destination's own fields:
+    ``receivedAt`` (their server's clock) and ``timestamp`` already corrected,
+    with the SDK's own clock moved to ``originalTimestamp``. The call is mapped
+    as the collector maps it (:func:`map_message`) with ``receivedAt`` as the
+    receipt time and the client's clock as the time sent: ``originalTimestamp``
+    when the line has one (``timestamp`` is then left out, never corrected
+    twice), else ``timestamp``. So ``occurred_at = originalTimestamp +
+    (receivedAt - sentAt)``, the collector's correction, which is also the
+    export's own ``timestamp``. A line without a valid ``receivedAt`` is rejected.
+    """
+    if not isinstance(message, Mapping):
+        return Outcome(index, None, "rejected", None, "not_an_object", "not_an_object: message")
+    try:
+        received = _received_time(message)
+    except _Reject as exc:
+        return Outcome(index, message.get("messageId"), "rejected", None, exc.code, exc.reason)
+    if message.get("originalTimestamp") is not None and "timestamp" in message:
+        message = {k: v for k, v in message.items() if k != "timestamp"}
+    return map_message(message, mapping, received, None, index)

@@ -2,7 +2,8 @@
 
 Every line of every file ends up in exactly one place: ``raw.events`` (or
 ``raw.titles``), counted as a duplicate, or ``raw.rejected_events`` (or
-``raw.rejected_titles``) with a reason. A load is one DuckDB transaction: a
+``raw.rejected_titles``) with a reason; a Segment/RudderStack call that maps to
+no contract event (``identify``...) is counted as skipped. A load is one DuckDB transaction: a
 crash part-way leaves the previous state and the next run redoes the files.
 
 The per-line work (splitting, JSON parsing, validation, deduplication) runs
@@ -10,7 +11,9 @@ in DuckDB; Python only lists files, hashes them and issues statements. This
 module runs a load: chunks of files, each one transaction that inserts the
 valid lines (deduplicated), the rejected ones and the manifest rows, and
 counts every file. The gzip check is ``gzip_check``, the line verdicts
-``validate``, the raw tables and the manifest ``manifest``.
+``validate``, the raw tables and the manifest ``manifest``; event files in
+Segment/RudderStack export format (``landing/segment/``) are mapped onto the
+contract by ``segment_files`` before the same validation.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import duckdb
 
 from ottp.config import RAW_SCHEMA
 from ottp.contract import rules as contract_rules
-from ottp.ingest import landing
+from ottp.ingest import landing, segment_files
 from ottp.ingest.gzip_check import inspect_file, without_cr
 from ottp.ingest.manifest import (
     FileResult,
@@ -206,11 +209,16 @@ def _stage(
     left out of the manifest, so a fixed re-delivery is picked up later.
     """
     read_paths = read_paths or {}
-    validate = validate_events if kind == "events" else validate_titles
 
     def run(files: list[tuple[landing.LandingFile, str]]) -> None:
         _set_batch_files(con, files)
-        validate(con, [read_paths.get(str(f.path), str(f.path)) for f, _ in files])
+        paths = {fmt: [] for fmt in (landing.NATIVE, landing.SEGMENT)}
+        for f, _ in files:
+            paths[f.format].append(read_paths.get(str(f.path), str(f.path)))
+        if kind == "events":
+            validate_events(con, paths[landing.NATIVE], paths[landing.SEGMENT])
+        else:
+            validate_titles(con, paths[landing.NATIVE])
         _restore_paths(con, {r: p for p, r in read_paths.items()})
 
     try:
@@ -246,7 +254,7 @@ def _restore_paths(con: duckdb.DuckDBPyConnection, originals: dict[str, str]) ->
         return
     con.execute("create or replace temp table _read_paths (read_path varchar, file_path varchar)")
     con.executemany("insert into _read_paths values (?, ?)", list(originals.items()))
-    for table in ("_validated", "_line_rejects"):
+    for table in ("_validated", "_line_rejects", "_skipped_lines"):
         con.execute(
             f"update {table} set file_path = r.file_path from _read_paths as r "
             f"where {table}.file_path = r.read_path"
@@ -333,27 +341,34 @@ def _count_files(
         landed as (
             select file_path, n from _landed
         ),
+        skipped as (
+            select file_path, sum(n) as n from _skipped_lines group by all
+        ),
         rejected as (
             select source_file as file_path, count(*) as n from {RAW_SCHEMA}.{reject_table}
             where load_id = $load_id and source_file in (select file_path from _batch_files)
             group by all
         )
         select f.file_path,
-               coalesce(r.n, 0) + coalesce(x.n, 0),
+               coalesce(r.n, 0) + coalesce(x.n, 0) + coalesce(k.n, 0),
                coalesce(l.n, 0),
                coalesce(r.valid, 0),
-               coalesce(j.n, 0)
+               coalesce(j.n, 0),
+               coalesce(k.n, 0)
         from _batch_files f
         left join read_in r using (file_path)
         left join refused x using (file_path)
         left join landed l using (file_path)
         left join rejected j using (file_path)
+        left join skipped k using (file_path)
         """,
         {"load_id": report.load_id},
     ).fetchall()
     counts = {r[0]: r[1:] for r in rows}
+    skipped_in_chunk = 0
     for f, sha in readable:
-        lines_in, loaded, valid, rejected = counts[str(f.path)]
+        lines_in, loaded, valid, rejected, skipped = counts[str(f.path)]
+        skipped_in_chunk += skipped
         report.files.append(
             FileResult(
                 str(f.path),
@@ -364,6 +379,7 @@ def _count_files(
                 loaded=loaded,
                 duplicates=valid - loaded,
                 rejected=rejected,
+                skipped=skipped,
                 sha256=sha,
                 size_bytes=f.size_bytes,
             )
@@ -377,6 +393,9 @@ def _count_files(
         {"load_id": report.load_id},
     ).fetchall():
         report.rejected_by_reason[reason] = report.rejected_by_reason.get(reason, 0) + n
+    if skipped_in_chunk:
+        code = segment_files.NO_CONTRACT_EVENT
+        report.skipped_by_reason[code] = report.skipped_by_reason.get(code, 0) + skipped_in_chunk
 
 
 def _insert_events(con: duckdb.DuckDBPyConnection, load_id: str, loaded_at: datetime) -> None:
@@ -474,7 +493,7 @@ def reconciliation(warehouse_path: Path) -> dict:
             f"""
             select coalesce(sum(lines_in), 0), coalesce(sum(loaded), 0),
                    coalesce(sum(duplicates), 0), coalesce(sum(rejected), 0),
-                   count(*) filter (where status = 'loaded')
+                   count(*) filter (where status = 'loaded'), coalesce(sum(skipped), 0)
             from {RAW_SCHEMA}.load_manifest where file_kind = 'events'
             """
         ).fetchone()
@@ -484,16 +503,17 @@ def reconciliation(warehouse_path: Path) -> dict:
         ).fetchone()
     finally:
         con.close()
-    lines_in, loaded, duplicates, manifest_rejected, files = manifest
+    lines_in, loaded, duplicates, manifest_rejected, files, skipped = manifest
     return {
         "event_files": files,
         "lines_in": lines_in,
         "events_loaded": loaded,
         "duplicates": duplicates,
         "rejected": manifest_rejected,
+        "skipped": skipped,
         "events_in_table": events,
         "rejected_in_table": rejected,
-        "reconciles": lines_in == loaded + duplicates + manifest_rejected
+        "reconciles": lines_in == loaded + duplicates + manifest_rejected + skipped
         and events == loaded
         and rejected == manifest_rejected,
     }

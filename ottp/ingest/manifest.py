@@ -93,8 +93,11 @@ create table if not exists {RAW_SCHEMA}.load_manifest (
     loaded bigint not null,
     duplicates bigint not null,
     rejected bigint not null,
-    loaded_at timestamp not null
+    loaded_at timestamp not null,
+    skipped bigint not null default 0
 );
+-- a warehouse made before the column: calls skipped as no_contract_event (Segment files)
+alter table {RAW_SCHEMA}.load_manifest add column if not exists skipped bigint default 0;
 """
 
 
@@ -112,13 +115,14 @@ class FileResult:
     loaded: int = 0
     duplicates: int = 0
     rejected: int = 0
+    skipped: int = 0  # tracking calls without a contract event (Segment files)
     error: str | None = None
     sha256: str | None = None
     size_bytes: int = 0
 
     @property
     def reconciles(self) -> bool:
-        return self.lines_in == self.loaded + self.duplicates + self.rejected
+        return self.lines_in == self.loaded + self.duplicates + self.rejected + self.skipped
 
 
 @dataclass
@@ -126,6 +130,7 @@ class LoadReport:
     load_id: str
     files: list[FileResult] = field(default_factory=list)
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
     def _sum(self, attr: str, kind: str | None = None) -> int:
@@ -146,6 +151,10 @@ class LoadReport:
     @property
     def rejected(self) -> int:
         return self._sum("rejected")
+
+    @property
+    def skipped(self) -> int:
+        return self._sum("skipped")
 
     @property
     def events_loaded(self) -> int:
@@ -171,6 +180,8 @@ class LoadReport:
             "duplicates": self.duplicates,
             "rejected": self.rejected,
             "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
+            "skipped": self.skipped,
+            "skipped_by_reason": dict(sorted(self.skipped_by_reason.items())),
             "reconciles": self.reconciles,
             "seconds": round(self.seconds, 3),
         }
@@ -200,8 +211,16 @@ class LoadReport:
                 "rejected by reason: "
                 + ", ".join(f"{k}={v:,}" for k, v in sorted(self.rejected_by_reason.items()))
             )
+        if self.skipped_by_reason:
+            lines.append(
+                "skipped (no contract event) by reason: "
+                + ", ".join(f"{k}={v:,}" for k, v in sorted(self.skipped_by_reason.items()))
+            )
         verdict = "holds" if self.reconciles else "DOES NOT HOLD"
-        lines.append(f"reconciliation lines_in = loaded + duplicates + rejected: {verdict}")
+        skipped = " + skipped" if self.skipped else ""
+        lines.append(
+            f"reconciliation lines_in = loaded + duplicates + rejected{skipped}: {verdict}"
+        )
         return "\n".join(lines)
 
 
@@ -269,13 +288,15 @@ def write_manifest(
             r.duplicates,
             r.rejected,
             loaded_at,
+            r.skipped,
         )
         for r in results
         if r.status in ("loaded", "duplicate_file")
     ]
     if rows:
         con.executemany(
-            f"insert into {RAW_SCHEMA}.load_manifest values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"insert into {RAW_SCHEMA}.load_manifest values "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
     # An unreadable file is recorded once per content with its reason.

@@ -70,11 +70,11 @@ _TITLE_STRUCT = _struct(_TITLE_STRINGS, _TITLE_JSON)
 
 # An escaped NUL (\u0000) preceded by an even number of backslashes: neither
 # PostgreSQL text nor jsonb can hold it, so it never enters the warehouse.
-_ESCAPED_NUL = r"(^|[^\\])(\\\\)*\\u0000"
+ESCAPED_NUL = r"(^|[^\\])(\\\\)*\\u0000"
 
 
 # JSON string literals, removed before looking for NaN and Infinity outside them.
-_JSON_STRING = r'"(?:[^"\\]|\\.)*"'
+JSON_STRING = r'"(?:[^"\\]|\\.)*"'
 
 
 def _parsed_lines(struct: str, strings: Sequence[str], numeric: Sequence[str] = ()) -> str:
@@ -118,14 +118,14 @@ def _parsed_lines(struct: str, strings: Sequence[str], numeric: Sequence[str] = 
                        when j is null then null
                        when contains(line, 'NaN') or contains(line, 'Infinity') then
                            regexp_matches(
-                               regexp_replace(line, '{_JSON_STRING}', '""', 'g'),
+                               regexp_replace(line, '{JSON_STRING}', '""', 'g'),
                                'NaN|Infinity'
                            )
                        else false
                    end as has_non_finite,
                    -- case, not and: and evaluates the regex on every line
                    case when j is not null and contains(line, '\\u0000')
-                        then regexp_matches(line, '{_ESCAPED_NUL}') else false
+                        then regexp_matches(line, '{ESCAPED_NUL}') else false
                    end as has_nul
             from raw_parsed
         )
@@ -170,22 +170,29 @@ def create_validated(
         params or None,
     )
     if paths:
-        con.execute(
-            """
-            create or replace temp table _line_rejects as
-            select s.file_path, e.line, e.error_type, e.csv_line
-            from _reader_errors e join _reader_scans s using (scan_id, file_id)
-            -- the reader reports a line once per surplus delimiter: count it once
-            qualify row_number() over (
-                partition by s.file_path, e.line order by e.error_type
-            ) = 1
-            """
-        )
+        collect_reader_rejects(con, "_line_rejects")
     else:
         con.execute(
             "create or replace temp table _line_rejects "
             "(file_path varchar, line ubigint, error_type varchar, csv_line varchar)"
         )
+    # Lines counted but neither loaded nor rejected (ottp.ingest.segment_files fills it).
+    con.execute("create or replace temp table _skipped_lines (file_path varchar, n bigint)")
+
+
+def collect_reader_rejects(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    """``table``: the lines the last :func:`reader` refused, one row per line."""
+    con.execute(
+        f"""
+        create or replace temp table {table} as
+        select s.file_path, e.line, e.error_type, e.csv_line
+        from _reader_errors e join _reader_scans s using (scan_id, file_id)
+        -- the reader reports a line once per surplus delimiter: count it once
+        qualify row_number() over (
+            partition by s.file_path, e.line order by e.error_type
+        ) = 1
+        """
+    )
 
 
 def _json_number(col: str) -> str:
@@ -214,9 +221,24 @@ def _event_rule_checks() -> str:
     return "\n                    ".join(reject_rules.event_rule_branches(reject_rules.DUCKDB))
 
 
-def validate_events(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
-    """Parse each line once and give the first reason it fails, or null if valid."""
+def validate_events(
+    con: duckdb.DuckDBPyConnection, paths: list[str], segment_paths: Sequence[str] = ()
+) -> None:
+    """Parse each line once and give the first reason it fails, or null if valid.
+
+    ``segment_paths`` are files in Segment/RudderStack export format: their
+    calls are mapped onto the contract and judged by the same query
+    (``ottp.ingest.segment_files``), their verdicts appended to ``_validated``.
+    """
+    if not segment_paths:
+        create_validated(con, paths, event_select_sql())
+        return
+    from ottp.ingest import segment_files  # it builds on this module
+
+    mapping = segment_files.active_mapping()
+    segment_files.stage_lines(con, list(segment_paths))
     create_validated(con, paths, event_select_sql())
+    segment_files.append_validated(con, mapping)
 
 
 def event_select_sql() -> str:

@@ -1,12 +1,15 @@
 """Event simulator: synthetic raw events and title catalog snapshots in the landing layout.
 
     out_dir/events/date=YYYY-MM-DD/part-NNNNN.ndjson.gz   (date = collector receipt day, UTC)
+    out_dir/segment/date=YYYY-MM-DD/part-NNNNN.json.gz    (instead, with fmt="segment")
     out_dir/catalog/date=YYYY-MM-DD/titles.ndjson.gz      (full catalog snapshots)
     out_dir/_truth/*.parquet                               (what was planted: see truth_dir)
 
 Events follow ``ottp/contract/events.schema.json``, catalog records
 ``ottp/contract/titles.schema.json``; docs/event-contract.md describes both and
-the dirty data injected at ``dirty_rate``.
+the dirty data injected at ``dirty_rate``. With ``fmt="segment"`` the same events
+are written as Segment/RudderStack tracking calls (docs/segment.md): loaded, they
+give the events of the native files of the same arguments.
 
 The same arguments always produce byte-identical files. Generation is
 vectorised (numpy/Arrow): users -> sessions -> playbacks -> events, with no
@@ -37,7 +40,7 @@ from ottp.simulator.catalog import (
 )
 from ottp.simulator.collector import write_events
 from ottp.simulator.events import EVENT_TYPES
-from ottp.simulator.lines import MALFORMED_REASONS
+from ottp.simulator.lines import FORMATS, MALFORMED_REASONS
 from ottp.simulator.playback import HEARTBEAT_INTERVAL_S
 from ottp.simulator.truth import TRUTH_DIR, write_truth
 
@@ -136,12 +139,13 @@ def _clear_previous(out_dir: Path) -> None:
     """Remove files of an earlier run (only names of this layout) so partitions are not mixed."""
     for pattern in (
         "events/date=*/part-*.ndjson.gz",
+        "segment/date=*/part-*.json.gz",
         "catalog/date=*/titles.ndjson.gz",
         f"{TRUTH_DIR}/*.parquet",
     ):
         for p in out_dir.glob(pattern):
             p.unlink()
-    for sub in ("events", "catalog"):
+    for sub in ("events", "segment", "catalog"):
         for d in sorted((out_dir / sub).glob("date=*")):
             if d.is_dir() and not any(d.iterdir()):
                 d.rmdir()
@@ -157,17 +161,22 @@ def simulate(
     dirty_rate: float = 0.0,
     start_date: dt.date = DEFAULT_START_DATE,
     progress: bool = False,
+    fmt: str = "native",
 ) -> SimulationSummary:
     """Write ``days`` days of events for ``users`` users and a ``titles``-title catalog.
 
     ``dirty_rate`` is the fraction of lines that are dirty, split about evenly between
     exact duplicates, late arrivals, client clock skew, malformed lines and bot devices.
+    ``fmt`` is ``native`` (contract events) or ``segment`` (the same events as
+    Segment/RudderStack tracking calls, under ``segment/``).
     """
     t_start = time.perf_counter()
     if users < 1 or days < 1:
         raise ValueError("users and days must be at least 1")
     if not 0.0 <= dirty_rate < 1.0:
         raise ValueError("dirty_rate must be in [0, 1)")
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {FORMATS}")
     # seeds are read at call time: tests may point config.SEEDS_DIR elsewhere
     categories = list(contract_rules.title_categories())
     reasons = load_cancel_reasons(config.SEEDS_DIR)
@@ -201,6 +210,7 @@ def simulate(
             n_users=users,
             progress_from=30,
             progress_span=68,
+            fmt=fmt,
         )
         bar.set(98, "truth")
         write_truth(behaviour, catalog, out_dir, seed, users)

@@ -1,6 +1,7 @@
 """The collector's view of the simulated events (private): receipt times, the dirty data
 injected at ``dirty_rate`` (clock skew, late sessions, malformed lines, duplicates), and the
-NDJSON part files per receipt day.
+NDJSON part files per receipt day (``events/``, or ``segment/`` in Segment/RudderStack export
+format).
 
 Every random choice is made up front, so the files do not depend on thread scheduling;
 parts are written in a small thread pool.
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ottp.simulator import segment_lines
 from ottp.simulator.arrays import MS_PER_DAY, Progress
 from ottp.simulator.behaviour import Behaviour
 from ottp.simulator.catalog import Catalog
@@ -78,8 +80,13 @@ def write_events(
     workers: int = 2,
     progress_from: float = 40.0,
     progress_span: float = 60.0,
+    fmt: str = "native",
 ) -> OutputStats:
-    """Receipt times, dirty data, then one folder per receipt day of gzip NDJSON parts."""
+    """Receipt times, dirty data, then one folder per receipt day of gzip NDJSON parts.
+
+    ``fmt="segment"``: the same lines as Segment/RudderStack tracking calls, in
+    ``segment/date=.../part-NNNNN.json.gz`` (``ottp.simulator.segment_lines``).
+    """
     e = behaviour.events
     n = len(e["t"])
     end_ms = days * MS_PER_DAY
@@ -102,14 +109,26 @@ def write_events(
     clean = kind == CLEAN
     rows_ev, rows_day, rows_kind, n_dup = _output_rows(rng, kind, rec, share, target, days)
 
-    writer = LineWriter(behaviour, catalog, start, seed, cols, occ, rec, is_player, aux, n_users)
-    jobs = _part_jobs(out_dir / "events", start, days, rows_day)
+    writer = LineWriter(
+        behaviour, catalog, start, seed, cols, occ, rec, is_player, aux, n_users, fmt
+    )
+    segment = fmt == "segment"
+    jobs = _part_jobs(
+        out_dir / ("segment" if segment else "events"),
+        start,
+        days,
+        rows_day,
+        ".json.gz" if segment else ".ndjson.gz",
+    )
     files = _write_parts(
         writer, jobs, rows_ev, rows_kind, progress, workers, progress_from, progress_span
     )
     malformed = {r: 0 for r in MALFORMED_REASONS}
+    if segment:  # an unknown call type is unmapped_event there
+        malformed = {segment_lines.REASONS[r]: 0 for r in MALFORMED_REASONS}
     for k, r in REASON_OF_KIND.items():
-        malformed[r] += int((kind == k).sum())
+        reason = segment_lines.REASONS[r] if segment else r
+        malformed[reason] += int((kind == k).sum())
     return OutputStats(
         events_written=int(clean.sum()),
         lines_written=int(len(rows_ev)),
@@ -242,7 +261,7 @@ def _output_rows(
 
 
 def _part_jobs(
-    base: Path, start: dt.date, days: int, rows_day: np.ndarray
+    base: Path, start: dt.date, days: int, rows_day: np.ndarray, suffix: str = ".ndjson.gz"
 ) -> list[tuple[Path, int, int]]:
     """(part file, first row, end row) per part: at most PART_LINES lines each."""
     jobs = []
@@ -256,7 +275,7 @@ def _part_jobs(
         folder = base / f"date={(start + dt.timedelta(days=d)).isoformat()}"
         folder.mkdir(parents=True, exist_ok=True)
         for p in range(n_parts):
-            jobs.append((folder / f"part-{p:05d}.ndjson.gz", int(cuts[p]), int(cuts[p + 1])))
+            jobs.append((folder / f"part-{p:05d}{suffix}", int(cuts[p]), int(cuts[p + 1])))
     return jobs
 
 

@@ -3,7 +3,8 @@ the per-device and per-playback context fragments, and the single defect of each
 malformed line (the loader must reject it for exactly one reason).
 
 Lines are assembled column-wise with Arrow string kernels and compressed with zlib
-(gzip wrapper, mtime 0).
+(gzip wrapper, mtime 0). In Segment/RudderStack export format (``fmt="segment"``)
+the clean lines are rewritten as tracking calls by ``segment_lines``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ottp.simulator import segment_lines
 from ottp.simulator.arrays import fixed_width_strings, id_strings, iso_ms_strings, uuid_strings
 from ottp.simulator.behaviour import Behaviour
 from ottp.simulator.catalog import Catalog
@@ -36,6 +38,17 @@ REASON_OF_KIND = {
     BAD_TYPE: "unknown_event_type",
 }
 MALFORMED_REASONS = ("invalid_json", "wrong_type", "missing_field", "unknown_event_type")
+# Line formats: contract events, or Segment/RudderStack tracking calls.
+FORMATS = ("native", "segment")
+# The defect of a malformed line, in segment_lines.corrupt's words.
+_SEGMENT_DEFECT = {
+    BAD_JSON: "invalid_json",
+    BAD_OCCURRED: "wrong_occurred",
+    BAD_POSITION: "wrong_position",
+    NO_EVENT_ID: "no_event_id",
+    NO_DEVICE_ID: "no_device_id",
+    BAD_TYPE: "unknown_type",
+}
 UNKNOWN_TYPES = ("telemetry_blob", "ad_beacon", "debug_log")
 
 
@@ -68,7 +81,11 @@ class LineWriter:
         is_player: np.ndarray,
         aux: np.ndarray,
         n_users: int,
+        fmt: str = "native",
     ) -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"format {fmt!r} is not one of {FORMATS}")
+        self.fmt = fmt
         self.keys = id_keys(seed)
         epoch0 = (
             int((dt.datetime(start.year, start.month, start.day, tzinfo=dt.UTC)).timestamp()) * 1000
@@ -138,8 +155,32 @@ class LineWriter:
         self.fpos_frag = pc.binary_join_element_wise(',"from_position_s":', numbers, "")
         self.seek = ET["seek"]
         self.props = behaviour.props_table
+        if fmt == "segment":
+            self.clock_offset = segment_lines.clock_offsets(seed, nd)
+            self.segment_sql = segment_lines.conversion_sql(segment_lines.active_mapping())
 
     def lines(self, ev: np.ndarray, kind: np.ndarray) -> pa.Array:
+        if self.fmt == "segment":
+            return self._segment(ev, kind)
+        return self._corrupted(self._clean(ev), ev, kind, _corrupt)
+
+    def _segment(self, ev: np.ndarray, kind: np.ndarray) -> pa.Array:
+        """Export lines: the clean lines rewritten, on each device's clock (segment_lines)."""
+        offset = self.clock_offset[self.cols["dev"][ev]]
+        line = segment_lines.convert(
+            self._clean(ev),
+            iso_ms_strings(self.epoch0 + self.occ[ev] + offset),
+            iso_ms_strings(self.epoch0 + self.rec[ev] + offset),
+            self.segment_sql,
+        )
+        return self._corrupted(
+            line.combine_chunks(),
+            ev,
+            kind,
+            lambda text, k, u, epoch_s: segment_lines.corrupt(text, _SEGMENT_DEFECT[k], u, epoch_s),
+        )
+
+    def _clean(self, ev: np.ndarray) -> pa.Array:
         c = self.cols
         et = c["etype"][ev]
         player = self.is_player[ev]
@@ -173,10 +214,14 @@ class LineWriter:
             null_handling="replace",
             null_replacement="",
         )
+        return line
+
+    def _corrupted(self, line: pa.Array, ev: np.ndarray, kind: np.ndarray, corrupt) -> pa.Array:
+        """The lines with the defect of each malformed one (``corrupt``) in its place."""
         bad = np.flatnonzero(kind != CLEAN)
         if len(bad):
             repl = [
-                _corrupt(
+                corrupt(
                     line[int(i)].as_py(),
                     int(kind[i]),
                     float(self.aux[ev[i]]),
