@@ -31,6 +31,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         dirty_rate=args.dirty_rate,
         start_date=args.start_date,
         progress=not args.quiet,
+        fmt=args.format,
     )
     print(json.dumps(summary.to_dict(), indent=2, default=str))
     return 0
@@ -289,6 +290,13 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
         help="Share of lines made dirty: duplicates, late, skewed, malformed, bots.",
     )
     sim.add_argument("--start-date", type=date.fromisoformat, default=date(2026, 8, 1))
+    sim.add_argument(
+        "--format",
+        choices=("native", "segment"),
+        default="native",
+        help="native: contract events in events/; segment: the same events as "
+        "Segment/RudderStack tracking calls in segment/ (docs/segment.md).",
+    )
     sim.add_argument("--quiet", action="store_true", help="No progress bar.")
     sim.set_defaults(func=_cmd_simulate)
 
