@@ -388,6 +388,17 @@ def _add_consumer_commands(sub: argparse._SubParsersAction) -> None:
     movielens.add_arguments(bench)
     bench.set_defaults(func=movielens.run)
 
+    from ottp.realtime import session_benchmark
+
+    sb = sub.add_parser(
+        "session-benchmark",
+        help="Replay held-out plays in time order: live session re-ranking against "
+        "popularity, the batch model, item-kNN and V-SKNN (HR@10/20, MRR@20, coverage); "
+        "MovieLens ratings at PATH, else the simulated demo warehouse.",
+    )
+    session_benchmark.add_arguments(sb)
+    sb.set_defaults(func=session_benchmark.run)
+
     sy = sub.add_parser(
         "sync",
         help="Check the CRM export tables, then mirror them into the CRM database "

@@ -212,7 +212,7 @@ class _Request:
     values: dict[int, float]  # fold-in values of the session's titles
     now: int
     liked: np.ndarray
-    blocked: np.ndarray
+    blocked: np.ndarray  # bool per title
     in_progress: np.ndarray
     unknown: list[str]
 
@@ -233,6 +233,25 @@ class LiveRecommender:
     def recommend_with_info(
         self, signals: SessionSignals, k: int = 20
     ) -> tuple[list[RecommendedItem], RequestInfo]:
+        cand, feats, scorer, n_filtered = self.candidate_features(signals, k)
+        req = scorer.req
+        contrib = feats * self._w[None, :]
+        score = contrib.sum(axis=1)
+        top = np.lexsort((cand, -score))[: int(k)]
+        liked = self._closest_liked(cand[top], req.liked)
+        items = [
+            self._item(int(cand[j]), float(score[j]), contrib[j], scorer, int(liked[n]))
+            for n, j in enumerate(top)
+        ]
+        info = RequestInfo(req.unknown, int(len(cand) + n_filtered), n_filtered, req.user_row >= 0)
+        return items, info
+
+    def candidate_features(
+        self, signals: SessionSignals, k: int = 20
+    ) -> tuple[np.ndarray, np.ndarray, _Scorer, int]:
+        """The allowed candidates (title indices) and their [0, 1] features (columns in
+        FEATURES order), before weighting; recommend() ranks them by features @ weights.
+        Also returns the scorer and how many candidates the filters removed."""
         if not isinstance(signals, SessionSignals):
             raise TypeError("signals must be a SessionSignals")
         if int(k) < 1:
@@ -240,28 +259,14 @@ class LiveRecommender:
         req = self._parse(signals)
         scorer = _Scorer(self, req, int(k))
         cand, feats = scorer.features()
-        keep = ~np.isin(cand, req.blocked)
-        n_filtered = int((~keep).sum())
-        cand, feats = cand[keep], feats[keep]
-        contrib = feats * self._w[None, :]
-        score = contrib.sum(axis=1)
-        top = np.lexsort((cand, -score))[: int(k)]
-        items = [self._item(int(cand[j]), float(score[j]), contrib[j], scorer) for j in top]
-        info = RequestInfo(req.unknown, int(len(keep)), n_filtered, req.user_row >= 0)
-        return items, info
-
-    def ranked_indices(self, signals: SessionSignals, k: int) -> np.ndarray:
-        """Title indices of recommend()'s list (the benchmark's fast path, same code)."""
-        req = self._parse(signals)
-        cand, feats = _Scorer(self, req, int(k)).features()
-        keep = ~np.isin(cand, req.blocked)
-        cand, feats = cand[keep], feats[keep]
-        score = feats @ self._w
-        return cand[np.lexsort((cand, -score))[: int(k)]]
+        keep = ~req.blocked[cand]
+        return cand[keep], feats[keep], scorer, int((~keep).sum())
 
     # ------------------------------------------------------------------ reasons
 
-    def _item(self, i: int, score: float, contrib: np.ndarray, scorer: _Scorer) -> RecommendedItem:
+    def _item(
+        self, i: int, score: float, contrib: np.ndarray, scorer: _Scorer, liked: int
+    ) -> RecommendedItem:
         m, req = self.model, scorer.req
         col = (
             int(np.argmax(contrib)) if contrib.max(initial=0.0) > 0 else FEATURES.index("trending")
@@ -269,7 +274,6 @@ class LiveRecommender:
         feature = FEATURES[col]
         y = m.name(i)
         if feature in ("batch", "model"):
-            liked = self._closest_liked(i, req.liked)
             code, x = ("liked", m.name(liked)) if liked >= 0 else ("for_you", "")
         elif feature == "transitions":
             code, x = "viewers_next", m.name(scorer.transition_from.get(i, req.now))
@@ -285,18 +289,18 @@ class LiveRecommender:
         text = REASONS[code].format(x=x, y=y)
         return RecommendedItem(str(m.title_ids[i]), round(score, 6), code, text)
 
-    def _closest_liked(self, i: int, liked: np.ndarray) -> int:
-        """The liked title most similar to title i (-1 when none is liked)."""
-        if len(liked) == 0:
-            return -1
+    def _closest_liked(self, items: np.ndarray, liked: np.ndarray) -> np.ndarray:
+        """Per title, the liked title most similar to it (-1 when none is liked)."""
+        if len(liked) == 0 or len(items) == 0:
+            return np.full(len(items), -1, dtype=np.int64)
         m = self.model
         if m.unit_factors is not None:
-            sim = m.unit_factors[liked] @ m.unit_factors[i]
+            sim = m.unit_factors[items] @ m.unit_factors[liked].T
         elif m.model.similarity is not None:
-            sim = np.asarray(m.model.similarity[liked][:, [i]].todense()).ravel()
+            sim = m.model.similarity[liked][:, items].toarray().T
         else:
-            sim = np.zeros(len(liked))
-        return int(liked[int(np.argmax(sim))])
+            sim = np.zeros((len(items), len(liked)), dtype=np.float32)
+        return liked[np.argmax(sim, axis=1)]
 
     # ------------------------------------------------------------------ parsing
 
@@ -342,19 +346,15 @@ class LiveRecommender:
         shown = idx(t for t, n in s.impressions.items() if int(n) >= IMPRESSION_LIMIT)
         user_row = m.user_index.get(s.user_id, -1) if s.user_id is not None else -1
         excluded = self._history_excluded(user_row)
-        blocked = np.unique(
-            np.concatenate(
-                [
-                    disliked,
-                    completed,
-                    complete_by_pct,
-                    shown,
-                    np.flatnonzero(~m.available),
-                    np.setdiff1d(excluded, in_progress),
-                    np.asarray([now] if now is not None else [], dtype=np.int64),
-                ]
-            )
-        )
+        blocked = ~m.available  # a new mask per request
+        blocked[excluded] = True
+        blocked[in_progress] = ~m.available[
+            in_progress
+        ]  # continue watching beats the batch exclusion
+        for rows in (disliked, completed, complete_by_pct, shown):
+            blocked[rows] = True
+        if now is not None:
+            blocked[now] = True
         in_progress = np.setdiff1d(in_progress, np.concatenate([completed, disliked]))
         return _Request(
             user_row=user_row,
@@ -413,7 +413,7 @@ class _Scorer:
             t_items.append(idx)
             t_scores.append(conf * weight)
             t_from.append(np.full(len(idx), x))
-        if t_items:
+        if t_items and sum(len(x) for x in t_items):
             items, scores, froms = map(np.concatenate, (t_items, t_scores, t_from))
             order = np.lexsort((-scores, items))  # per title, its strongest source first
             items, scores, froms = items[order], scores[order], froms[order]
@@ -421,7 +421,7 @@ class _Scorer:
             self.transition_from = dict(
                 zip(items[first].tolist(), froms[first].tolist(), strict=True)
             )
-            sums = np.add.reduceat(scores, np.flatnonzero(first)) if len(items) else scores
+            sums = np.add.reduceat(scores, np.flatnonzero(first))
             self.pools["transitions"] = (items[first], sums)
         if len(req.sequence):
             self.pools["sknn"] = m.sessions.scores(
