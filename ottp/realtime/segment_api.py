@@ -37,11 +37,12 @@ logger = logging.getLogger(__name__)
 router = APIRouter(tags=["segment"])
 CALLS = ("track", "page", "screen", "identify")
 # What a browser SDK sends beside the body, answered by the CORS preflight (OTTP_CORS_ORIGINS):
-# the write key (Basic), the JSON type, and what RudderStack's browser SDK adds (sentAt, its
-# retry bookkeeping).
+# the write key (Basic), the JSON type, and what RudderStack's browser SDK adds (the anonymous
+# id in base64, sentAt, its retry bookkeeping).
 CORS_HEADERS = (
     "Authorization",
     "Content-Type",
+    "AnonymousId",
     "SentAt",
     "Rsa-Recovered",
     "Rsa-Retry-Attempt",
