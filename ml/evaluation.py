@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -25,7 +25,7 @@ import scipy.sparse as sp
 
 from ml import interactions as ia
 from ml import metrics
-from ml.models import ModelSpec, TrainedModel, fit
+from ml.models import ModelSpec, TrainedModel, ease_size_problem, fit
 from ml.warehouse import scalar
 
 ALS_GRID = {
@@ -34,6 +34,8 @@ ALS_GRID = {
     "alpha": (1.0, 4.0),
     "iterations": (10, 20),
 }
+# EASE^R's regularization, on a log scale (6 closed-form fits, one matrix inversion each)
+EASE_GRID = {"l2": (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)}
 
 
 def grid(kind: str, axes: dict[str, Sequence]) -> list[ModelSpec]:
@@ -52,6 +54,7 @@ class EvalConfig:
     weights: ia.Weights = ia.GRADED
     tuning: tuple[ModelSpec, ...] = tuple(grid("als", ALS_GRID))
     alternatives: tuple[ModelSpec, ...] = (ModelSpec("bpr"), ModelSpec("bm25"))
+    ease: tuple[ModelSpec, ...] = tuple(grid("ease", EASE_GRID))
     variants: tuple[ia.Weights, ...] = (
         ia.POSITIVE_ONLY,
         ia.ABANDON_NEGATIVE,
@@ -305,6 +308,31 @@ def _best(results: Iterable[Result], k: int) -> Result:
     return max(results, key=lambda r: np.nan_to_num(r.metric(f"ndcg_at_{k}"), nan=-1.0))
 
 
+def _tune(
+    go: Callable[[str, ModelSpec, str], Result],
+    config: EvalConfig,
+    n_titles: int,
+    notes: list[str],
+) -> tuple[ModelSpec, ModelSpec, ModelSpec | None]:
+    """Every candidate on the validation split; returns the best overall, the best
+    ALS and the best EASE (None when EASE was not tuned)."""
+    k = config.k
+    tuned = [go("validation", spec, "tuning") for spec in config.tuning]
+    alternatives = [go("validation", spec, "tuning") for spec in config.alternatives]
+    eased: list[Result] = []
+    problem = ease_size_problem(n_titles)
+    if config.ease and problem:
+        notes.append(f"EASE not tuned: {problem}")
+    else:
+        eased = [go("validation", spec, "tuning") for spec in config.ease]
+    go("validation", ModelSpec("popularity"), "tuning")
+    best_als = _best(tuned, k).spec if tuned else ModelSpec("als")
+    best_ease = _best(eased, k).spec if eased else None
+    everything = tuned + alternatives + eased
+    best = _best(everything, k).spec if everything else best_als
+    return best, best_als, best_ease
+
+
 def evaluate_platform(
     con: duckdb.DuckDBPyConnection,
     as_of: datetime,
@@ -314,8 +342,8 @@ def evaluate_platform(
 ) -> Report:
     """Tune on the validation split, compare on the test split, break down by segment.
 
-    The candidate is the model (ALS grid or an alternative) with the best
-    validation NDCG. champion: the promoted model's spec and weights variant,
+    The candidate is the model (ALS grid, an alternative or EASE grid) with the
+    best validation NDCG. champion: the promoted model's spec and weights variant,
     re-fitted on the test split's training data, so the gate compares like with like.
     """
     config = config or EvalConfig()
@@ -346,17 +374,12 @@ def evaluate_platform(
         results.append(r)
         return r
 
-    # tuning: the ALS grid and the alternatives, on the validation split only
-    val = split("validation", w)
-    if len(val.users) == 0:
+    # tuning: the ALS grid, the alternatives and the EASE grid, on the validation split only
+    best, best_als, best_ease = ModelSpec("als"), ModelSpec("als"), None
+    if len(split("validation", w).users) == 0:
         notes.append("no validation users: default parameters kept, no tuning")
-        best_als = best = ModelSpec("als")
     else:
-        tuned = [go("validation", spec, "tuning") for spec in config.tuning]
-        alternatives = [go("validation", spec, "tuning") for spec in config.alternatives]
-        go("validation", ModelSpec("popularity"), "tuning")
-        best_als = _best(tuned, k).spec if tuned else ModelSpec("als")
-        best = _best(tuned + alternatives, k).spec if tuned + alternatives else best_als
+        best, best_als, best_ease = _tune(go, config, len(title_ids), notes)
         for variant in config.variants:
             go("validation", best_als, "weights_variant", variant)
 
@@ -367,8 +390,9 @@ def evaluate_platform(
     segments: dict[str, dict[str, dict]] = {}
     plan = [(best, "candidate"), (ModelSpec("popularity"), "baseline")]
     plan += [(s, "alternative") for s in config.alternatives if s.label != best.label]
-    if best_als.label != best.label:
-        plan.append((best_als, "alternative"))
+    for tuned_best in (best_als, best_ease):
+        if tuned_best is not None and tuned_best.label != best.label:
+            plan.append((tuned_best, "alternative"))
     for spec, role in plan:
         r = go("test", spec, role)
         segments[f"{spec.label}|{role}"] = segment_breakdown(r, segment_of, k)
@@ -377,7 +401,11 @@ def evaluate_platform(
         go("test", best_als, "weights_variant", variant)
     if champion is not None:
         spec, weights_name = champion
-        go("test", spec, "champion", ia.VARIANTS.get(weights_name, w))
+        problem = ease_size_problem(len(title_ids)) if spec.kind == "ease" else None
+        if problem:
+            notes.append(f"champion {spec.label} not re-fitted: {problem}")
+        else:
+            go("test", spec, "champion", ia.VARIANTS.get(weights_name, w))
 
     return Report(
         evaluated_at=evaluated_at or datetime.now(),

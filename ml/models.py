@@ -1,9 +1,32 @@
-"""The models: implicit's ALS (main), BPR and item-kNN, and a popularity baseline.
+"""The models: implicit's ALS (main), BPR and item-kNN, EASE^R, and a popularity baseline.
 
-A fitted model is kept as plain arrays (factors, a similarity matrix, item
-popularity) so it can be saved, loaded and scored without pickles. Scoring is
-batched: implicit's native top-k for the factor models, numpy over dense score
-blocks for the others; no Python runs per user.
+A fitted model is kept as plain arrays (factors, a similarity matrix, EASE's item
+weights, item popularity) so it can be saved, loaded and scored without pickles.
+Scoring is batched: implicit's native top-k for the factor models, numpy over
+dense score blocks for the others; no Python runs per user.
+
+EASE^R (Steck 2019, "Embarrassingly Shallow Autoencoders") is a closed form:
+with X the positive part of the user x item matrix, G = X^T X + l2 * I,
+P = G^-1, its item weights are B = -P / diag(P) (column j divided by -P[j, j])
+with diag(B) = 0, and a user's scores are x @ B. Fitting inverts a dense item x
+item matrix, so it is refused above ``EASE_MAX_ITEMS`` titles (see there).
+
+Scoring an arbitrary history (a session, a user the model never saw), any kind:
+build a ``scipy.sparse.csr_matrix`` with one row per history and the model's item
+columns (values as in ml.interactions: positive evidence, negatives for
+dislikes), then
+
+- ``model.scores(history)``: raw scores, one dense float32 row per history, every
+  item (nothing filtered). ALS folds the history in (``fold_in``) and multiplies
+  by the item factors; EASE is ``positive part @ B``; item-kNN is ``positive part
+  @ similarity``; popularity ignores the history; BPR cannot score a user it was
+  not trained on (pass ``rows``, the users' rows in its training matrix).
+- ``model.recommend(history, exclude, n)``: the top n items per row, never one
+  in ``exclude`` (same shape; e.g. the history itself) or ``filter_items``.
+  EASE and item-kNN recommend only items with a positive score (an item no
+  history title points to is not a recommendation).
+- ``model.fold_in(history)``: ALS user factors for the history; for EASE the
+  history's scores (its representation is x @ B itself, nothing to solve).
 """
 
 from __future__ import annotations
@@ -22,17 +45,28 @@ from implicit.bpr import BayesianPersonalizedRanking
 from implicit.cpu.als import AlternatingLeastSquares as CpuALS
 from implicit.cpu.bpr import BayesianPersonalizedRanking as CpuBPR
 from implicit.nearest_neighbours import BM25Recommender, CosineRecommender
+from scipy.linalg import get_lapack_funcs
 from threadpoolctl import threadpool_limits
 
-KINDS = ("als", "bpr", "bm25", "cosine", "popularity")
+KINDS = ("als", "bpr", "bm25", "cosine", "ease", "popularity")
 
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "als": {"factors": 64, "regularization": 0.05, "alpha": 10.0, "iterations": 15},
     "bpr": {"factors": 64, "learning_rate": 0.05, "regularization": 0.01, "iterations": 100},
     "bm25": {"K": 100, "K1": 1.2, "B": 0.75},
     "cosine": {"K": 100},
+    "ease": {"l2": 500.0},
     "popularity": {},
 }
+
+# EASE holds a dense item x item float32 matrix B plus its CSR column index (so
+# reasons and similar titles read it like the kNN similarity): 8 bytes per pair
+# of titles, 7.2 GB at 30,000 titles (fitting works in place: about the same
+# peak). Larger catalogs are refused before anything is allocated.
+EASE_MAX_ITEMS = 30_000
+# Up to this many titles the inversion runs in float64 (under a second at 4,096);
+# above, in float32, in place (half the memory, about twice as fast).
+EASE_FLOAT64_ITEMS = 4_096
 
 # Dense score blocks (users × titles) are cut to about this many cells.
 BLOCK_CELLS = 4_000_000
@@ -83,6 +117,25 @@ def positive_part(m: sp.csr_matrix) -> sp.csr_matrix:
     return out
 
 
+def ease_size_problem(n_items: int) -> str | None:
+    """Why an EASE model over n_items cannot be fitted (its memory cap), or None."""
+    if n_items <= EASE_MAX_ITEMS:
+        return None
+    return (
+        f"EASE needs a dense {n_items:,} x {n_items:,} item matrix "
+        f"({8 * n_items**2 / 1e9:.1f} GB with its index); the cap is "
+        f"{EASE_MAX_ITEMS:,} titles ({8 * EASE_MAX_ITEMS**2 / 1e9:.1f} GB, "
+        "ml.models.EASE_MAX_ITEMS). Use ALS or item-kNN for this catalog."
+    )
+
+
+def check_ease_size(n_items: int) -> None:
+    """Refuse an EASE model whose dense item x item matrix would pass the memory cap."""
+    problem = ease_size_problem(n_items)
+    if problem:
+        raise ValueError(problem)
+
+
 def item_popularity(train: sp.csr_matrix) -> np.ndarray:
     """Users with positive evidence per item."""
     pos = train.data > 0
@@ -98,6 +151,9 @@ class TrainedModel:
     item_factors: np.ndarray | None = None
     similarity: sp.csr_matrix | None = None
     fit_seconds: float = 0.0
+    # EASE: the dense item x item weights B (float32); `similarity` is the same
+    # matrix as CSR, sharing its memory (rows: history items, columns: scored items)
+    item_weights: np.ndarray | None = None
 
     @property
     def kind(self) -> str:
@@ -110,7 +166,9 @@ class TrainedModel:
         if self.user_factors is not None:
             out["user_factors"] = self.user_factors
             out["item_factors"] = self.item_factors
-        if self.similarity is not None:
+        if self.item_weights is not None:
+            out["ease_weights"] = self.item_weights  # similarity is a view of it
+        elif self.similarity is not None:
             s = self.similarity
             out.update(sim_data=s.data, sim_indices=s.indices, sim_indptr=s.indptr)
         return out
@@ -118,8 +176,16 @@ class TrainedModel:
     @classmethod
     def from_arrays(cls, spec: ModelSpec, arrays: Mapping[str, np.ndarray]) -> TrainedModel:
         n_items = len(arrays["popularity"])
-        similarity = None
-        if "sim_data" in arrays:
+        similarity = weights = None
+        if "ease_weights" in arrays:
+            weights = np.ascontiguousarray(arrays["ease_weights"], dtype=np.float32)
+            if weights.shape != (n_items, n_items):
+                raise ValueError(
+                    f"EASE weights of shape {weights.shape} for {n_items} items: "
+                    "the artifact is inconsistent"
+                )
+            similarity = dense_as_csr(weights)
+        elif "sim_data" in arrays:
             similarity = sp.csr_matrix(
                 (arrays["sim_data"], arrays["sim_indices"], arrays["sim_indptr"]),
                 shape=(n_items, n_items),
@@ -131,6 +197,7 @@ class TrainedModel:
             user_factors=arrays.get("user_factors"),
             item_factors=arrays.get("item_factors"),
             similarity=similarity,
+            item_weights=weights,
         )
 
     # ------------------------------------------------------------------ scoring
@@ -152,13 +219,16 @@ class TrainedModel:
         return m
 
     def fold_in(self, history: sp.csr_matrix) -> np.ndarray:
-        """ALS user factors recomputed from a (current) history, with the items fixed.
+        """ALS user factors recomputed from a (current) history, with the items fixed;
+        for EASE, the history's scores (positive part @ B: nothing to solve).
 
         A promoted model keeps serving users whose history grew since it was
         trained, and users it never saw.
         """
+        if self.kind == "ease":
+            return self._ease_scores(positive_part(sp.csr_matrix(history)))
         if self.kind != "als":
-            raise ValueError("fold-in needs an ALS model")
+            raise ValueError(f"fold-in needs an ALS or EASE model, not {self.kind}")
         with single_threaded_blas():
             m = self._implicit()
             return m.recalculate_user(np.arange(history.shape[0]), history.tocsr())
@@ -177,6 +247,38 @@ class TrainedModel:
             vec[rows < 0] = 0
             return vec
         return None
+
+    def scores(self, history: sp.csr_matrix, rows: np.ndarray | None = None) -> np.ndarray:
+        """Raw scores of every item for each history row (dense float32, nothing filtered).
+
+        What `recommend` ranks before it drops excluded and filtered items: ALS
+        user factors (folded in from history, or the trained ones of ``rows``)
+        times item factors; BPR the same with trained users only (``rows``
+        required; a row of -1 scores 0); EASE and item-kNN positive part of the
+        history times B or the similarity; popularity the same row for everyone.
+        Memory: one dense row per history; score large user sets with `recommend`.
+        """
+        history = sp.csr_matrix(history)
+        if history.shape[1] != self.n_items:
+            raise ValueError(
+                f"history has {history.shape[1]} item columns, the model {self.n_items}"
+            )
+        if self.kind in ("als", "bpr"):
+            vectors = self.user_vectors(history, rows)
+            return np.asarray(vectors @ self.item_factors.T, dtype=np.float32)
+        if self.kind == "popularity":
+            return np.repeat(self.popularity[None, :], history.shape[0], axis=0)
+        positives = positive_part(history)
+        if self.kind == "ease":
+            return self._ease_scores(positives)
+        return (positives @ self.similarity).toarray().astype(np.float32)
+
+    def _ease_scores(self, positives: sp.csr_matrix) -> np.ndarray:
+        if positives.shape[1] != self.n_items:
+            raise ValueError(
+                f"history has {positives.shape[1]} item columns, the model {self.n_items}"
+            )
+        return np.asarray(positives.astype(np.float32) @ self.item_weights, dtype=np.float32)
 
     def recommend(
         self,
@@ -246,12 +348,21 @@ class TrainedModel:
             tie = np.arange(self.n_items, dtype=np.float64) / (10.0 * self.n_items)
             row = (self.popularity.astype(np.float64) - tie).astype(np.float32)
             return np.repeat(row[None, :], stop - start, axis=0)
-        block = (positives[start:stop] @ self.similarity).toarray().astype(np.float32)
-        block[block <= 0] = -np.inf  # no evidence at all: not a recommendation
+        if self.kind == "ease":
+            block = self._ease_scores(positives[start:stop])
+        else:
+            block = (positives[start:stop] @ self.similarity).toarray().astype(np.float32)
+        block[block <= 0] = -np.inf  # no evidence for the item: not a recommendation
         return block
 
     def item_similarity(self, items: np.ndarray, others: np.ndarray) -> np.ndarray:
-        """Similarity of items[k] to others[k] (pairs), as the model sees it."""
+        """Similarity of items[k] to others[k] (pairs), as the model sees it.
+
+        Factor models: cosine of the item factors. Item-kNN and EASE: the weight
+        of others[k] (a history title) in items[k]'s score, similarity[others,
+        items] (for EASE, B[others, items]: exactly that title's term of the score
+        per unit of the user's value for it).
+        """
         items = np.asarray(items, dtype=np.int64)
         others = np.asarray(others, dtype=np.int64)
         if self.item_factors is not None:
@@ -264,6 +375,8 @@ class TrainedModel:
                 a, b = items[s : s + step], others[s : s + step]
                 out[s : s + step] = np.einsum("ij,ij->i", f[a], f[b]) / (norms[a] * norms[b])
             return out
+        if self.item_weights is not None:  # EASE: B[others, items], as the score reads it
+            return self.item_weights[others, items].astype(np.float32)
         if self.similarity is not None:
             return sparse_lookup(self.similarity, others, items)
         return np.zeros(len(items), dtype=np.float32)
@@ -301,10 +414,94 @@ def top_n(
     return ids, scores
 
 
+def dense_as_csr(dense: np.ndarray) -> sp.csr_matrix:
+    """A square float32 matrix as CSR with every cell stored, sharing its memory.
+
+    Only the int32 column index is new (4 bytes per cell, against 16 for the
+    coordinates scipy's own conversion builds on the way).
+    """
+    n = dense.shape[0]
+    if n * n >= np.iinfo(np.int32).max:
+        raise ValueError(f"{n:,} x {n:,} cells do not fit an int32 CSR index")
+    indices = np.tile(np.arange(n, dtype=np.int32), n)
+    indptr = np.arange(n + 1, dtype=np.int32) * np.int32(n)
+    return sp.csr_matrix((dense.reshape(-1), indices, indptr), shape=(n, n), copy=False)
+
+
+def _gram(x: sp.csr_matrix, dtype: type) -> np.ndarray:
+    """X^T X as a dense matrix, built in row blocks (bounded sparse temporaries)."""
+    n = x.shape[1]
+    g = np.empty((n, n), dtype=dtype)
+    xc = x.tocsc()
+    step = max(1, BLOCK_CELLS // max(n, 1))
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        g[start:stop] = (xc[:, start:stop].T @ x).toarray()
+    return g
+
+
+def _spd_inverse_in_place(g: np.ndarray) -> np.ndarray:
+    """The inverse of a symmetric positive definite C-ordered matrix, in its memory.
+
+    LAPACK potrf + potri (Cholesky; half the work of an LU inverse) on the
+    Fortran view of g, which is g itself since g is symmetric; potri leaves one
+    triangle, mirrored here in blocks.
+    """
+    f = g.T  # Fortran-contiguous view, same memory
+    potrf, potri = get_lapack_funcs(("potrf", "potri"), (f,))
+    c, info = potrf(f, lower=False, overwrite_a=True, clean=False)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"EASE: the Gram matrix is not positive definite ({info})")
+    inv, info = potri(c, lower=False, overwrite_c=True)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"EASE: the inverse failed ({info})")
+    out = inv.T  # C view: the lower triangle (upper of the Fortran view) holds the inverse
+    n = out.shape[0]
+    step = max(1, BLOCK_CELLS // max(n, 1))
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        # rows start:stop, columns after the row: copy from the lower triangle
+        block = out[start:stop]
+        lower_t = out[:, start:stop].T  # (stop-start, n): column j of out = row j mirrored
+        cols = np.arange(n)[None, :] > np.arange(start, stop)[:, None]
+        block[cols] = lower_t[cols]
+    return out
+
+
+def ease_weights(train: sp.csr_matrix, l2: float) -> np.ndarray:
+    """EASE^R's B (float32): G = X^T X + l2 I, P = G^-1, B = -P / diag(P), diag(B) = 0.
+
+    X is the positive part of train. Items nobody interacted with form their own
+    block of G (l2 on the diagonal only): their rows and columns of B are 0, so
+    only the items with evidence are inverted.
+    """
+    n = train.shape[1]
+    check_ease_size(n)
+    if not l2 > 0:
+        raise ValueError(f"EASE needs l2 > 0 (a positive definite G), not {l2}")
+    x = positive_part(sp.csr_matrix(train, dtype=np.float32))
+    active = np.flatnonzero(np.bincount(x.indices, minlength=n) > 0)
+    m = len(active)
+    if m == 0:
+        return np.zeros((n, n), dtype=np.float32)
+    dtype = np.float64 if m <= EASE_FLOAT64_ITEMS else np.float32
+    g = _gram(x[:, active] if m < n else x, dtype)
+    g[np.diag_indices(m)] += l2
+    p = _spd_inverse_in_place(g)
+    diag = np.diag(p).copy()
+    p /= -diag[None, :]
+    np.fill_diagonal(p, 0.0)
+    if m == n:
+        return np.ascontiguousarray(p, dtype=np.float32)
+    b = np.zeros((n, n), dtype=np.float32)
+    b[np.ix_(active, active)] = p
+    return b
+
+
 def fit(spec: ModelSpec, train: sp.csr_matrix, seed: int = 42) -> TrainedModel:
     """Fit one model on a signed user × item matrix (negatives: see ml.interactions).
 
-    ALS reads the signs; BPR and the kNN models see the positive part only.
+    ALS reads the signs; BPR, the kNN models and EASE see the positive part only.
     """
     train = sp.csr_matrix(train, dtype=np.float32)
     p = spec.params
@@ -347,5 +544,8 @@ def fit(spec: ModelSpec, train: sp.csr_matrix, seed: int = 42) -> TrainedModel:
                 m = CosineRecommender(K=int(p["K"]), num_threads=threads)
             m.fit(positive_part(train), show_progress=False)
             model.similarity = sp.csr_matrix(m.similarity, dtype=np.float32)
+    if spec.kind == "ease":  # numpy's BLAS with its own threads
+        model.item_weights = ease_weights(train, float(p["l2"]))
+        model.similarity = dense_as_csr(model.item_weights)
     model.fit_seconds = time.perf_counter() - started
     return model

@@ -5,8 +5,10 @@
 DIR holds ``ratings.csv`` + ``movies.csv`` (ml-latest-small, ml-25m) or
 ``u.data`` + ``u.item`` (ml-100k). Protocol (Microsoft Recommenders' comparison
 table): per-user stratified random split, every held-out rating is relevant,
-items seen in training are never recommended, k = 10. The tuned model ("best")
-is chosen on a validation split carved from the training part only.
+items seen in training are never recommended, k = 10. Every tuned model is
+chosen on a validation split carved from the training part only: "als_tuned" (the
+ALS grid), "ease" (the EASE^R grid; left out above ml.models.EASE_MAX_ITEMS items)
+and "best" (the best of every candidate, BPR and BM25 included).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import scipy.sparse as sp
 
 from ml import metrics
 from ml.evaluation import grid
-from ml.models import ModelSpec, TrainedModel, fit
+from ml.models import ModelSpec, TrainedModel, ease_size_problem, fit
 
 # The search space on MovieLens (ratings, not plays: denser, so other optima).
 GRID_AXES = {
@@ -39,6 +41,7 @@ ALTERNATIVES = (
     ),
     ModelSpec("bm25", {"K": 200, "K1": 1.2, "B": 0.75}),
 )
+EASE_AXES = {"l2": (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)}
 # Untuned ALS: implicit's documented defaults, except a fixed seed.
 DEFAULT_ALS = ModelSpec(
     "als", {"factors": 100, "regularization": 0.01, "alpha": 1.0, "iterations": 15}
@@ -146,30 +149,30 @@ def _row(spec: ModelSpec, model: TrainedModel, summary: dict, k: int) -> dict:
     }
 
 
-def benchmark(
-    folder: Path,
-    test_frac: float = 0.25,
-    seed: int = 42,
-    k: int = 10,
-    tuning: list[ModelSpec] | None = None,
-    alternatives: tuple[ModelSpec, ...] = ALTERNATIVES,
-    progress=None,
-) -> dict:
-    """Popularity, untuned ALS and the tuned best model on one split of one data set."""
-    started = time.perf_counter()
-    r = load(folder)
+def _splits(
+    r: Ratings, test_frac: float, seed: int
+) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix, sp.csr_matrix]:
+    """Train and test, then validation train and test carved from train only."""
     rng = np.random.default_rng(seed)
     held = stratified_split(r.users, test_frac, rng)
     train, test = _matrix(r, ~held), _matrix(r, held)
-    # validation: the same protocol again, inside the training part only
     tr_rows = np.flatnonzero(~held)
     val_held = stratified_split(r.users[tr_rows], test_frac, rng)
     sub = Ratings(
         r.users[tr_rows], r.items[tr_rows], r.ratings[tr_rows], r.n_users, r.n_items, r.layout
     )
-    val_train, val_test = _matrix(sub, ~val_held), _matrix(sub, val_held)
+    return train, test, _matrix(sub, ~val_held), _matrix(sub, val_held)
 
-    candidates = (tuning if tuning is not None else grid("als", GRID_AXES)) + list(alternatives)
+
+def _validate(
+    candidates: list[ModelSpec],
+    val_train: sp.csr_matrix,
+    val_test: sp.csr_matrix,
+    k: int,
+    seed: int,
+    progress=None,
+) -> list[dict]:
+    """Every candidate fitted on the validation training part and scored on its held-out part."""
     tuned = []
     for spec in candidates:
         m = fit(spec, val_train, seed=seed)
@@ -183,8 +186,42 @@ def benchmark(
         )
         if progress:
             progress(f"validation {spec.label}: ndcg@{k} = {s[f'ndcg_at_{k}']:.4f}")
-    best_i = int(np.argmax([t[f"ndcg_at_{k}"] for t in tuned]))
-    best_spec = candidates[best_i]
+    return tuned
+
+
+def benchmark(
+    folder: Path,
+    test_frac: float = 0.25,
+    seed: int = 42,
+    k: int = 10,
+    tuning: list[ModelSpec] | None = None,
+    alternatives: tuple[ModelSpec, ...] = ALTERNATIVES,
+    progress=None,
+    ease: list[ModelSpec] | None = None,
+) -> dict:
+    """Popularity, untuned ALS and the tuned models on one split of one data set.
+
+    tuning: the ALS grid (default GRID_AXES); ease: the EASE grid (default EASE_AXES),
+    left out with a note when the data has more items than EASE's cap.
+    """
+    started = time.perf_counter()
+    r = load(folder)
+    train, test, val_train, val_test = _splits(r, test_frac, seed)
+    als_grid = list(tuning) if tuning is not None else grid("als", GRID_AXES)
+    ease_grid = list(ease) if ease is not None else grid("ease", EASE_AXES)
+    notes = []
+    problem = ease_size_problem(r.n_items)
+    if ease_grid and problem:
+        notes.append(f"EASE left out: {problem}")
+        ease_grid = []
+    candidates = als_grid + list(alternatives) + ease_grid
+    if not candidates:
+        raise ValueError("nothing to tune: give at least one ALS, alternative or EASE model")
+    tuned = _validate(candidates, val_train, val_test, k, seed, progress)
+    ndcg = {t["model"]: t[f"ndcg_at_{k}"] for t in tuned}
+
+    def pick(specs: list[ModelSpec]) -> ModelSpec:
+        return specs[int(np.argmax([ndcg[s.label] for s in specs]))]
 
     out = {
         "dataset": str(folder),
@@ -203,18 +240,24 @@ def benchmark(
             "tuning": "validation split carved from the training part only",
         },
     }
-    for name, spec in (
-        ("popularity", ModelSpec("popularity")),
-        ("als", DEFAULT_ALS),
-        ("best", best_spec),
-    ):
-        model = fit(spec, train, seed=seed)
-        out[name] = _row(spec, model, score(model, train, test, k), k)
+    plan = [("popularity", ModelSpec("popularity")), ("als", DEFAULT_ALS)]
+    plan += [("als_tuned", pick(als_grid))] if als_grid else []
+    plan += [("ease", pick(ease_grid))] if ease_grid else []
+    plan.append(("best", pick(candidates)))
+    scored: dict[str, dict] = {}  # the same model is fitted once
+    for name, spec in plan:
+        if spec.label not in scored:
+            model = fit(spec, train, seed=seed)
+            scored[spec.label] = _row(spec, model, score(model, train, test, k), k)
+            if progress:
+                progress(f"test {spec.label}: ndcg@{k} = {scored[spec.label][f'ndcg_at_{k}']}")
+        out[name] = scored[spec.label]
     pop = out["popularity"][f"ndcg_at_{k}"]
     out["best_vs_popularity_ndcg"] = (
         round(out["best"][f"ndcg_at_{k}"] / pop - 1.0, 4) if pop else None
     )
     out["tuning"] = tuned
+    out["notes"] = notes
     out["seconds"] = round(time.perf_counter() - started, 2)
     return out
 
@@ -237,15 +280,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
 
 
+ROWS = ("popularity", "als", "als_tuned", "ease", "best")
+
+
 def format_table(result: dict, k: int) -> str:
     cols = [f"{m}_at_{k}" for m in ("precision", "recall", "ndcg", "map")]
-    w = max(len(result[name]["model"]) for name in ("popularity", "als", "best")) + 2
+    names = [name for name in ROWS if name in result]
+    w = max(len(result[name]["model"]) for name in names) + 2
     lines = [
         f"{result['dataset']} ({result['layout']}): {result['users']:,} users, "
         f"{result['items']:,} items, {result['ratings']:,} ratings",
         f"{'':<11}{'model':<{w}}" + "".join(f"{c:>16}" for c in cols) + f"{'fit s':>9}",
     ]
-    for name in ("popularity", "als", "best"):
+    for name in names:
         row = result[name]
         lines.append(
             f"{name:<11}{row['model']:<{w}}"
@@ -255,6 +302,7 @@ def format_table(result: dict, k: int) -> str:
     lift = result.get("best_vs_popularity_ndcg")
     if lift is not None:
         lines.append(f"best vs popularity, NDCG@{k}: {lift:+.1%}   ({result['seconds']:.1f} s)")
+    lines += [f"note: {note}" for note in result.get("notes", [])]
     return "\n".join(lines)
 
 

@@ -170,11 +170,19 @@ def test_evaluation_tunes_on_validation_and_reports_segments(con):
     config = ev.EvalConfig(
         tuning=SMALL_GRID,
         alternatives=(ModelSpec("bm25", {"K": 50}),),
+        ease=(ModelSpec("ease", {"l2": 30.0}), ModelSpec("ease", {"l2": 300.0})),
         variants=(ia.POSITIVE_ONLY,),
     )
     report = ev.evaluate_platform(con, wh.as_of(con), config)
     tuning = [r for r in report.results if r.role == "tuning"]
     assert tuning and all(r.split == "validation" for r in tuning)
+    # every candidate, EASE included, competes on validation NDCG
+    assert {"ease(l2=30)", "ease(l2=300)"} <= {r.spec.label for r in tuning}
+    competing = [r for r in tuning if r.spec.kind != "popularity"]
+    winner = max(competing, key=lambda r: r.metric("ndcg_at_10"))
+    assert report.candidate.label == winner.spec.label
+    tested = {r.spec.kind for r in report.results if r.split == "test" and r.role != "baseline"}
+    assert {"als", "bm25", "ease"} <= tested  # the best of each grid reaches the test split
     assert report.test("candidate").metric("ndcg_at_10") > report.test("baseline").metric(
         "ndcg_at_10"
     )

@@ -40,8 +40,10 @@ def test_the_cli_runs_on_the_ml_100k_layout(capsys):
     for name in ("popularity", "als", "best"):
         assert set(KEYS) <= set(out[name])
     assert out["protocol"]["split"] == "per-user stratified random"
-    # the tuned model was picked on validation: every candidate was scored there
-    assert {t["model"] for t in out["tuning"]} >= {out["best"]["model"]}
+    # the tuned models were picked on validation: every candidate was scored there
+    tuned = {t["model"] for t in out["tuning"]}
+    assert tuned >= {out["best"]["model"], out["als_tuned"]["model"], out["ease"]["model"]}
+    assert {f"ease(l2={v:g})" for v in movielens.EASE_AXES["l2"]} <= tuned
 
 
 def test_a_folder_without_ratings_is_refused(tmp_path, capsys):
@@ -59,7 +61,7 @@ def test_tuned_als_beats_popularity_by_70_percent_on_ml_latest_small():
         ModelSpec("als", {"factors": 64, "regularization": 20.0, "alpha": 2.0, "iterations": 15}),
         ModelSpec("als", {"factors": 64, "regularization": 50.0, "alpha": 8.0, "iterations": 15}),
     ]
-    out = movielens.benchmark(REAL, tuning=grid, alternatives=())
+    out = movielens.benchmark(REAL, tuning=grid, alternatives=(), ease=[])
     assert out["users"] == 610 and out["ratings"] > 100_000
     pop, best = out["popularity"]["ndcg_at_10"], out["best"]["ndcg_at_10"]
     assert best >= 1.7 * pop, out
