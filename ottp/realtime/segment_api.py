@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["segment"])
 CALLS = ("track", "page", "screen", "identify")
+# Objects of a /v1/batch body merged into each of its messages (Segment's batch endpoint).
+BATCH_SHARED = ("context", "integrations")
 # What a browser SDK sends beside the body, answered by the CORS preflight (OTTP_CORS_ORIGINS):
 # the write key (Basic), the JSON type, and what RudderStack's browser SDK adds (the anonymous
 # id in base64, sentAt, its retry bookkeeping).
@@ -108,9 +110,38 @@ async def _messages(request: Request, call: str | None) -> tuple[list, object] |
             return _error(400, "invalid_request", "batch is not a list of messages")
         if len(batch) > rt.max_lines:
             return _error(413, "too_large", f"{len(batch)} messages: over the {rt.max_lines} cap")
-        return batch, body.get("sentAt")
+        shared = {key: body[key] for key in BATCH_SHARED if body.get(key) is not None}
+        wrong = [key for key, value in shared.items() if not isinstance(value, dict)]
+        if wrong:
+            return _error(400, "invalid_request", f"batch-level {wrong[0]} is not a JSON object")
+        return _with_shared(batch, shared), body.get("sentAt")
     # one call: its type is the endpoint's, as Segment sets it
     return [{**body, "type": call}], None
+
+
+def _with_shared(batch: list, shared: dict[str, dict]) -> list:
+    """Each message with the batch-level ``context``/``integrations`` merged in, as Segment does.
+
+    Key by key at the top level of each object: a key the message has wins whole
+    (its ``context.device`` is not mixed with the batch's). A message without the
+    object (or with null) takes the batch's; one whose object is not an object
+    keeps it, for the mapping to judge.
+    """
+    if not shared:
+        return batch
+    return [_merged(message, shared) if isinstance(message, dict) else message
+            for message in batch]  # fmt: skip
+
+
+def _merged(message: dict, shared: dict[str, dict]) -> dict:
+    merged = dict(message)
+    for key, value in shared.items():
+        own = message.get(key)
+        if own is None:
+            merged[key] = value
+        elif isinstance(own, dict):
+            merged[key] = {**value, **own}
+    return merged
 
 
 def _lines(outcomes: list[segment.Outcome]) -> tuple[intake.BodyLines, list[int]]:

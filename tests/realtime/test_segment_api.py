@@ -304,3 +304,32 @@ def test_a_cors_origin_that_is_not_an_origin_stops_the_settings(monkeypatch, bad
         config.realtime_settings()
     monkeypatch.setenv("OTTP_CORS_ORIGINS", "*")
     assert config.realtime_settings().cors_origins == ("*",)
+
+
+def test_the_batch_level_context_is_merged_into_each_message_key_by_key(server):
+    headers = basic(server.api_key)
+    shared = {"device": {"type": "android"}, "app": {"version": "5.12.1"},
+              "location": {"country": "FR"}}  # fmt: skip
+    plain = {k: v for k, v in message().items() if k != "context"}  # takes the batch's
+    own_device = message(context={"device": {"type": "ios"}})  # wins for device only
+    null_context = message(context=None)  # null: takes the batch's
+    tv = message(context={"device": {"type": "tv"}, "app": {"version": "1.0"},
+                          "location": {"country": "DE"}})  # fmt: skip
+    body = {"batch": [plain, own_device, null_context, tv], "context": shared,
+            "integrations": {"All": True}, "sentAt": None}  # fmt: skip
+    answer = requests.post(f"{server.url}/v1/batch", json=body, headers=headers, timeout=10)
+    assert answer.json()["accepted"] == 4
+    landed = {e["event_id"]: e for e in map(json.loads, landed_lines(server))}
+    got = [landed[m["messageId"]] for m in (plain, own_device, null_context, tv)]
+    assert [(e["platform"], e["app_version"], e["country"]) for e in got] == [
+        ("android", "5.12.1", "FR"), ("ios", "5.12.1", "FR"), ("android", "5.12.1", "FR"),
+        ("tv", "1.0", "DE")]  # fmt: skip
+    # without the batch's context, the message alone: no platform, rejected
+    alone = requests.post(f"{server.url}/v1/batch", json={"batch": [message(context={})]},
+                          headers=headers, timeout=10).json()  # fmt: skip
+    assert alone["messages"][0]["reason"].startswith("missing_field: platform")
+    for bad in ("android", ["x"]):
+        wrong = requests.post(f"{server.url}/v1/batch", headers=headers, timeout=10,
+                              json={"batch": [message()], "context": bad})  # fmt: skip
+        assert wrong.status_code == 400
+        assert wrong.json()["message"] == "batch-level context is not a JSON object"
