@@ -268,10 +268,7 @@ class LiveRecommender:
         self, i: int, score: float, contrib: np.ndarray, scorer: _Scorer, liked: int
     ) -> RecommendedItem:
         m, req = self.model, scorer.req
-        col = (
-            int(np.argmax(contrib)) if contrib.max(initial=0.0) > 0 else FEATURES.index("trending")
-        )
-        feature = FEATURES[col]
+        feature = _reason_feature(contrib)
         y = m.name(i)
         if feature in ("batch", "model"):
             code, x = ("liked", m.name(liked)) if liked >= 0 else ("for_you", "")
@@ -372,6 +369,17 @@ class LiveRecommender:
             return np.zeros(0, dtype=np.int64)
         h = self.model.exclude
         return h.indices[h.indptr[row] : h.indptr[row + 1]].astype(np.int64)
+
+
+def _reason_feature(contrib: np.ndarray) -> str:
+    """Continue watching, then next episode, name themselves; else the feature that
+    contributes most (trending when none does)."""
+    for name in ("continue", "next_episode"):
+        if contrib[FEATURES.index(name)] > 0:
+            return name
+    if contrib.max(initial=0.0) <= 0:
+        return "trending"
+    return FEATURES[int(np.argmax(contrib))]
 
 
 def _interaction_value(it: Interaction) -> float | None:

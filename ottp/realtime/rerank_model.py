@@ -44,7 +44,7 @@ TOP_NEIGHBOURS = 200  # per title, for item-item models
 TOP_TRANSITIONS = 50  # per title
 SESSION_DAYS = 30  # sessions kept in the V-SKNN index (before the marts' as_of)
 TREND_HALF_LIFE_DAYS = 7.0
-TRANSITION_WINDOW_HOURS = 6.0  # the benchmark's default; the warehouse uses the mart's var
+TRANSITION_WINDOW_HOURS = 24.0  # as the mart's next_up_window_hours (benchmark builds)
 N_CANDIDATES = 100  # batch candidates per user kept
 
 
@@ -106,6 +106,8 @@ class ServingModel:
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {f"model_{k}": v for k, v in self.model.arrays().items()}
+        if self.model.item_factors is not None:  # arrays() keeps them with user factors only
+            out["model_item_factors"] = self.model.item_factors
         out.update(self.sessions.arrays())
         out.update(
             title_ids=np.asarray(self.title_ids, dtype=str),
