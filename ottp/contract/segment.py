@@ -97,6 +97,13 @@ def load_mapping(path: Path | None = None) -> TrackerMapping:
     return _default_mapping() if path is None else _load_mapping(path)
 
 
+def configured_mapping() -> TrackerMapping:
+    """The mapping the collector uses: ``OTTP_SEGMENT_MAPPING``'s file, else the default."""
+    from ottp import config  # config reads the environment; this module stays pure otherwise
+
+    return load_mapping(config.realtime_settings().segment_mapping)
+
+
 @cache
 def _default_mapping() -> TrackerMapping:
     return _load_mapping(DEFAULT_MAPPING_PATH)

@@ -29,9 +29,7 @@ rejected with its reason, or skipped as ``no_contract_event``.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -59,12 +57,6 @@ _LINE_VERDICT = f"""
             then 'invalid_value|NUL character (\\u0000) in a string'
     end
 """
-
-
-def active_mapping() -> segment.TrackerMapping:
-    """The mapping the collector uses too: ``OTTP_SEGMENT_MAPPING``, else the default file."""
-    path = os.environ.get("OTTP_SEGMENT_MAPPING")
-    return segment.load_mapping(Path(path).resolve() if path else None)
 
 
 def _dump(event: dict) -> str:

@@ -6,6 +6,9 @@ duplicate, or in ``raw.rejected_events`` (``raw.rejected_titles``) with the
 same reason codes; files are known by SHA-256 in ``raw.load_manifest``; a
 re-delivered file under another name counts all its lines as duplicates; a
 corrupt gzip file is reported unreadable and stays out of the manifest.
+Event files in Segment/RudderStack export format (``landing/segment/``) are
+not read here: each is reported unreadable with the reason (``SEGMENT_REFUSED``)
+and stays out of the manifest; ``ottp load`` (DuckDB) loads them.
 
 Spark reads the files itself (``spark.read.text``, gzip included) and does the
 parsing, validation (``ottp.ingest.spark_validate``) and deduplication in SQL;
@@ -72,6 +75,10 @@ RAW_DDL = (
     ) using parquet""",
 )
 _PARTITIONED = ("events", "titles", "rejected_events", "rejected_titles")
+SEGMENT_REFUSED = (
+    "Segment/RudderStack export file: the Spark loader reads contract events only; "
+    "load it with `ottp load`"
+)
 _TABLES = {"events": ("events", "rejected_events"), "catalog": ("titles", "rejected_titles")}
 
 
@@ -91,6 +98,19 @@ def load_files(spark: SparkSession, files: Sequence[landing.LandingFile]) -> Loa
     report = LoadReport(load_id=uuid.uuid4().hex)
     ensure_raw_schema(spark)
     _drop_uncommitted_loads(spark)
+    for f in files:
+        if f.format != landing.NATIVE:
+            report.files.append(
+                FileResult(
+                    str(f.path),
+                    f.kind,
+                    f.partition_date,
+                    "unreadable",
+                    error=SEGMENT_REFUSED,
+                    size_bytes=f.size_bytes,
+                )
+            )
+    files = [f for f in files if f.format == landing.NATIVE]
     pending = _skip_known_files(spark, files, report)
     pending = _drop_corrupt_files(pending, report)
     loaded_at = datetime.now(UTC).replace(tzinfo=None)

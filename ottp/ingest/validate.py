@@ -233,9 +233,10 @@ def validate_events(
     if not segment_paths:
         create_validated(con, paths, event_select_sql())
         return
+    from ottp.contract import segment
     from ottp.ingest import segment_files  # it builds on this module
 
-    mapping = segment_files.active_mapping()
+    mapping = segment.configured_mapping()
     segment_files.stage_lines(con, list(segment_paths))
     create_validated(con, paths, event_select_sql())
     segment_files.append_validated(con, mapping)

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ottp.contract import segment
 from ottp.simulator import segment_lines
 from ottp.simulator.arrays import fixed_width_strings, id_strings, iso_ms_strings, uuid_strings
 from ottp.simulator.behaviour import Behaviour
@@ -157,7 +158,7 @@ class LineWriter:
         self.props = behaviour.props_table
         if fmt == "segment":
             self.clock_offset = segment_lines.clock_offsets(seed, nd)
-            self.segment_sql = segment_lines.conversion_sql(segment_lines.active_mapping())
+            self.segment_sql = segment_lines.conversion_sql(segment.configured_mapping())
 
     def lines(self, ev: np.ndarray, kind: np.ndarray) -> pa.Array:
         if self.fmt == "segment":

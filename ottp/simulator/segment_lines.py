@@ -22,9 +22,7 @@ per part; the malformed lines get a defect of their own format
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -45,12 +43,6 @@ UNKNOWN_CALLS = ("telemetry", "debug", "heartbeat_v0")
 _LIBRARY = {"web": "analytics.js", "ios": "analytics-ios", "android": "analytics-android",
             "tv": "analytics-kotlin"}  # fmt: skip
 _FIELDS = ("title_id", "playback_id", "position_s", "duration_s", "from_position_s")
-
-
-def active_mapping() -> segment.TrackerMapping:
-    """The loader's mapping (``OTTP_SEGMENT_MAPPING``, else the default file)."""
-    path = os.environ.get("OTTP_SEGMENT_MAPPING")
-    return segment.load_mapping(Path(path).resolve() if path else None)
 
 
 def clock_offsets(seed: int, n_devices: int) -> np.ndarray:
