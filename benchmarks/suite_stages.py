@@ -66,7 +66,7 @@ def train(data_dir: str, warehouse: str) -> dict:
         wh.write_tables(con, {"training_interactions": table})
         # One ALS (the default parameters) instead of the production grid: the
         # benchmark times the pipeline, docs/recommendations.md the tuning.
-        settings = ev.EvalConfig(tuning=(ModelSpec("als"),), alternatives=(), variants=())
+        settings = ev.EvalConfig(tuning=(ModelSpec("als"),), ease=(), alternatives=(), variants=())
         t0 = time.perf_counter()
         report = flows.evaluate(con, reg, settings)
         eval_s = time.perf_counter() - t0

@@ -6,8 +6,8 @@
 - each recommendation names, among the titles the user watched (a valid play), liked
   or rated 4-5 stars, the one contributing most to it: the one maximising (the user's
   value for it) x (the model's similarity between it and the recommended title). For
-  item-kNN this is exactly the score's largest term; for the factor models it reads the
-  score through item-item cosine similarity. The reason says what the user did with it
+  item-kNN and EASE^R this is exactly the score's largest term; for the factor models it
+  reads the score through item-item cosine similarity. The reason says what the user did with it
   (``reason_kind``): "Because you liked X" (a like), else "Because you rated X 5/5"
   (a rating of 4 or 5), else "Because you watched X". A watchlist add, an abandoned or
   too-short play, or a completion without a valid play is never a reason;

@@ -89,6 +89,7 @@ def model_evaluation(
         test_days=config.test_days,
         validation_days=config.validation_days,
         tuning=tuple(ev.grid("als", axes)),
+        ease=tuple(ev.grid("ease", {"l2": config.ease_l2})),
         variants=tuple(ia.VARIANTS[name] for name in config.weights_variants),
     )
     with warehouse_connection(warehouse) as con:

@@ -6,7 +6,8 @@ from ml import evaluation as ev
 
 
 class EvaluationConfig(dg.Config):
-    """Held-out windows (shortened when the history is short) and the ALS tuning grid."""
+    """Held-out windows (shortened when the history is short), the ALS and EASE^R tuning
+    grids (an empty ``ease_l2`` leaves EASE^R out)."""
 
     test_days: int = 14
     validation_days: int = 14
@@ -14,6 +15,7 @@ class EvaluationConfig(dg.Config):
     regularization: list[float] = list(ev.ALS_GRID["regularization"])
     alpha: list[float] = list(ev.ALS_GRID["alpha"])
     iterations: list[int] = list(ev.ALS_GRID["iterations"])
+    ease_l2: list[float] = list(ev.EASE_GRID["l2"])
     # training-data variants compared with the chosen weights (the evidence in the docs)
     weights_variants: list[str] = [w.name for w in ev.EvalConfig().variants]
 
