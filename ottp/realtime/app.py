@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 
 from ottp import config
 from ottp.contract import segment
-from ottp.realtime import intake, profile, segment_api
+from ottp.realtime import intake, profile, recommend_api, segment_api
 from ottp.realtime.bundle import BundleWatcher
 from ottp.realtime.landing_writer import LandingWriter
 from ottp.realtime.state import LiveState, open_state, rebuild_from_landing
@@ -43,6 +43,8 @@ The real-time side of the personalization warehouse.
 * `POST /v1/batch`, `/v1/track`, `/v1/page`, `/v1/screen`, `/v1/identify`: Segment's
   tracking API, as Segment's and RudderStack's SDKs send it (write key as HTTP
   Basic user), mapped onto the event contract (docs/segment.md), same intake.
+* `GET /v1/users/{id}/recommendations`, `GET /v1/devices/{id}/recommendations`:
+  recommendations that follow the viewer's session, with reasons (docs/realtime.md).
 * `GET /health` needs no key.
 
 Every other route needs the API key (`OTTP_API_KEY`): `X-API-Key: <key>` or
@@ -94,6 +96,8 @@ def create_app(rt: config.RealtimeSettings | None = None, *, require_key: bool =
     app.state.triggers = None
     app.include_router(intake.router)
     app.include_router(profile.router)
+    # live recommendations: the bundle's serving model re-ranked with the session
+    app.include_router(recommend_api.router)
     # Segment/RudderStack SDKs: the tracking API mapped onto the contract, same intake
     app.state.segment_mapping = segment.load_mapping(rt.segment_mapping)
     app.include_router(segment_api.router)

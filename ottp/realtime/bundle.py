@@ -9,10 +9,18 @@ pointer file is replaced (written, fsynced, renamed). A reader follows the point
 and sees the previous complete bundle or the new complete one, never a mix. The
 last :data:`KEEP_VERSIONS` versions stay on disk; older ones are deleted.
 
+The bundle also carries the serving model of the live recommendations
+(``ottp.realtime.rerank``): written by ``write_serving_model`` from the same
+connection and the model registry's promoted version into ``model/``, its files
+listed in the manifest with their sizes and SHA-256. A warehouse without the ML
+tables, or a registry without a promoted model, gives a bundle without a model,
+and the manifest says why (``model.reason``).
+
 The server reads it through :class:`BundleWatcher`: a thread polls the pointer,
-loads a new version fully into memory (:func:`load_bundle`, checksums verified)
-and only then swaps its reference. A request holds the :class:`Bundle` object it
-started with, so a swap never drops or fails one.
+loads a new version fully into memory (:func:`load_bundle`, checksums verified;
+the serving model loaded and its recommender warmed up by one request) and only
+then swaps its reference. A request holds the :class:`Bundle` object it started
+with, so a swap never drops or fails one.
 """
 
 from __future__ import annotations
@@ -39,7 +47,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
+from ml.registry import Registry
 from ottp import config
+from ottp.realtime import rerank
 from ottp.warehouse import LOCK_WAIT_S, connect
 
 logger = logging.getLogger(__name__)
@@ -115,6 +125,15 @@ OPTIONAL_SOURCES: dict[str, tuple[str, ...]] = {
 }
 # Tables indexed by user in memory.
 USER_TABLES = ("lifecycle", "segments", "watched", "continue_watching", "triggers", "audience")
+# The serving model's folder in a bundle, and the relations write_serving_model reads.
+MODEL_DIR = "model"
+MODEL_SOURCES = (
+    "marts.titles",
+    "marts.plays",
+    "marts.title_transitions",
+    "ml.training_interactions",
+    "ml.recommendations",
+)
 
 
 def dbt_vars(project_dir: Path | None = None) -> dict[str, Any]:
@@ -134,6 +153,9 @@ class BundleInfo:
     rows: dict[str, int]
     bytes: int
     seconds: float
+    # the serving model's version, or None and why there is none
+    model_version: str | None = None
+    model_reason: str | None = None
 
     def markdown(self) -> str:
         lines = ["| file | rows |", "|---|---:|"]
@@ -166,8 +188,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_files(warehouse_path: Path, folder: Path, wait_s: float) -> tuple[dict, str | None]:
-    """Every table of TABLES as Parquet in ``folder``; (file entries, the marts' as_of)."""
+def _write_files(
+    warehouse_path: Path, folder: Path, wait_s: float, models_dir: Path
+) -> tuple[dict, str | None, dict]:
+    """Every table of TABLES as Parquet in ``folder``, and the serving model in its
+    ``model/``; (file entries, the marts' as_of, the model's manifest entry)."""
     files: dict[str, dict[str, Any]] = {}
     con = connect(warehouse_path, read_only=True, wait_s=wait_s)
     try:
@@ -185,24 +210,51 @@ def _write_files(warehouse_path: Path, folder: Path, wait_s: float) -> tuple[dic
             # The path is ours (a folder we created); the query is a constant above.
             con.execute(f"copy ({query}) to {_literal(target)} (format parquet)")
             rows = con.execute(f"select count(*) from read_parquet({_literal(target)})")
-            files[name] = {
-                "file": target.name,
-                "rows": int(rows.fetchone()[0]),
-                "bytes": target.stat().st_size,
-                "sha256": _sha256(target),
-            }
+            files[name] = _file_entry(target, int(rows.fetchall()[0][0]))
+        model = _write_model(con, present, models_dir, folder / MODEL_DIR)
     finally:
         con.close()
-    return files, (as_of.isoformat() if as_of is not None else None)
+    return files, (as_of.isoformat() if as_of is not None else None), model
+
+
+def _file_entry(path: Path, rows: int | None = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"file": path.name, "bytes": path.stat().st_size}
+    entry["sha256"] = _sha256(path)
+    if rows is not None:
+        entry["rows"] = rows
+    return entry
+
+
+def _write_model(con, present: set[str], models_dir: Path, folder: Path) -> dict[str, Any]:
+    """The serving model from the promoted model and the warehouse; its manifest entry:
+    version, folder, files (bytes, SHA-256) and row counts, or the reason there is none."""
+    missing = [name for name in MODEL_SOURCES if name not in present]
+    if missing:
+        return {"version": None, "reason": f"the warehouse has no {', '.join(missing)}"}
+    registry = Registry(models_dir)
+    if registry.promoted() is None:
+        return {"version": None, "reason": f"no promoted model in {models_dir}"}
+    written = rerank.write_serving_model(con, registry, folder)
+    return {
+        "version": written["version"],
+        "folder": MODEL_DIR,
+        "files": {name: _file_entry(folder / name) for name in written["files"]},
+        "rows": written.get("rows", {}),
+    }
 
 
 def publish_bundle(
-    warehouse_path: Path | None = None, bundle_dir: Path | None = None, wait_s: float = LOCK_WAIT_S
+    warehouse_path: Path | None = None,
+    bundle_dir: Path | None = None,
+    wait_s: float = LOCK_WAIT_S,
+    models_dir: Path | None = None,
 ) -> BundleInfo:
-    """Write a new bundle version from the warehouse's marts and point ``CURRENT`` at it."""
+    """Write a new bundle version from the warehouse's marts and the promoted model of
+    ``models_dir`` (default ``$OTTP_DATA_DIR/models``) and point ``CURRENT`` at it."""
     started = time.monotonic()
     warehouse_path = Path(warehouse_path or config.settings().warehouse_path)
     bundle_dir = Path(bundle_dir or config.realtime_settings().bundle_dir)
+    models_dir = Path(models_dir or config.settings().data_dir / "models")
     root = bundle_dir / BUNDLES
     root.mkdir(parents=True, exist_ok=True)
     now = datetime.now(UTC)
@@ -210,7 +262,7 @@ def publish_bundle(
     temp = root / f"{_TEMP_PREFIX}{version}"
     temp.mkdir()
     try:
-        files, as_of = _write_files(warehouse_path, temp, wait_s)
+        files, as_of, model = _write_files(warehouse_path, temp, wait_s, models_dir)
         manifest = {
             "version": version,
             "created_at": now.isoformat(),
@@ -218,11 +270,15 @@ def publish_bundle(
             "warehouse": str(warehouse_path),
             "rules": dbt_vars(),
             "files": files,
+            "model": model,
         }
         (temp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-        for f in temp.iterdir():
-            with open(f, "rb") as handle:
-                os.fsync(handle.fileno())
+        for f in (*temp.iterdir(), *(temp / MODEL_DIR).glob("*")):
+            if f.is_file():
+                with open(f, "rb") as handle:
+                    os.fsync(handle.fileno())
+        if (temp / MODEL_DIR).is_dir():
+            _fsync_dir(temp / MODEL_DIR)
         _fsync_dir(temp)
         final = root / version
         os.rename(temp, final)
@@ -238,8 +294,10 @@ def publish_bundle(
         created_at=manifest["created_at"],
         as_of=as_of,
         rows={name: f["rows"] for name, f in files.items()},
-        bytes=sum(f["bytes"] for f in files.values()),
+        bytes=sum(f["bytes"] for f in (*files.values(), *model.get("files", {}).values())),
         seconds=round(time.monotonic() - started, 3),
+        model_version=model["version"],
+        model_reason=model.get("reason"),
     )
 
 
@@ -353,6 +411,15 @@ class Bundle:
     audience: UserRows | None = None
     # category -> display name
     categories: dict[str, str] = field(default_factory=dict)
+    # the live recommendations' serving model and its recommender; None, and why, when
+    # the bundle has none (no ML tables, no promoted model, an older bundle)
+    model: rerank.ServingModel | None = None
+    recommender: rerank.LiveRecommender | None = None
+    model_reason: str | None = None
+
+    @property
+    def model_version(self) -> str | None:
+        return self.model.version if self.model is not None else None
 
     def lifecycle_of(self, user_id: str) -> dict[str, Any] | None:
         rows = self.lifecycle.rows(user_id)
@@ -377,10 +444,15 @@ class Bundle:
         return rows[0] if rows else None
 
 
+def _verified(path: Path, entry: dict[str, Any]) -> bytes:
+    data = path.read_bytes()
+    if len(data) != entry["bytes"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise ValueError(f"{path}: size or checksum differs from the manifest")
+    return data
+
+
 def _read(folder: Path, entry: dict[str, Any]) -> pa.Table:
-    data = (folder / entry["file"]).read_bytes()
-    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-        raise ValueError(f"{folder / entry['file']}: checksum differs from the manifest")
+    data = _verified(folder / entry["file"], entry)
     table = pq.read_table(io.BytesIO(data))
     if table.num_rows != entry["rows"]:
         raise ValueError(f"{folder / entry['file']}: row count differs from the manifest")
@@ -397,6 +469,7 @@ def _load_version(folder: Path) -> Bundle:
     title_ids = titles.column("title_id").to_pylist()
     as_of = manifest["as_of"]
     categories = tables.get("categories")
+    model, recommender, model_reason = _load_model(folder, manifest.get("model"))
     return Bundle(
         version=manifest["version"],
         created_at=manifest["created_at"],
@@ -426,7 +499,32 @@ def _load_version(folder: Path) -> Bundle:
         )
         if categories is not None
         else {},
+        model=model,
+        recommender=recommender,
+        model_reason=model_reason,
     )
+
+
+def _load_model(
+    folder: Path, entry: dict[str, Any] | None
+) -> tuple[rerank.ServingModel | None, rerank.LiveRecommender | None, str | None]:
+    """The bundle's serving model (files checked against the manifest) and a recommender
+    on it, warmed up by one request so the first viewer does not pay its set-up."""
+    if entry is None:
+        return None, None, "the bundle was published before bundles carried a serving model"
+    if entry.get("version") is None:
+        return None, None, entry.get("reason") or "the bundle has no serving model"
+    model_folder = folder / entry["folder"]
+    for name, file_entry in entry["files"].items():
+        _verified(model_folder / name, file_entry)
+    model = rerank.load_serving_model(model_folder)
+    if model.version != entry["version"]:
+        raise ValueError(f"{model_folder}: the serving model is not the manifest's version")
+    recommender = rerank.LiveRecommender(model)
+    first_user = str(model.user_ids[0]) if len(model.user_ids) else None
+    for user_id in (None, first_user):
+        recommender.recommend(rerank.SessionSignals(user_id=user_id), 10)
+    return model, recommender, None
 
 
 def load_bundle(bundle_dir: Path, attempts: int = 3) -> Bundle | None:

@@ -1,0 +1,175 @@
+"""Live recommendations, ``GET /v1/users/{user_id}/recommendations`` and
+``GET /v1/devices/{device_id}/recommendations``: the serving model re-ranked with what the
+viewer does in the current session.
+
+The batch side is the serving bundle the server holds (``ottp.realtime.bundle``): its
+serving model (``ottp.realtime.rerank.ServingModel``, written from the promoted model
+when the bundle was published) and the recommender built on it when the bundle was
+loaded. The live side is the live state's view of the actor (``ottp.realtime.state``),
+turned into ``SessionSignals`` by :func:`session_signals`, a plain function:
+
+- the current session's interactions, oldest first (browse, click, play, complete,
+  like, dislike, watchlist, rating with its stars) and its current title (the title
+  of the session's latest playback);
+- the likes and dislikes the live state holds (the latest reaction per title), the
+  titles with a complete play, and the share watched of each title played (the
+  latest playback's furthest position over the duration);
+- the titles shown on rails this session and never taken up after (no click, no
+  playback since their first impression), with their impression counts: the
+  recommender drops those shown ``IMPRESSION_LIMIT`` times or more.
+
+A user is the actor ``<user_id>``; an anonymous device is the actor
+``device:<device_id>``, recommended from trending and its session only (no batch
+history). A request takes the bundle once, so a bundle swapped in meanwhile serves
+the next request; every answer names the model version and the bundle version it
+used. No id is logged.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from pydantic import BaseModel
+
+from ottp.realtime.auth import require_api_key
+from ottp.realtime.bundle import Bundle
+from ottp.realtime.rerank import Interaction, SessionSignals
+from ottp.realtime.state import ActorView
+
+DEFAULT_K = 10
+MAX_K = 100
+DEVICE_PREFIX = "device:"
+
+
+def session_signals(view: ActorView | None, user_id: str | None) -> SessionSignals:
+    """What the recommender reads of one actor's live state (the list is in the module doc)."""
+    if view is None:
+        return SessionSignals(user_id=user_id)
+    progress = view.progress
+    return SessionSignals(
+        user_id=user_id,
+        interactions=tuple(
+            Interaction(i.title_id, i.kind, at=i.at, value=i.value)
+            for i in view.session_interactions
+        ),
+        current_title=view.current_title,
+        liked=frozenset(view.liked),
+        disliked=frozenset(view.disliked),
+        completed=frozenset(t for t, p in progress.items() if p.complete_count),
+        progress={t: min(max(p.pct, 0.0), 1.0) for t, p in progress.items() if p.pct is not None},
+        impressions={t: i.count for t, i in view.impressions.items() if not i.clicked},
+    )
+
+
+def recommendations(
+    bundle: Bundle, actor_id: str, signals: SessionSignals, k: int
+) -> dict[str, Any]:
+    """The answer: the recommender's top ``k`` with names and reasons, and the versions."""
+    model = bundle.model
+    items = bundle.recommender.recommend(signals, k)
+    index = model.title_index
+    return {
+        "actor_id": actor_id,
+        "items": [
+            {
+                "title_id": item.title_id,
+                "title_name": str(model.title_names[index[item.title_id]]) or None,
+                "score": item.score,
+                "reason_code": item.reason_code,
+                "reason": item.reason_text,
+            }
+            for item in items
+        ],
+        "model_version": model.version,
+        "bundle_version": bundle.version,
+        "generated_at": datetime.now(UTC),
+    }
+
+
+class RecommendedTitle(BaseModel):
+    title_id: str
+    title_name: str | None
+    score: float
+    reason_code: str
+    reason: str
+
+
+class Recommendations(BaseModel):
+    actor_id: str
+    items: list[RecommendedTitle]
+    model_version: str
+    bundle_version: str
+    generated_at: datetime
+
+
+def _bundle_with_model(request: Request) -> Bundle:
+    """The bundle the watcher holds (taken once), with a serving model; else a 503."""
+    watcher = getattr(request.app.state, "bundle", None)
+    bundle = watcher.current if watcher is not None else None
+    if bundle is None:
+        raise HTTPException(
+            status_code=503,
+            detail="no serving bundle yet: it is published after the first warehouse build "
+            "(the serving/bundle asset)",
+        )
+    if bundle.recommender is None:
+        raise HTTPException(
+            status_code=503,
+            detail=f"the serving bundle {bundle.version} has no serving model: "
+            f"{bundle.model_reason}",
+        )
+    return bundle
+
+
+def _view(request: Request, actor_id: str) -> ActorView | None:
+    live = getattr(request.app.state, "live", None)
+    return live.view(actor_id) if live is not None else None
+
+
+router = APIRouter(dependencies=[Depends(require_api_key)], tags=["recommendations"])
+
+_ERRORS = {
+    401: {"description": "Missing or wrong API key."},
+    422: {"description": "k outside 1..100, or an id over 200 characters."},
+    503: {"description": "No serving bundle yet, or the bundle has no serving model."},
+}
+K = Query(DEFAULT_K, ge=1, le=MAX_K, description="How many titles (1 to 100).")
+
+
+@router.get(
+    "/v1/users/{user_id}/recommendations",
+    response_model=Recommendations,
+    responses={**_ERRORS, 404: {"description": "Unknown or deleted user."}},
+)
+def user_recommendations(
+    request: Request, user_id: str = Path(min_length=1, max_length=200), k: int = K
+) -> dict[str, Any]:
+    """The user's batch candidates re-ranked with the current session, with reasons."""
+    bundle = _bundle_with_model(request)
+    lifecycle = bundle.lifecycle_of(user_id)
+    if lifecycle is not None and lifecycle["is_deleted"]:
+        raise HTTPException(status_code=404, detail="unknown user: deleted")
+    view = _view(request, user_id)
+    if view is not None and view.user_id != user_id:
+        # an anonymous visitor's state (actor "device:<id>") is not a user's
+        view = None
+    if lifecycle is None and view is None:
+        raise HTTPException(status_code=404, detail="unknown user: no batch profile, no activity")
+    return recommendations(bundle, user_id, session_signals(view, user_id), k)
+
+
+@router.get(
+    "/v1/devices/{device_id}/recommendations",
+    response_model=Recommendations,
+    responses=_ERRORS,
+)
+def device_recommendations(
+    request: Request, device_id: str = Path(min_length=1, max_length=200), k: int = K
+) -> dict[str, Any]:
+    """An anonymous device (actor ``device:<id>``): trending re-ranked with its session.
+    A device without events yet gets trending."""
+    bundle = _bundle_with_model(request)
+    actor_id = DEVICE_PREFIX + device_id
+    return recommendations(bundle, actor_id, session_signals(_view(request, actor_id), None), k)
