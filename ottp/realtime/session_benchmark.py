@@ -80,10 +80,10 @@ DEFAULT_MAX_TARGETS = 3000
 
 def metrics(lists: np.ndarray, targets: np.ndarray, n_titles: int) -> dict:
     """HR@10, HR@20, MRR@20 and coverage@20 of ranked lists (rows, -1 padded)."""
-    lists = np.asarray(lists, dtype=np.int64).reshape(len(targets), -1)[:, :K_LIST]
     targets = np.asarray(targets, dtype=np.int64)
     if len(targets) == 0:
         return {"hr_at_10": 0.0, "hr_at_20": 0.0, "mrr_at_20": 0.0, "coverage": 0.0, "targets": 0}
+    lists = np.asarray(lists, dtype=np.int64).reshape(len(targets), -1)[:, :K_LIST]
     hit = lists == targets[:, None]
     found = hit.any(axis=1)
     rank = np.where(found, hit.argmax(axis=1) + 1, 0)
