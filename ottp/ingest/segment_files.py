@@ -13,7 +13,8 @@ the native lines of the same chunk:
 1. DuckDB reads the lines with the loader's own reader (the same refusals:
    encoding, length, CR) and gives each the loader's line-level verdict
    (empty, not JSON, not an object, NaN or Infinity, NUL).
-2. Python maps the well-formed lines, in batches, with
+2. Python maps the well-formed lines, in batches of ``BATCH_LINES`` (in worker
+   processes from ``PARALLEL_FROM_LINES`` lines on), with
    ``ottp.contract.segment.map_stored_message``: the collector's mapping and
    clock-skew correction, with the export's ``receivedAt`` as the receipt time.
 3. DuckDB validates the mapped events with the loader's validation query
@@ -29,7 +30,11 @@ rejected with its reason, or skipped as ``no_contract_event``.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 
 import duckdb
 import pyarrow as pa
@@ -40,6 +45,10 @@ from ottp.ingest import validate
 NO_CONTRACT_EVENT = segment.NO_CONTRACT_EVENT  # the reason of a skipped call
 # Lines handed to Python at a time (bounds memory; one Arrow batch each).
 BATCH_LINES = 100_000
+# From this many lines in a chunk the mapping runs in worker processes (their
+# start, about a second, is then small beside the mapping), at most MAX_WORKERS.
+PARALLEL_FROM_LINES = 400_000
+MAX_WORKERS = 8
 
 # The loader's line-level verdicts (validate.event_select_sql), on the export's line.
 _LINE_VERDICT = f"""
@@ -165,25 +174,63 @@ def append_validated(con: duckdb.DuckDBPyConnection, mapping: segment.TrackerMap
         con.execute(f"drop table {table}")
 
 
-def _map_staged(con: duckdb.DuckDBPyConnection, mapping: segment.TrackerMapping) -> None:
-    """``_seg_mapped``: the mapping's outcome of every well-formed staged line, by ``seq``."""
+def _map_staged(
+    con: duckdb.DuckDBPyConnection, mapping: segment.TrackerMapping, workers: int | None = None
+) -> None:
+    """``_seg_mapped``: the mapping's outcome of every well-formed staged line, by ``seq``.
+
+    Batches of ``BATCH_LINES`` go to ``workers`` processes (default
+    :func:`mapping_workers`), at most two per worker in flight; one worker maps
+    them here.
+    """
     con.execute(
         "create or replace temp table _seg_mapped "
         "(seq bigint, line varchar, reason_code varchar, reason varchar)"
     )
     total = con.execute("select coalesce(max(seq), 0) from _seg_lines").fetchall()[0][0]
-    for start in range(1, total + 1, BATCH_LINES):
-        batch = con.sql(
-            "select seq, line from _seg_lines where verdict is null and seq between $a and $b",
-            params={"a": start, "b": start + BATCH_LINES - 1},
-        ).to_arrow_table()
-        lines, codes, reasons = map_lines(batch.column("line").to_pylist(), mapping)
-        mapped = pa.table(  # noqa: F841 (read by the query below)
-            {
-                "seq": batch.column("seq"),
-                "line": pa.array(lines, pa.string()),
-                "reason_code": pa.array(codes, pa.string()),
-                "reason": pa.array(reasons, pa.string()),
-            }
-        )
-        con.execute("insert into _seg_mapped select * from mapped")
+    workers = mapping_workers(total) if workers is None else workers
+
+    def batches():
+        for start in range(1, total + 1, BATCH_LINES):
+            yield con.sql(
+                "select seq, line from _seg_lines where verdict is null and seq between $a and $b",
+                params={"a": start, "b": start + BATCH_LINES - 1},
+            ).to_arrow_table()
+
+    if workers <= 1:
+        for batch in batches():
+            _insert_mapped(con, batch, map_lines(batch.column("line").to_pylist(), mapping))
+        return
+    # spawn, not fork: this process runs DuckDB's threads
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        pending: deque = deque()
+        for batch in batches():
+            lines = batch.column("line").to_pylist()
+            pending.append((batch, pool.submit(map_lines, lines, mapping)))
+            while len(pending) > 2 * workers:
+                done, future = pending.popleft()
+                _insert_mapped(con, done, future.result())
+        while pending:
+            done, future = pending.popleft()
+            _insert_mapped(con, done, future.result())
+
+
+def mapping_workers(lines: int) -> int:
+    """Processes for mapping ``lines`` lines: one below ``PARALLEL_FROM_LINES``, else a few."""
+    if lines < PARALLEL_FROM_LINES:
+        return 1
+    return max(1, min(MAX_WORKERS, (os.cpu_count() or 1) - 1, lines // BATCH_LINES))
+
+
+def _insert_mapped(con: duckdb.DuckDBPyConnection, batch: pa.Table, outcome: tuple) -> None:
+    lines, codes, reasons = outcome
+    mapped = pa.table(  # noqa: F841 (read by the query below)
+        {
+            "seq": batch.column("seq"),
+            "line": pa.array(lines, pa.string()),
+            "reason_code": pa.array(codes, pa.string()),
+            "reason": pa.array(reasons, pa.string()),
+        }
+    )
+    con.execute("insert into _seg_mapped select * from mapped")
