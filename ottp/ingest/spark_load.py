@@ -98,6 +98,23 @@ def load_files(spark: SparkSession, files: Sequence[landing.LandingFile]) -> Loa
     report = LoadReport(load_id=uuid.uuid4().hex)
     ensure_raw_schema(spark)
     _drop_uncommitted_loads(spark)
+    files = refuse_segment_files(files, report)
+    pending = _skip_known_files(spark, files, report)
+    pending = _drop_corrupt_files(pending, report)
+    loaded_at = datetime.now(UTC).replace(tzinfo=None)
+    for kind in landing.FILE_KINDS:
+        batch = [item for item in pending if item[0].kind == kind]
+        if batch:
+            _load_kind(spark, kind, batch, report, loaded_at)
+    _write_manifest(spark, report, loaded_at)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def refuse_segment_files(
+    files: Sequence[landing.LandingFile], report: LoadReport
+) -> list[landing.LandingFile]:
+    """The native files; each Segment/RudderStack export file is reported unreadable."""
     for f in files:
         if f.format != landing.NATIVE:
             report.files.append(
@@ -110,17 +127,7 @@ def load_files(spark: SparkSession, files: Sequence[landing.LandingFile]) -> Loa
                     size_bytes=f.size_bytes,
                 )
             )
-    files = [f for f in files if f.format == landing.NATIVE]
-    pending = _skip_known_files(spark, files, report)
-    pending = _drop_corrupt_files(pending, report)
-    loaded_at = datetime.now(UTC).replace(tzinfo=None)
-    for kind in landing.FILE_KINDS:
-        batch = [item for item in pending if item[0].kind == kind]
-        if batch:
-            _load_kind(spark, kind, batch, report, loaded_at)
-    _write_manifest(spark, report, loaded_at)
-    report.seconds = time.perf_counter() - started
-    return report
+    return [f for f in files if f.format == landing.NATIVE]
 
 
 def _drop_uncommitted_loads(spark: SparkSession) -> None:

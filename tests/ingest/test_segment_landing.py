@@ -347,3 +347,16 @@ def test_the_mapping_in_worker_processes_gives_what_it_gives_in_process(tmp_path
     assert len(outcomes[0]) == well_formed == len(HOSTILE) + 10 - 5
     assert outcomes[0] == outcomes[1]
     assert segment_files.mapping_workers(10) == 1
+
+
+def test_the_spark_loader_refuses_export_files_with_the_reason(tmp_path):
+    from ottp.ingest import spark_load
+
+    _write(tmp_path / "segment" / "date=2026-08-01" / "a.json.gz", [_line()])
+    _write(tmp_path / "events" / "date=2026-08-01" / "part-0.ndjson.gz", [b"{}"])
+    report = load.LoadReport("x")
+    kept = spark_load.refuse_segment_files(landing.discover(tmp_path), report)
+    assert [f.format for f in kept] == [landing.NATIVE]
+    assert [(f.status, f.error) for f in report.files] == [
+        ("unreadable", spark_load.SEGMENT_REFUSED)
+    ]
