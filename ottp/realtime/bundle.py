@@ -25,6 +25,7 @@ with, so a swap never drops or fails one.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import io
 import json
@@ -576,6 +577,10 @@ class BundleWatcher:
             return False
         if bundle is None or bundle.version == self.version:
             return False
+        # The bundle's objects live until the next swap: out of the cyclic collector's
+        # generations, so no full collection walks them in the middle of a request
+        # (they are freed by reference counting when the next swap drops them).
+        gc.freeze()
         self._current = bundle
         self.swaps += 1
         logger.info("serving bundle %s loaded", bundle.version)

@@ -3,6 +3,8 @@
 ``realtime_server(env=..., api_key=..., data_dir=...)`` starts one and waits
 until ``/health`` answers; every server started is stopped at teardown. The
 same object can be killed (SIGKILL) and started again on the same data.
+``recommend_warehouse`` is a small synthetic warehouse with a promoted model and a
+serving bundle published from them (the live recommendations' tests).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
 import pytest
 import requests
 
@@ -174,3 +178,41 @@ def realtime_server_module(tmp_path_factory) -> Iterator[ServerFactory]:
     factory = ServerFactory(tmp_path_factory)
     yield factory
     factory.close()
+
+
+@dataclass(frozen=True)
+class RecommendWarehouse:
+    """A synthetic warehouse (benchmarks/bench_recommend.py), its promoted model and a
+    bundle published from both."""
+
+    root: Path
+    warehouse: Path
+    models_dir: Path
+    bundle_dir: Path
+    model_version: str
+    bundle_version: str
+    deleted_user: str
+
+
+@pytest.fixture(scope="session")
+def recommend_warehouse(tmp_path_factory) -> RecommendWarehouse:
+    """40 users, 60 titles (the first 12 episodes of series of five), one user deleted."""
+    from benchmarks.bench_recommend import promote_synthetic_model, synthetic_warehouse
+    from ottp.realtime import bundle
+
+    root = tmp_path_factory.mktemp("recommend")
+    warehouse = root / "warehouse.duckdb"
+    synthetic_warehouse(warehouse, users=40, titles=60, as_of=datetime(2026, 8, 10, tzinfo=UTC))
+    deleted = "u_0000039"
+    con = duckdb.connect(str(warehouse))
+    try:
+        con.execute(
+            "update marts.user_lifecycle set is_deleted = true where user_id = ?", [deleted]
+        )
+    finally:
+        con.close()
+    model_version = promote_synthetic_model(warehouse, root / "models")
+    info = bundle.publish_bundle(warehouse, root / "serving", models_dir=root / "models")
+    return RecommendWarehouse(
+        root, warehouse, root / "models", root / "serving", model_version, info.version, deleted
+    )
