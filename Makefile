@@ -52,8 +52,9 @@ lint: setup
 
 # benchmarks/suite.py covers generate, load, dbt, recommender, gates and sync on
 # simulated data; the scripts after it push the recommender, the gates and the sync
-# to larger synthetic sizes than 10M events produce; the last two measure the
-# real-time service (intake rate, event-to-profile latency, memory per viewer).
+# to larger synthetic sizes than 10M events produce; the last three measure the
+# real-time service (intake rate, event-to-profile latency, memory per viewer,
+# recommendation latency under intake load).
 bench: setup
 	$(BIN)/python benchmarks/suite.py --json bench-results/ottp-bench.json
 	$(BIN)/python benchmarks/bench_ml.py
@@ -61,6 +62,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_sync.py
 	$(BIN)/python benchmarks/bench_collector.py --clients 8 --seconds 10 --runs 3
 	$(BIN)/python benchmarks/bench_realtime.py --bundle-users 200000
+	$(BIN)/python benchmarks/bench_recommend.py --users 100000 --titles 20000 --rates 100,500
 
 # Regenerate the lock after changing dependencies in pyproject.toml.
 lock: setup
