@@ -6,6 +6,9 @@ bundle with a new model is picked up while requests run; auth, 404, 422, 503."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -13,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from benchmarks.bench_recommend import promote_synthetic_model
+from ottp import config
 from ottp.realtime import bundle as bundles
 from ottp.realtime import recommend_api
 from ottp.realtime.rerank import IMPRESSION_LIMIT, REASONS
@@ -87,6 +91,37 @@ def test_session_signals_come_from_the_live_view():
     assert dict(signals.progress) == {"t_00021": pytest.approx(60 / 3000)}
     assert signals.completed == frozenset()
     assert recommend_api.session_signals(None, None).interactions == ()
+
+
+def test_the_bundle_lists_its_serving_model_with_checksums_and_a_damaged_one_is_refused(
+    recommend_warehouse, tmp_path
+):
+    folder = recommend_warehouse.bundle_dir / bundles.BUNDLES / recommend_warehouse.bundle_version
+    entry = json.loads((folder / bundles.MANIFEST).read_text())["model"]
+    assert entry["version"] == recommend_warehouse.model_version
+    assert set(entry["files"]) == {"serving_model.npz", "serving_model.json"}
+    for name, file in entry["files"].items():
+        data = (folder / entry["folder"] / name).read_bytes()
+        assert file["sha256"] == hashlib.sha256(data).hexdigest() and file["bytes"] == len(data)
+    loaded = bundles.load_bundle(recommend_warehouse.bundle_dir)
+    assert loaded.model_version == recommend_warehouse.model_version
+    assert loaded.model.user_index and loaded.recommender is not None
+
+    serving = tmp_path / "serving"
+    models = recommend_warehouse.models_dir
+    good = bundles.publish_bundle(recommend_warehouse.warehouse, serving, models_dir=models)
+    rt = dataclasses.replace(config.realtime_settings(), bundle_dir=serving)
+    watcher = bundles.BundleWatcher(rt)
+    assert watcher.refresh() and watcher.current.model_version == good.model_version
+    damaged = bundles.publish_bundle(recommend_warehouse.warehouse, serving, models_dir=models)
+    npz = damaged.path / bundles.MODEL_DIR / "serving_model.npz"
+    data = bytearray(npz.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    npz.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="checksum differs"):
+        bundles.load_bundle(serving)
+    # the watcher keeps serving the version it holds
+    assert watcher.refresh() is False and watcher.version == good.version
 
 
 def _get(server, path: str, **params):
