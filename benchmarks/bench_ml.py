@@ -2,13 +2,17 @@
 
     python benchmarks/bench_ml.py [--users 100000] [--titles 20000] [--interactions 5000000]
                                   [--factors 64] [--iterations 15] [--n 50] [--json FILE]
+                                  [--model als|ease] [--l2 500]
 
 Builds a synthetic signed interaction matrix with a realistic skew (title
 popularity ~ Zipf(0.8), user activity ~ log-normal, ~8% negatives as dislikes), then,
 in a fresh child process (so its peak resident memory is the pipeline's alone):
-fits ALS with the production code (ml.models.fit), folds every user in again (as
-serving a promoted model does), computes the top-N of every user in batches
-without the titles they interacted with, and explains the top 10 of every user.
+fits ALS (or EASE^R with --model ease) with the production code (ml.models.fit),
+folds every user in again (as serving a promoted model does; for EASE, scores every
+user's history), computes the top-N of every user in batches without the titles they
+interacted with, and explains the top 10 of every user. The targets are ALS's; EASE's
+fit inverts a dense titles x titles matrix (time ~ titles^3), so measure it with a
+smaller --titles.
 Targets (issue 4): training < 60 s, top-N for every user < 30 s, peak RSS < 4 GiB.
 Wall and CPU seconds are both printed: on a shared machine, wall time depends on
 what else runs (the load average before and after is printed too).
@@ -93,15 +97,18 @@ def _pipeline(args: argparse.Namespace, out) -> None:
     result["nnz"] = int(train.nnz)
     result["rss_after_build_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    spec = ModelSpec(
-        "als",
-        {
-            "factors": args.factors,
-            "regularization": 5.0,
-            "alpha": 1.0,
-            "iterations": args.iterations,
-        },
-    )
+    if args.model == "ease":
+        spec = ModelSpec("ease", {"l2": args.l2})
+    else:
+        spec = ModelSpec(
+            "als",
+            {
+                "factors": args.factors,
+                "regularization": 5.0,
+                "alpha": 1.0,
+                "iterations": args.iterations,
+            },
+        )
     with _Phase(result, "fit"):
         model = fit(spec, train, seed=args.seed)
 
@@ -110,7 +117,11 @@ def _pipeline(args: argparse.Namespace, out) -> None:
         ids, scores = model.recommend(train, train, n=args.n, rows=users)
 
     with _Phase(result, "fold_in"):
-        model.fold_in(train)
+        if args.model == "ease":  # every history's scores, in blocks (dense rows)
+            for start in range(0, train.shape[0], 2000):
+                model.fold_in(train[start : start + 2000])
+        else:
+            model.fold_in(train)
 
     with _Phase(result, "explain_top10"):
         positives = train.copy()
@@ -139,6 +150,8 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=50, help="Titles per user (default 50).")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--json", help="Also write the results here.")
+    parser.add_argument("--model", choices=("als", "ease"), default="als")
+    parser.add_argument("--l2", type=float, default=500.0, help="EASE's l2 (default 500).")
     args = parser.parse_args()
 
     ctx = mp.get_context("spawn")
@@ -160,8 +173,13 @@ def main() -> int:
     }
     print(
         f"{args.users:,} users x {args.titles:,} titles, {result['nnz']:,} interactions "
-        f"(built in {result['build_s']:.1f} s), ALS {args.factors} factors "
-        f"x {args.iterations} iterations, on {result['machine']}; load average "
+        f"(built in {result['build_s']:.1f} s), "
+        + (
+            f"EASE l2 {args.l2:g}"
+            if args.model == "ease"
+            else f"ALS {args.factors} factors x {args.iterations} iterations"
+        )
+        + f", on {result['machine']}; load average "
         f"{result['load_average'][0]} before, {result['load_average'][1]} after"
     )
     print(f"  {'':<32} {'wall s':>10} {'CPU s':>8}")
@@ -171,7 +189,7 @@ def main() -> int:
         cpu_text = f"{cpu:>8.1f}" if cpu is not None else " " * 8
         print(f"  {label:<32} {result[key]:>10.1f} {cpu_text}   (target < {limit:g})  {ok}")
     for key, label in (
-        ("fold_in", "fold-in of every user"),
+        ("fold_in", "fold-in (EASE: scores) of every user"),
         ("explain_top10", "reasons for every top 10"),
     ):
         print(f"  {label:<32} {result[key + '_s']:>10.1f} {result[key + '_cpu_s']:>8.1f}")

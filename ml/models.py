@@ -1,15 +1,19 @@
 """The models: implicit's ALS (main), BPR and item-kNN, EASE^R, and a popularity baseline.
 
-A fitted model is kept as plain arrays (factors, a similarity matrix, EASE's item
-weights, item popularity) so it can be saved, loaded and scored without pickles.
+A fitted model is kept as plain arrays (factors, an item x item matrix: the kNN
+similarity or EASE's weights, item popularity) so it can be saved, loaded and
+scored without pickles.
 Scoring is batched: implicit's native top-k for the factor models, numpy over
 dense score blocks for the others; no Python runs per user.
 
 EASE^R (Steck 2019, "Embarrassingly Shallow Autoencoders") is a closed form:
 with X the positive part of the user x item matrix, G = X^T X + l2 * I,
 P = G^-1, its item weights are B = -P / diag(P) (column j divided by -P[j, j])
-with diag(B) = 0, and a user's scores are x @ B. Fitting inverts a dense item x
-item matrix, so it is refused above ``EASE_MAX_ITEMS`` titles (see there).
+with diag(B) = 0, and a user's scores are x @ B. B is kept as the model's
+``similarity`` (CSR, rows: history items, columns: scored items), so EASE scores,
+explains (``ml.recommend.explain``: the largest term of x @ B) and feeds similar
+titles exactly as item-kNN does. Fitting inverts a dense item x item matrix, so
+it is refused above ``EASE_MAX_ITEMS`` titles (see there).
 
 Scoring an arbitrary history (a session, a user the model never saw), any kind:
 build a ``scipy.sparse.csr_matrix`` with one row per history and the model's item
@@ -59,10 +63,11 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "popularity": {},
 }
 
-# EASE holds a dense item x item float32 matrix B plus its CSR column index (so
-# reasons and similar titles read it like the kNN similarity): 8 bytes per pair
-# of titles, 7.2 GB at 30,000 titles (fitting works in place: about the same
-# peak). Larger catalogs are refused before anything is allocated.
+# EASE's B is dense but for its diagonal and the titles without evidence, kept as
+# CSR: 8 bytes per pair of titles, 7.2 GB at 30,000 titles. Fitting peaks at about
+# 12 bytes per pair (the Gram matrix, inverted in place into B in float32, and the
+# CSR built from it): 10.8 GB at 30,000. Larger catalogs are refused before
+# anything is allocated.
 EASE_MAX_ITEMS = 30_000
 # Up to this many titles the inversion runs in float64 (under a second at 4,096);
 # above, in float32, in place (half the memory, about twice as fast).
@@ -151,9 +156,6 @@ class TrainedModel:
     item_factors: np.ndarray | None = None
     similarity: sp.csr_matrix | None = None
     fit_seconds: float = 0.0
-    # EASE: the dense item x item weights B (float32); `similarity` is the same
-    # matrix as CSR, sharing its memory (rows: history items, columns: scored items)
-    item_weights: np.ndarray | None = None
 
     @property
     def kind(self) -> str:
@@ -166,9 +168,7 @@ class TrainedModel:
         if self.user_factors is not None:
             out["user_factors"] = self.user_factors
             out["item_factors"] = self.item_factors
-        if self.item_weights is not None:
-            out["ease_weights"] = self.item_weights  # similarity is a view of it
-        elif self.similarity is not None:
+        if self.similarity is not None:
             s = self.similarity
             out.update(sim_data=s.data, sim_indices=s.indices, sim_indptr=s.indptr)
         return out
@@ -176,16 +176,8 @@ class TrainedModel:
     @classmethod
     def from_arrays(cls, spec: ModelSpec, arrays: Mapping[str, np.ndarray]) -> TrainedModel:
         n_items = len(arrays["popularity"])
-        similarity = weights = None
-        if "ease_weights" in arrays:
-            weights = np.ascontiguousarray(arrays["ease_weights"], dtype=np.float32)
-            if weights.shape != (n_items, n_items):
-                raise ValueError(
-                    f"EASE weights of shape {weights.shape} for {n_items} items: "
-                    "the artifact is inconsistent"
-                )
-            similarity = dense_as_csr(weights)
-        elif "sim_data" in arrays:
+        similarity = None
+        if "sim_data" in arrays:
             similarity = sp.csr_matrix(
                 (arrays["sim_data"], arrays["sim_indices"], arrays["sim_indptr"]),
                 shape=(n_items, n_items),
@@ -197,7 +189,6 @@ class TrainedModel:
             user_factors=arrays.get("user_factors"),
             item_factors=arrays.get("item_factors"),
             similarity=similarity,
-            item_weights=weights,
         )
 
     # ------------------------------------------------------------------ scoring
@@ -226,7 +217,7 @@ class TrainedModel:
         trained, and users it never saw.
         """
         if self.kind == "ease":
-            return self._ease_scores(positive_part(sp.csr_matrix(history)))
+            return self.scores(history)
         if self.kind != "als":
             raise ValueError(f"fold-in needs an ALS or EASE model, not {self.kind}")
         with single_threaded_blas():
@@ -268,17 +259,7 @@ class TrainedModel:
             return np.asarray(vectors @ self.item_factors.T, dtype=np.float32)
         if self.kind == "popularity":
             return np.repeat(self.popularity[None, :], history.shape[0], axis=0)
-        positives = positive_part(history)
-        if self.kind == "ease":
-            return self._ease_scores(positives)
-        return (positives @ self.similarity).toarray().astype(np.float32)
-
-    def _ease_scores(self, positives: sp.csr_matrix) -> np.ndarray:
-        if positives.shape[1] != self.n_items:
-            raise ValueError(
-                f"history has {positives.shape[1]} item columns, the model {self.n_items}"
-            )
-        return np.asarray(positives.astype(np.float32) @ self.item_weights, dtype=np.float32)
+        return (positive_part(history) @ self.similarity).toarray().astype(np.float32)
 
     def recommend(
         self,
@@ -348,10 +329,8 @@ class TrainedModel:
             tie = np.arange(self.n_items, dtype=np.float64) / (10.0 * self.n_items)
             row = (self.popularity.astype(np.float64) - tie).astype(np.float32)
             return np.repeat(row[None, :], stop - start, axis=0)
-        if self.kind == "ease":
-            block = self._ease_scores(positives[start:stop])
-        else:
-            block = (positives[start:stop] @ self.similarity).toarray().astype(np.float32)
+        # item-kNN and EASE alike: history x item-item weights
+        block = (positives[start:stop] @ self.similarity).toarray().astype(np.float32)
         block[block <= 0] = -np.inf  # no evidence for the item: not a recommendation
         return block
 
@@ -375,8 +354,6 @@ class TrainedModel:
                 a, b = items[s : s + step], others[s : s + step]
                 out[s : s + step] = np.einsum("ij,ij->i", f[a], f[b]) / (norms[a] * norms[b])
             return out
-        if self.item_weights is not None:  # EASE: B[others, items], as the score reads it
-            return self.item_weights[others, items].astype(np.float32)
         if self.similarity is not None:
             return sparse_lookup(self.similarity, others, items)
         return np.zeros(len(items), dtype=np.float32)
@@ -414,18 +391,39 @@ def top_n(
     return ids, scores
 
 
-def dense_as_csr(dense: np.ndarray) -> sp.csr_matrix:
-    """A square float32 matrix as CSR with every cell stored, sharing its memory.
+def dense_to_csr(
+    dense: np.ndarray, index: np.ndarray | None = None, n: int | None = None
+) -> sp.csr_matrix:
+    """A square float32 matrix as an n x n CSR without its zeros, filled in row blocks.
 
-    Only the int32 column index is new (4 bytes per cell, against 16 for the
-    coordinates scipy's own conversion builds on the way).
+    index: the item of each row and column of dense, increasing (default: the
+    identity), so a matrix over some items lands in a larger n x n one. scipy's own
+    conversion builds int64 coordinates of every nonzero on the way (16 bytes
+    each); this needs only the CSR itself (8 bytes per nonzero).
     """
-    n = dense.shape[0]
-    if n * n >= np.iinfo(np.int32).max:
-        raise ValueError(f"{n:,} x {n:,} cells do not fit an int32 CSR index")
-    indices = np.tile(np.arange(n, dtype=np.int32), n)
-    indptr = np.arange(n + 1, dtype=np.int32) * np.int32(n)
-    return sp.csr_matrix((dense.reshape(-1), indices, indptr), shape=(n, n), copy=False)
+    m = dense.shape[0]
+    index = np.arange(m) if index is None else np.asarray(index, dtype=np.int64)
+    if len(index) != m or np.any(np.diff(index) <= 0):
+        raise ValueError("index: one increasing item per row of the matrix")
+    n = m if n is None else n
+    step = max(1, BLOCK_CELLS // max(m, 1))
+    blocks = range(0, m, step)
+    counts = np.zeros(n, dtype=np.int64)
+    for start in blocks:
+        counts[index[start : start + step]] = np.count_nonzero(dense[start : start + step], 1)
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    index_dtype = np.int32 if indptr[-1] < np.iinfo(np.int32).max else np.int64
+    data = np.empty(indptr[-1], dtype=np.float32)
+    indices = np.empty(indptr[-1], dtype=index_dtype)
+    for start in blocks:
+        # rows in increasing item order: a block's nonzeros are one slice of data
+        block = dense[start : start + step]
+        rows, cols = np.nonzero(block)
+        lo = indptr[index[start]]
+        data[lo : lo + len(rows)] = block[rows, cols]
+        indices[lo : lo + len(rows)] = index[cols]
+    return sp.csr_matrix((data, indices, indptr.astype(index_dtype)), shape=(n, n))
 
 
 def _gram(x: sp.csr_matrix, dtype: type) -> np.ndarray:
@@ -468,12 +466,13 @@ def _spd_inverse_in_place(g: np.ndarray) -> np.ndarray:
     return out
 
 
-def ease_weights(train: sp.csr_matrix, l2: float) -> np.ndarray:
-    """EASE^R's B (float32): G = X^T X + l2 I, P = G^-1, B = -P / diag(P), diag(B) = 0.
+def ease_solve(train: sp.csr_matrix, l2: float) -> tuple[np.ndarray, np.ndarray]:
+    """EASE^R over the items with evidence: (their indices, B among them).
 
-    X is the positive part of train. Items nobody interacted with form their own
-    block of G (l2 on the diagonal only): their rows and columns of B are 0, so
-    only the items with evidence are inverted.
+    G = X^T X + l2 I, P = G^-1, B = -P / diag(P), diag(B) = 0, X the positive part
+    of train. Items nobody interacted with form their own block of G (l2 on the
+    diagonal only), so their rows and columns of B are 0: only the others are
+    inverted. float64 up to EASE_FLOAT64_ITEMS items, float32 in place above.
     """
     n = train.shape[1]
     check_ease_size(n)
@@ -483,7 +482,7 @@ def ease_weights(train: sp.csr_matrix, l2: float) -> np.ndarray:
     active = np.flatnonzero(np.bincount(x.indices, minlength=n) > 0)
     m = len(active)
     if m == 0:
-        return np.zeros((n, n), dtype=np.float32)
+        return active, np.zeros((0, 0), dtype=np.float32)
     dtype = np.float64 if m <= EASE_FLOAT64_ITEMS else np.float32
     g = _gram(x[:, active] if m < n else x, dtype)
     g[np.diag_indices(m)] += l2
@@ -491,10 +490,15 @@ def ease_weights(train: sp.csr_matrix, l2: float) -> np.ndarray:
     diag = np.diag(p).copy()
     p /= -diag[None, :]
     np.fill_diagonal(p, 0.0)
-    if m == n:
-        return np.ascontiguousarray(p, dtype=np.float32)
+    return active, np.ascontiguousarray(p, dtype=np.float32)
+
+
+def ease_weights(train: sp.csr_matrix, l2: float) -> np.ndarray:
+    """EASE^R's B as a dense n_items x n_items float32 matrix (see ease_solve)."""
+    n = train.shape[1]
+    active, b_active = ease_solve(train, l2)
     b = np.zeros((n, n), dtype=np.float32)
-    b[np.ix_(active, active)] = p
+    b[np.ix_(active, active)] = b_active
     return b
 
 
@@ -545,7 +549,7 @@ def fit(spec: ModelSpec, train: sp.csr_matrix, seed: int = 42) -> TrainedModel:
             m.fit(positive_part(train), show_progress=False)
             model.similarity = sp.csr_matrix(m.similarity, dtype=np.float32)
     if spec.kind == "ease":  # numpy's BLAS with its own threads
-        model.item_weights = ease_weights(train, float(p["l2"]))
-        model.similarity = dense_as_csr(model.item_weights)
+        active, b = ease_solve(train, float(p["l2"]))
+        model.similarity = dense_to_csr(b, active, train.shape[1])
     model.fit_seconds = time.perf_counter() - started
     return model

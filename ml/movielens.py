@@ -41,7 +41,7 @@ ALTERNATIVES = (
     ),
     ModelSpec("bm25", {"K": 200, "K1": 1.2, "B": 0.75}),
 )
-EASE_AXES = {"l2": (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)}
+EASE_AXES = {"l2": (30.0, 100.0, 300.0, 1000.0, 3000.0)}
 # Untuned ALS: implicit's documented defaults, except a fixed seed.
 DEFAULT_ALS = ModelSpec(
     "als", {"factors": 100, "regularization": 0.01, "alpha": 1.0, "iterations": 15}

@@ -55,12 +55,24 @@ def model() -> TrainedModel:
 def test_weights_solve_the_constrained_least_squares_problem(model):
     x = tiny().toarray().astype(np.float64)
     expected = ridge_per_column(x, 2.0)
-    np.testing.assert_allclose(model.item_weights, expected, atol=1e-6)
-    assert np.all(np.diag(model.item_weights) == 0)
-    assert np.all(model.item_weights[5] == 0) and np.all(model.item_weights[:, 5] == 0)
-    # the similarity (reasons, similar titles) is B itself, without a copy
-    np.testing.assert_array_equal(model.similarity.toarray(), model.item_weights)
-    assert np.shares_memory(model.similarity.data, model.item_weights)
+    b = model.similarity.toarray()  # B, read by scores, reasons and similar titles
+    np.testing.assert_allclose(b, expected, atol=1e-6)
+    assert np.all(np.diag(b) == 0)
+    assert np.all(b[5] == 0) and np.all(b[:, 5] == 0)  # item 5: no evidence
+    # stored without its zeros: the diagonal and item 5's row and column
+    assert model.similarity.nnz == np.count_nonzero(expected) <= 5 * 4
+    np.testing.assert_array_equal(models.ease_weights(tiny(), 2.0), b)
+
+
+def test_dense_to_csr_places_a_sub_matrix():
+    dense = np.array([[0, 1.5, 0], [2, 0, 0], [0, -1, 3]], np.float32)
+    csr = models.dense_to_csr(dense, np.array([1, 3, 4]), 6)
+    expected = np.zeros((6, 6), np.float32)
+    expected[np.ix_([1, 3, 4], [1, 3, 4])] = dense
+    np.testing.assert_array_equal(csr.toarray(), expected)
+    assert csr.nnz == 4 and csr.has_sorted_indices
+    with pytest.raises(ValueError, match="increasing"):
+        models.dense_to_csr(dense, np.array([3, 1, 4]), 6)
 
 
 def test_the_float32_path_matches_the_float64_one(monkeypatch):
@@ -92,7 +104,7 @@ def test_known_top_items_and_seen_items_filtered(model):
 def test_scores_of_a_new_history_are_history_times_b(model):
     """How the live re-ranker scores a session: scores() and fold_in() for EASE."""
     session = sp.csr_matrix(np.array([[0, 1, 0, 2, 0, 0]], np.float32))
-    expected = session.toarray() @ model.item_weights
+    expected = session.toarray() @ model.similarity.toarray()
     np.testing.assert_allclose(model.scores(session), expected, rtol=1e-6)
     np.testing.assert_allclose(model.fold_in(session), expected, rtol=1e-6)
     negative = sp.csr_matrix(np.array([[0, 1, 0, -1, 0, 0]], np.float32))  # a dislike
@@ -121,11 +133,10 @@ def test_save_and_load_round_trip(tmp_path, model):
     users, titles = np.arange(8).astype(str), np.arange(6).astype(str)
     version = reg.save(model, users, titles, {"weights": {"name": "graded"}})
     with np.load(tmp_path / "models" / version / "model.npz", allow_pickle=False) as data:
-        assert "ease_weights" in data.files and "sim_data" not in data.files
+        assert {"sim_data", "sim_indices", "sim_indptr", "popularity"} <= set(data.files)
     loaded = reg.load(version).model
     assert loaded.kind == "ease" and loaded.spec.params == {"l2": 2.0}
-    np.testing.assert_array_equal(loaded.item_weights, model.item_weights)
-    np.testing.assert_array_equal(loaded.similarity.toarray(), model.item_weights)
+    np.testing.assert_array_equal(loaded.similarity.toarray(), model.similarity.toarray())
     history = tiny()
     a, sa = model.recommend(history, history, n=3)
     b, sb = loaded.recommend(history, history, n=3)
@@ -139,7 +150,7 @@ def test_the_reason_is_the_largest_term_of_the_score(model):
     reason, strength = recommend.explain(model, history, ids)
     u, slot = 3, 0
     hist = history[u].indices
-    terms = history[u].data * model.item_weights[hist, ids[u, slot]]
+    terms = history[u].data * model.similarity.toarray()[hist, ids[u, slot]]
     assert reason[u, slot] == hist[np.argmax(terms)]
     assert strength[u, slot] == pytest.approx(terms.max(), rel=1e-5)
 
