@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from ottp.crm.contract import DUCKDB, SQL_TYPES, TableSpec, identifier, quote
+from ottp.crm.contract import DUCKDB, ROW_HASH, SQL_TYPES, TableSpec, identifier, quote
 from ottp.crm.plan import TablePlan, keys_query, rows_query
 from ottp.crm.targets import (
     HISTORY_COLUMNS,
@@ -166,7 +166,7 @@ class _SqliteApplier(_Applier):
             return
         import pyarrow as pa
 
-        cols = [*spec.key, "_row_hash"]
+        cols = [*spec.key, ROW_HASH]
         cur = self.con.execute(
             f"select {', '.join(quote(c) for c in cols)} from {quote(spec.name)}"
         )
@@ -212,17 +212,16 @@ class _SqliteApplier(_Applier):
             for rows in _batches(duck, keys_query(plan, "delete")):
                 con.executemany(f"delete from {name} where {where}", rows)
         if t.updated:
-            sets = ", ".join(f"{quote(c)} = ?" for c in [*spec.value_columns, "_row_hash"])
+            sets = ", ".join(f"{quote(c)} = ?" for c in spec.value_columns)
             names = spec.column_names
-            order = [names.index(c) for c in spec.value_columns]
-            order += [len(names)] + [names.index(k) for k in spec.key]
+            order = [names.index(c) for c in [*spec.value_columns, *spec.key]]
             for rows in _batches(duck, rows_query(plan, "update", for_sqlite=True)):
                 con.executemany(
                     f"update {name} set {sets} where {where}",
                     [[r[i] for i in order] for r in rows],
                 )
         if t.inserted:
-            marks = ", ".join("?" for _ in range(len(spec.columns) + 1))
+            marks = ", ".join("?" for _ in spec.columns)
             for rows in _batches(duck, rows_query(plan, "insert", for_sqlite=True)):
                 con.executemany(f"insert into {name} values ({marks})", rows)
 
@@ -313,10 +312,8 @@ class _PostgresApplier(_Applier):
             return
         import tempfile
 
-        cols = ", ".join(quote(c) for c in [*spec.key, "_row_hash"])
-        types = {k: SQL_TYPES[spec.column(k).type][DUCKDB] for k in spec.key} | {
-            "_row_hash": "bigint"
-        }
+        cols = ", ".join(quote(c) for c in [*spec.key, ROW_HASH])
+        types = {k: SQL_TYPES[spec.column(k).type][DUCKDB] for k in spec.key} | {ROW_HASH: "bigint"}
         with tempfile.NamedTemporaryFile(suffix=".csv") as tmp:
             with self.con.cursor() as cur:
                 cur.copy_expert(
@@ -408,9 +405,7 @@ class _PostgresApplier(_Applier):
                 f"create temp table _crm_update on commit drop as select * from {table} limit 0"
             )
             self._copy(cur, duck, rows_query(plan, "update"), "_crm_update", t.updated)
-            sets = ", ".join(
-                f"{quote(c)} = c.{quote(c)}" for c in [*spec.value_columns, "_row_hash"]
-            )
+            sets = ", ".join(f"{quote(c)} = c.{quote(c)}" for c in spec.value_columns)
             cur.execute(f"update {table} as t set {sets} from _crm_update as c where {match}")
             _expect(cur.rowcount, t.updated, f"{spec.name} updates")
             cur.execute("drop table _crm_update")

@@ -6,8 +6,11 @@ gates accept (``LIFECYCLE_STAGES`` ...). The dbt export models declare the
 same columns and types in an enforced dbt contract
 (``dbt_project/models/exports/_exports__models.yml``), and
 ``tests/crm/test_contract_columns.py`` checks that the two agree, value sets
-included. The sync stages, hashes and creates target tables from this module;
-identifiers used in SQL are validated here too.
+included. Every table's last column is ``_row_hash``, the 64-bit hash of the
+row's other columns that the export models compute (``row_hash_sql`` is the
+expression, in DuckDB's SQL) and the sync compares to find changed rows. The
+sync stages and creates target tables from this module; identifiers used in SQL
+are validated here too.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ import re
 from dataclasses import dataclass
 
 EXPORT_SCHEMA = "exports"
+# The last column of every export table: a hash of the row's other columns
+# (row_hash_sql), computed by the export models, compared by the sync.
+ROW_HASH = "_row_hash"
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -117,6 +123,8 @@ class TableSpec:
         names = [c.name for c in self.columns]
         if len(set(names)) != len(names) or not set(self.key) <= set(names):
             raise ValueError(f"{self.name}: bad column list or key")
+        if names[-1] != ROW_HASH or self.columns[-1] != Column(ROW_HASH, "integer", False):
+            raise ValueError(f"{self.name}: the last column must be {ROW_HASH} integer not null")
 
     @property
     def column_names(self) -> list[str]:
@@ -124,7 +132,13 @@ class TableSpec:
 
     @property
     def value_columns(self) -> list[str]:
+        """The columns an update sets: all but the key (the row hash included)."""
         return [c.name for c in self.columns if c.name not in self.key]
+
+    @property
+    def hashed_columns(self) -> tuple[Column, ...]:
+        """The columns the row hash covers: every one but the hash, in contract order."""
+        return self.columns[:-1]
 
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)
@@ -137,6 +151,24 @@ def _cols(*specs: str) -> tuple[Column, ...]:
         name, type_ = spec.split(":")
         out.append(Column(name, type_.rstrip("!"), nullable=not type_.endswith("!")))
     return tuple(out)
+
+
+def row_hash_sql(spec: TableSpec) -> str:
+    """The DuckDB expression of ``spec``'s row hash, over its columns in contract order.
+
+    ``hash(v1, v1 is null, v2, v2 is null, ...)`` shifted into a signed bigint
+    (63 bits): DuckDB hashes each value and combines the hashes by position, so
+    moving text between columns changes the hash; each value is followed by
+    whether it is null, so a null never hashes like a value. Text is hashed as
+    the sync sends it, empty text as null: '' and null are one value to the
+    CRM, 'NULL' is a text. The export models compute the same expression
+    (``tests/crm/test_contract_columns.py`` compares the compiled SQL).
+    """
+    values = [
+        f"nullif({identifier(c.name)}, '')" if c.type == "text" else identifier(c.name)
+        for c in spec.hashed_columns
+    ]
+    return f"cast(hash({', '.join(f'{v}, {v} is null' for v in values)}) >> 1 as bigint)"
 
 
 _RANK_RULE = Rule("rank_positive", "rank >= 1", "rank must be 1 or more")
@@ -170,6 +202,7 @@ TABLES: tuple[TableSpec, ...] = (
             "pauses_per_hour_watched:double",
             "signed_up_at:timestamp",
             "last_active_at:timestamp",
+            "_row_hash:integer!",
         ),
         rules=(Rule("churn_risk_share", "churn_risk between 0 and 1", "churn_risk outside 0..1"),),
     ),
@@ -184,6 +217,7 @@ TABLES: tuple[TableSpec, ...] = (
             "score:double",
             "reason:text",
             "reason_title_id:text",
+            "_row_hash:integer!",
         ),
         rules=(_RANK_RULE,),
     ),
@@ -196,6 +230,7 @@ TABLES: tuple[TableSpec, ...] = (
             "similar_title_id:text!",
             "similar_title_name:text",
             "score:double",
+            "_row_hash:integer!",
         ),
         rules=(_RANK_RULE,),
     ),
@@ -215,6 +250,7 @@ TABLES: tuple[TableSpec, ...] = (
             "is_cancel_reason_addressable:boolean",
             "occurred_at:timestamp!",
             "fired_at:timestamp!",
+            "_row_hash:integer!",
         ),
     ),
 )

@@ -1,13 +1,16 @@
 """Diff planning: what a sync must insert, update, delete or reject per table.
 
-The source rows are staged in DuckDB from the warehouse's export tables, cast
-to the contract's types with a 64-bit hash per row, and diffed by primary key
-against the local snapshot of the last successful sync (keys and hashes in a
-DuckDB file per target, re-read from the target when the two disagree). Rows
-the target would refuse (null keys, duplicate keys, broken rules, NUL
-characters) are rejected with their key and reason. Only keys, hashes and
-verdicts are kept; the full rows of changed keys are read once, for the
-appliers.
+Each export table carries ``_row_hash``, the hash of its other columns that
+the export models compute (``ottp.crm.contract.row_hash_sql``). The diff
+reads only the keys and hashes of the source and full-joins them by primary
+key with the local snapshot of the last successful sync (keys and hashes in a
+DuckDB file per target, re-read from the target when the two disagree): a key
+whose hash is unchanged is never read further. The full rows of the other
+keys are read once, cast to the contract's types and checked: rows the target
+would refuse (null keys or values, duplicate keys, broken rules, NUL
+characters) are rejected with their key and reason. A first sync (an empty
+snapshot) checks every row in one scan and, when none is rejected, streams
+the source to the target as it is, without copying it first.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from datetime import datetime
 
 import duckdb
 
-from ottp.crm.contract import DUCKDB, SQL_TYPES, Column, TableSpec, quote
+from ottp.crm.contract import DUCKDB, ROW_HASH, SQL_TYPES, Column, TableSpec, quote
 from ottp.crm.targets import SyncError
 
 # Rejections kept in results and in the target per table (the count is exact).
@@ -61,13 +64,14 @@ class TablePlan:
 
     spec: TableSpec
     result: TableResult
-    # DuckDB tables holding this table's staged keys and hashes, and its delta.
-    src: str
-    delta: str
-    # The staged source rows (SQL), and whether every one of them is an insert.
+    # The staged source rows (SQL), and whether every one of them is an insert
+    # (a first sync without rejections: the source is streamed as it is).
     source: str
     all_inserts: bool
-    # Table of the full inserted and updated rows, once read (see read_changes).
+    # DuckDB table of the keys, operation and hash of every change.
+    delta: str
+    # DuckDB table of the full rows of the inserted and updated keys, checked
+    # (None when all_inserts).
     changes: str | None = None
     rejections: list[Rejection] = field(default_factory=list)
 
@@ -104,13 +108,13 @@ def reload_snapshot(duck, applier, tables: Sequence[TableSpec], run_id: str | No
     duck.execute("commit")
 
 
-def _stage_expression(spec: TableSpec, column: Column) -> str:
+def _stage_expression(column: Column) -> str:
     cast = SQL_TYPES[column.type][DUCKDB]
     expr = f"cast({quote(column.name)} as {cast})"
     if column.type == "text":
         # Empty text travels as null: one spelling for every target and CSV.
         expr = f"nullif({expr}, '')"
-    return f"{expr} as {quote(column.name)}"
+    return expr
 
 
 def _reject_expression(spec: TableSpec) -> str:
@@ -127,67 +131,170 @@ def _reject_expression(spec: TableSpec) -> str:
 
 
 def plan_table(duck, spec: TableSpec, source_schema: str) -> TablePlan:
-    """Stage ``spec``'s source rows, diff them against the snapshot, count the verdicts."""
-    src, delta = f"src_{spec.name}", f"delta_{spec.name}"
-    missing = [
-        c
-        for c in spec.column_names
-        if c
-        not in {
-            r[0]
-            for r in duck.execute(
-                "select column_name from information_schema.columns "
-                "where table_catalog = 'wh' and table_schema = ? and table_name = ?",
-                [source_schema, spec.name],
-            ).fetchall()
-        }
-    ]
+    """Diff ``spec``'s source keys and row hashes against the snapshot, count the verdicts."""
+    table = f"wh.{quote(source_schema)}.{quote(spec.name)}"
+    present = {
+        r[0]
+        for r in duck.execute(
+            "select column_name from information_schema.columns "
+            "where table_catalog = 'wh' and table_schema = ? and table_name = ?",
+            [source_schema, spec.name],
+        ).fetchall()
+    }
+    missing = [c for c in spec.column_names if c not in present]
     if missing:
-        raise SyncError(f"{source_schema}.{spec.name} lacks contract columns {missing}")
-    keys = ", ".join(quote(k) for k in spec.key)
-    staged = ", ".join(_stage_expression(spec, c) for c in spec.columns)
-    source = f"select {staged} from wh.{quote(source_schema)}.{quote(spec.name)}"
-    # Only keys, hash and verdict are kept: rows are re-read from the warehouse
-    # for the keys that changed. The hash is over the staged values, in contract order.
-    duck.execute(
-        f"create or replace table {src} as "
-        f"select {keys}, {_hash_expression(spec)} as _row_hash, "
-        f"{_reject_expression(spec)} as _reject from ({source})"
-    )
-    _build_delta(duck, spec, src, delta)
-    # Every row of a duplicated key is rejected: which one is right is unknowable.
-    # Only keys in the delta can matter (copies identical to the synced row change
-    # nothing), which spares a group-by over the whole table on a re-sync.
-    duplicates = (
-        f"select s.* from {src} as s semi join {delta} as d on {_match('s', 'd', spec.key)}"
-    )
-    dup_keys = f"select {keys} from ({duplicates}) group by {keys} having count(*) > 1"
-    if duck.execute(f"select count(*) from ({dup_keys})").fetchall()[0][0]:
-        duck.execute(
-            f"update {src} as s set _reject = 'duplicate key' "
-            f"from ({dup_keys}) as d where {_match('s', 'd', spec.key)}"
+        hint = " (rebuild the export models: dbt build --select path:models/exports)"
+        raise SyncError(
+            f"{source_schema}.{spec.name} lacks contract columns {missing}"
+            + (hint if ROW_HASH in missing else "")
         )
-        _build_delta(duck, spec, src, delta)
-    return _count(duck, spec, src, delta, source)
+    staged = ", ".join(f"{_stage_expression(c)} as {quote(c.name)}" for c in spec.columns)
+    source = f"select {staged} from {table}"
+    delta = f"delta_{spec.name}"
+    snapshot_rows = _scalar(duck, f"select count(*) from st.{quote(spec.name)}")
+    source_rows = _scalar(duck, f"select count(*) from {table}")
+    if snapshot_rows == 0 and _all_clean(duck, spec, source):
+        # A first sync without rejections: every source row is an insert.
+        keys = ", ".join(quote(k) for k in spec.key)
+        duck.execute(
+            f"create or replace table {delta} as select {keys}, 'insert' as op, "
+            f"{quote(ROW_HASH)} from ({source}) limit 0"
+        )
+        plan = TablePlan(spec, TableResult(spec.name), source, True, delta)
+        t = plan.result
+        t.source_rows = t.inserted = t.row_count = source_rows
+        rows = duck.execute(f"select {keys} from ({source}) order by {keys} limit {_SAMPLE_KEYS}")
+        t.sample_keys["insert"] = [dict(zip(spec.key, r, strict=True)) for r in rows.fetchall()]
+        return plan
+    plan = TablePlan(spec, TableResult(spec.name), source, False, delta, f"changes_{spec.name}")
+    _diff(duck, plan, table)
+    return _count(duck, plan, source_rows, snapshot_rows)
 
 
-def _count(duck, spec: TableSpec, src: str, delta: str, source: str) -> TablePlan:
+def _scalar(duck, query: str):
+    return duck.execute(query).fetchall()[0][0]
+
+
+def _all_clean(duck, spec: TableSpec, source: str) -> bool:
+    """Whether no source row would be rejected: one scan for the row checks, and
+    one for duplicate keys."""
+    keys = ", ".join(quote(k) for k in spec.key)
+    if _scalar(
+        duck, f"select count(*) from ({source}) where ({_reject_expression(spec)}) is not null"
+    ):
+        return False
+    # As many distinct 64-bit hashes of the key as rows proves the keys distinct,
+    # at a fraction of the cost of grouping by the key itself; otherwise (a
+    # duplicate, or two keys whose hashes collide) the exact check decides.
+    rows, hashes = duck.execute(
+        f"select count(*), count(distinct hash({keys})) from ({source})"
+    ).fetchall()[0]
+    if rows == hashes:
+        return True
+    dups = f"select {keys} from ({source}) group by {keys} having count(*) > 1"
+    return not _scalar(duck, f"select count(*) from ({dups})")
+
+
+def _diff(duck, plan: TablePlan, table: str) -> None:
+    """The changed rows, in one join of the source with the snapshot, checked."""
+    spec = plan.spec
+    keys = ", ".join(quote(k) for k in spec.key)
+    h, changes = quote(ROW_HASH), plan.changes
+    others = ", ".join(f"s.{quote(c)}" for c in spec.column_names if c not in spec.key)
+    key_values = ", ".join(f"coalesce(s.{quote(k)}, p.{quote(k)}) as {quote(k)}" for k in spec.key)
+    # A row whose hash the snapshot holds for its key is unchanged: the join
+    # drops it as soon as it has compared the two, and keeps only the others.
+    duck.execute(
+        f"""
+        create or replace table {changes} as
+        select *, case when op <> 'delete' then {_reject_expression(spec)} end as _reject
+        from (
+            select {key_values}, {others},
+                case when p.{h} is null then 'insert'
+                     when s._present is null then 'delete' else 'update' end as op
+            from (select *, true as _present from ({plan.source})) as s
+            full join st.{quote(spec.name)} as p on {_match("s", "p", spec.key)}
+            where p.{h} is null or s.{h} is distinct from p.{h}
+        )
+        """
+    )
+    if _may_have_duplicates(duck, plan, table):
+        _reject_duplicates(duck, plan)
+    # A rejected key keeps its previous version in the target (it is neither
+    # updated nor deleted: a key with any source row is never a delete).
+    duck.execute(
+        f"create or replace table {plan.delta} as "
+        f"select {keys}, op, {h} from {changes} where _reject is null"
+    )
+
+
+def _may_have_duplicates(duck, plan: TablePlan, table: str) -> bool:
+    """False when the counts prove that no source key has two rows.
+
+    Source rows = changed rows + rows equal to the snapshot's; without
+    duplicates, each equal row matches one snapshot key of its own, which is
+    neither deleted nor updated: so the two counts agree and no key appears
+    twice among the changed rows. Otherwise the exact check runs.
+    """
+    spec = plan.spec
+    keys = ", ".join(quote(k) for k in spec.key)
+    changed, updated, deleted, repeated = duck.execute(
+        f"select count(*) filter (where op <> 'delete'), count(*) filter (where op = 'update'), "
+        f"count(*) filter (where op = 'delete'), "
+        f"(select count(*) from (select {keys} from {plan.changes} where op <> 'delete' "
+        f"group by {keys} having count(*) > 1)) from {plan.changes}"
+    ).fetchall()[0]
+    if changed == 0:
+        return False
+    source_rows = _scalar(duck, f"select count(*) from {table}")
+    snapshot_rows = _scalar(duck, f"select count(*) from st.{quote(spec.name)}")
+    return repeated > 0 or source_rows - changed != snapshot_rows - deleted - updated
+
+
+def _reject_duplicates(duck, plan: TablePlan) -> None:
+    """Every copy of a duplicated key is rejected, when one of them would change
+    the target (which one is right is unknowable); copies equal to the snapshot's
+    row are reported too."""
+    spec, changes = plan.spec, plan.changes
+    keys = ", ".join(quote(k) for k in spec.key)
+    duck.execute(
+        f"""
+        create or replace temp table _duplicates as
+        select {keys} from ({plan.source}) as s
+        semi join (select {keys} from {changes} where op <> 'delete' and _reject is null) as c
+            on {_match("s", "c", spec.key)}
+        group by {keys} having count(*) > 1
+        """
+    )
+    if not _scalar(duck, "select count(*) from _duplicates"):
+        return
+    duck.execute(
+        f"delete from {changes} as c using _duplicates as d where {_match('c', 'd', spec.key)}"
+    )
+    duck.execute(
+        f"""
+        insert into {changes} by name
+        select s.*, case when p.{quote(ROW_HASH)} is null then 'insert' else 'update' end as op,
+            'duplicate key' as _reject
+        from ({plan.source}) as s
+        semi join _duplicates as d on {_match("s", "d", spec.key)}
+        left join st.{quote(spec.name)} as p on {_match("s", "p", spec.key)}
+        """
+    )
+
+
+def _count(duck, plan: TablePlan, source_rows: int, snapshot_rows: int) -> TablePlan:
+    spec, delta = plan.spec, plan.delta
     keys = ", ".join(quote(k) for k in spec.key)
     counts = dict(duck.execute(f"select op, count(*) from {delta} group by op").fetchall())
-    source_rows, valid, rejected = duck.execute(
-        f"select count(*), count(*) filter (where _reject is null), "
-        f"count(*) filter (where _reject is not null) from {src}"
-    ).fetchall()[0]
-    snapshot_rows = duck.execute(f"select count(*) from st.{quote(spec.name)}").fetchall()[0][0]
-    t = TableResult(
-        table=spec.name,
-        source_rows=source_rows,
-        inserted=counts.get("insert", 0),
-        updated=counts.get("update", 0),
-        deleted=counts.get("delete", 0),
-        rejected=rejected,
-    )
-    t.unchanged = valid - t.inserted - t.updated
+    rejected = _scalar(duck, f"select count(*) from {plan.changes} where _reject is not null")
+    t = plan.result
+    t.source_rows = source_rows
+    t.inserted = counts.get("insert", 0)
+    t.updated = counts.get("update", 0)
+    t.deleted = counts.get("delete", 0)
+    t.rejected = rejected
+    t.unchanged = source_rows - rejected - t.inserted - t.updated
     t.row_count = snapshot_rows + t.inserted - t.deleted
     for op in ("insert", "update", "delete"):
         if counts.get(op):
@@ -196,10 +303,9 @@ def _count(duck, spec: TableSpec, src: str, delta: str, source: str) -> TablePla
                 [op],
             ).fetchall()
             t.sample_keys[op] = [dict(zip(spec.key, r, strict=True)) for r in rows]
-    plan = TablePlan(spec, t, src, delta, source, all_inserts=snapshot_rows == 0 and rejected == 0)
     if rejected:
         rows = duck.execute(
-            f"select {keys}, _reject from {src} where _reject is not null "
+            f"select {keys}, _reject from {plan.changes} where _reject is not null "
             f"order by {keys} nulls first limit {_MAX_REJECTIONS_KEPT}"
         ).fetchall()
         plan.rejections = [
@@ -208,37 +314,13 @@ def _count(duck, spec: TableSpec, src: str, delta: str, source: str) -> TablePla
     return plan
 
 
-def _build_delta(duck, spec: TableSpec, src: str, delta: str) -> None:
-    keys = ", ".join(quote(k) for k in spec.key)
-    # A rejected key keeps its previous version in the target: not deleted either.
-    duck.execute(
-        f"""
-        create or replace table {delta} as
-        select {", ".join(f"coalesce(s.{quote(k)}, p.{quote(k)}) as {quote(k)}" for k in spec.key)},
-            case when p._row_hash is null then 'insert'
-                 when s._row_hash is null then 'delete' else 'update' end as op,
-            s._row_hash
-        from (select {keys}, _row_hash from {src} where _reject is null) as s
-        full join st.{quote(spec.name)} as p on {_match("s", "p", spec.key)}
-        where s._row_hash is distinct from p._row_hash
-          and not (s._row_hash is null and exists (
-              select 1 from {src} as r
-              where r._reject is not null and {_match("r", "p", spec.key)}))
-        """
-    )
-
-
-def _match(left: str, right: str, key: Sequence[str]) -> str:
-    return " and ".join(f"{left}.{quote(k)} = {right}.{quote(k)}" for k in key)
-
-
-def _hash_expression(spec: TableSpec, alias: str = "") -> str:
-    cols = ", ".join(f"{alias}{quote(c)}" for c in spec.column_names)
-    return f"(hash({cols}) >> 1)::bigint"
+def _match(left: str, right: str, key: Sequence[str], null_safe: bool = False) -> str:
+    op = "is not distinct from" if null_safe else "="
+    return " and ".join(f"{left}.{quote(k)} {op} {right}.{quote(k)}" for k in key)
 
 
 def rows_query(plan: TablePlan, op: str, *, for_sqlite: bool = False) -> str:
-    """The full rows of one operation with their hash (in key order for SQLite)."""
+    """The full rows of one operation, in contract order (in key order for SQLite)."""
     spec = plan.spec
     cols = []
     for c in spec.columns:
@@ -249,26 +331,10 @@ def rows_query(plan: TablePlan, op: str, *, for_sqlite: bool = False) -> str:
     order = f" order by {', '.join(f's.{quote(k)}' for k in spec.key)}" if for_sqlite else ""
     if op == "insert" and plan.all_inserts:
         # A first sync without rejections: every source row, no join needed.
-        return (
-            f"select {', '.join(cols)}, {_hash_expression(spec, 's.')} "
-            f"from ({plan.source}) as s{order}"
-        )
+        return f"select {', '.join(cols)} from ({plan.source}) as s{order}"
     return (
-        f"select {', '.join(cols)}, s._row_hash from {plan.changes} as s where op = '{op}'{order}"
-    )
-
-
-def read_changes(duck, plan: TablePlan) -> None:
-    """Read the full rows of the inserted and updated keys in one scan of the source."""
-    t = plan.result
-    if plan.all_inserts or not (t.inserted or t.updated):
-        return
-    plan.changes = f"changes_{plan.spec.name}"
-    duck.execute(
-        f"create or replace table {plan.changes} as "
-        f"select s.*, d.op, d._row_hash from ({plan.source}) as s "
-        f"join (select * from {plan.delta} where op in ('insert', 'update')) as d "
-        f"on {_match('s', 'd', plan.spec.key)}"
+        f"select {', '.join(cols)} from {plan.changes} as s "
+        f"where op = '{op}' and _reject is null{order}"
     )
 
 
@@ -283,12 +349,18 @@ def save_snapshot(duck, plans: Sequence[TablePlan], run_id: str) -> None:
     for plan in plans:
         spec = plan.spec
         keys = ", ".join(quote(k) for k in spec.key)
+        if plan.all_inserts:
+            duck.execute(
+                f"insert into st.{quote(spec.name)} select {keys}, {quote(ROW_HASH)} "
+                f"from ({plan.source})"
+            )
+            continue
         duck.execute(
             f"delete from st.{quote(spec.name)} as p using {plan.delta} as d "
             f"where d.op in ('update', 'delete') and {_match('p', 'd', spec.key)}"
         )
         duck.execute(
-            f"insert into st.{quote(spec.name)} select {keys}, _row_hash "
+            f"insert into st.{quote(spec.name)} select {keys}, {quote(ROW_HASH)} "
             f"from {plan.delta} where op in ('insert', 'update')"
         )
     duck.execute("update st.sync_state set run_id = ?, saved_at = now()", [run_id])

@@ -6,10 +6,11 @@ types), ``targets`` (SQLite or PostgreSQL, connections, retries), ``plan``
 (staging and diffing the source rows) and ``appliers`` (writing a plan to a
 target). A sync mirrors every export table:
 
-* the source rows are staged in DuckDB with a 64-bit hash per row;
-* they are diffed by primary key against the state of the last successful sync
-  (a local DuckDB snapshot of keys and hashes, checked against the target's
-  ``sync_history`` and re-read from the target when they disagree);
+* each export row carries a 64-bit hash of its columns, computed by the export
+  models (``_row_hash``); the source keys and hashes are diffed by primary key
+  against the state of the last successful sync (a local DuckDB snapshot of
+  keys and hashes, checked against the target's ``sync_history`` and re-read
+  from the target when they disagree), and only changed rows are read whole;
 * only inserts, updates and deletes are written, all tables in one target
   transaction with the ``sync_history`` row, so a CRM reader sees the previous
   sync or this one, never half of one; unchanged data writes nothing;
@@ -43,7 +44,6 @@ from ottp.crm.plan import (
     TableResult,
     ensure_state,
     plan_table,
-    read_changes,
     reload_snapshot,
     save_snapshot,
     source_as_of,
@@ -98,7 +98,8 @@ class SyncResult:
     attempts: int = 1
     retry_waits: list[float] = field(default_factory=list)
     seconds: float = 0.0
-    # Seconds per phase: prepare, reconcile, diff, read (changed rows), apply, snapshot.
+    # Seconds per phase: prepare, reconcile, diff (keys and hashes, then the changed
+    # rows), apply, snapshot.
     timings: dict[str, float] = field(default_factory=dict)
 
     def lap(self, phase: str, since: float) -> float:
@@ -331,10 +332,7 @@ def _attempt(
 
 
 def _apply(duck, applier, target, plans, result, last, lap, on_table_applied) -> None:
-    """Read the changed rows and apply every plan in one target transaction."""
-    for plan in plans:
-        read_changes(duck, plan)
-    lap = result.lap("read", lap)
+    """Apply every plan in one target transaction."""
 
     def applied(table: str) -> None:
         t = next(t for t in result.tables if t.table == table)

@@ -243,9 +243,8 @@ def ddl(kind: str, qualified: str, columns, key: Sequence[str], checks=()) -> st
 
 
 def table_columns(spec: TableSpec):
-    """The mirrored table's columns: the contract's, keys not null, and the row hash."""
-    cols = [(c.name, c.type, c.nullable and c.name not in spec.key) for c in spec.columns]
-    return [*cols, ("_row_hash", "integer", False)]
+    """The mirrored table's columns: the contract's (the row hash last), keys not null."""
+    return [(c.name, c.type, c.nullable and c.name not in spec.key) for c in spec.columns]
 
 
 def to_target_timestamp(value: datetime | None, kind: str):

@@ -112,3 +112,69 @@ def test_the_gates_check_the_contracts_allowed_values():
         if type(e).__name__ == "ExpectColumnValuesToBeInSet" and e.column in columns
     }
     assert value_sets == {column: v for (_, column), v in contract.ACCEPTED_VALUES.items()}
+
+
+def _row_hash_sql(spec, engine: str) -> str:
+    """The _row_hash expression the model of ``spec`` compiles to on ``engine``."""
+    sql = (EXPORTS_YML.parent / f"{spec.name}.sql").read_text()
+    block = sql[sql.index("{%- set hashed = [] %}") : sql.index(" as _row_hash")]
+    model = _models(EXPORTS_YML)[spec.name]
+    columns = {
+        c["name"]: {"name": c["name"], "data_type": _render(c["data_type"], engine)}
+        for c in model["columns"]
+    }
+    env = jinja2.Environment(extensions=["jinja2.ext.do"])
+    text = env.from_string(block).render(model={"columns": columns}, target={"type": engine})
+    return " ".join(text.split("*,", 1)[1].split())
+
+
+@pytest.mark.parametrize("spec", contract.TABLES, ids=lambda s: s.name)
+def test_each_model_computes_the_contracts_row_hash_last(spec):
+    assert spec.column_names[-1] == contract.ROW_HASH
+    assert [c.name for c in spec.hashed_columns] == spec.column_names[:-1]
+    # DuckDB: the very expression the sync's contract defines
+    assert _row_hash_sql(spec, "duckdb") == contract.row_hash_sql(spec)
+    # every model spells the hash with the same block
+    blocks = {
+        (EXPORTS_YML.parent / f"{t.name}.sql").read_text().split("-- The row hash")[1]
+        for t in contract.TABLES
+    }
+    assert len(blocks) == 1
+    sql = (EXPORTS_YML.parent / f"{spec.name}.sql").read_text()
+    assert sql.rstrip().endswith("select * from hashed")
+
+
+def test_the_postgres_row_hash_tells_null_empty_and_null_text_apart():
+    import psycopg2
+
+    from tests.crm.test_sync import PG, PG_URL
+
+    if not PG:
+        pytest.skip("no PostgreSQL at 127.0.0.1:5432")
+    spec = contract.TABLES_BY_NAME["crm_similar_titles"]
+    expression = _row_hash_sql(spec, "postgres")
+    rows = [
+        ("t_1", 1, "t_2", None, 0.5),
+        ("t_1", 1, "t_2", "", 0.5),
+        ("t_1", 1, "t_2", "NULL", 0.5),
+        ("t_1", 1, "t_2", "-", 0.5),
+        ("t_1", 1, "t_2", "t_2", None),
+        ("t_1", 1, "t_2t_2", None, 0.5),
+        ("t_1", 1, None, "t_2", 0.5),
+        ("t_1", 11, "t_2", None, 0.5),
+    ]
+    con = psycopg2.connect(PG_URL)
+    try:
+        with con.cursor() as cur:
+            cur.execute(
+                "create temp table contracted (title_id text, rank bigint, "
+                "similar_title_id text, similar_title_name text, score double precision)"
+            )
+            cur.executemany("insert into contracted values (%s, %s, %s, %s, %s)", rows)
+            cur.execute(f"select {expression} from contracted")
+            hashes = [r[0] for r in cur.fetchall()]
+    finally:
+        con.close()
+    assert hashes[0] == hashes[1]  # '' is sent as null
+    assert len(set(hashes[1:])) == len(rows) - 1
+    assert "xxhash64(" in _row_hash_sql(spec, "spark")

@@ -95,7 +95,20 @@ def build_exports(path: Path, users: int = 50, recs: int = 5, *, changes: str = 
     )
     if changes:
         con.execute(changes)
+    add_row_hashes(con)
     con.close()
+
+
+def add_row_hashes(con) -> None:
+    """Each export table's _row_hash, as the export models compute it (last column)."""
+    for spec in contract.TABLES:
+        table = f"exports.{spec.name}"
+        columns = {r[0] for r in con.execute(f"describe {table}").fetchall()}
+        rest = "* exclude (_row_hash)" if contract.ROW_HASH in columns else "*"
+        con.execute(
+            f"create or replace table {table} as "
+            f"select {rest}, {contract.row_hash_sql(spec)} as _row_hash from {table}"
+        )
 
 
 # One insert, one update and one delete in each user-level table.
@@ -178,7 +191,9 @@ def source_rows(warehouse: Path, table: str) -> list[tuple]:
 
 
 def _norm(v):
-    # SQLite keeps timestamps as ISO text and booleans as 0/1.
+    # Empty text is sent as null. SQLite keeps timestamps as ISO text and booleans as 0/1.
+    if v == "":
+        return None
     if isinstance(v, str) and TIMESTAMP.match(v):
         v = datetime.fromisoformat(v)
     if isinstance(v, datetime):
@@ -423,3 +438,160 @@ def test_connection_errors_never_show_the_password():
         appliers.last_successful_sync(target)
     assert "s3cret" not in str(info.value)
     assert "127.0.0.1:1" in str(info.value)
+
+
+def changed_rows(target, table: str, before: dict) -> set:
+    """Keys of the rows of ``table`` written since ``before`` (row_versions)."""
+    after = row_versions(target, table)
+    return {k for k, v in after.items() if before.get(k) != v} | (set(before) - set(after))
+
+
+def row_versions(target, table: str) -> dict:
+    """Key -> what changes when the row is written: PostgreSQL's xmin, SQLite's values."""
+    spec = contract.TABLES_BY_NAME[table]
+    if isinstance(target, SqliteTarget):
+        rows = target_rows(target, table)
+        return {r[: len(spec.key)]: r for r in rows}
+    keys = ", ".join(f'"{k}"' for k in spec.key)
+    con = psycopg2.connect(PG_URL)
+    with con.cursor() as cur:
+        cur.execute(f'select {keys}, xmin::text from "{target.schema}"."{table}"')
+        rows = cur.fetchall()
+    con.close()
+    return {tuple(r[:-1]): r[-1] for r in rows}
+
+
+def test_a_change_to_one_row_resends_exactly_that_row(target, env):
+    run(target, env)
+    before = {s.name: row_versions(target, s.name) for s in contract.TABLES}
+    build_exports(
+        env,
+        changes="update exports.crm_contacts set titles_watched = 8 where user_id = 'u_0007'",
+    )
+    result = run(target, env)
+    assert [(t.inserted, t.updated, t.deleted) for t in result.tables] == [
+        (0, 1, 0),
+        (0, 0, 0),
+        (0, 0, 0),
+        (0, 0, 0),
+    ]
+    assert result.tables[0].sample_keys == {"update": [{"user_id": "u_0007"}]}
+    assert {s.name: changed_rows(target, s.name, before[s.name]) for s in contract.TABLES} == {
+        "crm_contacts": {("u_0007",)},
+        "crm_recommendations": set(),
+        "crm_similar_titles": set(),
+        "crm_triggers": set(),
+    }
+    assert_mirrors_source(target, env)
+
+
+def test_a_deleted_row_is_deleted_and_nothing_else_is_written(target, env):
+    run(target, env)
+    before = row_versions(target, "crm_recommendations")
+    build_exports(
+        env,
+        changes="delete from exports.crm_recommendations where user_id = 'u_0002' and rank = 3",
+    )
+    result = run(target, env)
+    assert result.changes == 1 and result.tables[1].deleted == 1
+    assert changed_rows(target, "crm_recommendations", before) == {("u_0002", 3)}
+    assert ("u_0002", 3) not in row_versions(target, "crm_recommendations")
+    assert_mirrors_source(target, env)
+
+
+@pytest.mark.parametrize(
+    ("change", "updated"),
+    [
+        # '' and null are one value to the CRM (empty text is sent as null)
+        ("hardcore_fan_categories = ''", 0),
+        ("hardcore_fan_categories = 'NULL'", 1),
+        ("hardcore_fan_categories = 'null'", 1),
+        ("hardcore_fan_categories = ' '", 1),
+        # text moved between neighbouring columns
+        ("top_category = 'drama,kids', top_categories = 'drama'", 1),
+        ("top_category = null, hardcore_fan_categories = 'drama'", 1),
+        ("taste_cluster_id = null", 1),
+        ("churn_risk = null", 1),
+        ("last_active_at = null", 1),
+    ],
+)
+def test_null_empty_text_and_null_as_text_are_told_apart(change, updated, target, env):
+    run(target, env)
+    build_exports(env, changes=f"update exports.crm_contacts set {change} where user_id = 'u_0001'")
+    result = run(target, env)
+    assert [t.updated for t in result.tables] == [updated, 0, 0, 0]
+    assert result.changes == updated
+    assert_mirrors_source(target, env)
+
+
+def test_the_row_hash_tells_nulls_empty_text_and_moved_values_apart():
+    spec = contract.TABLES_BY_NAME["crm_similar_titles"]
+    rows = [
+        ("t_1", 1, "t_2", None, 0.5),
+        ("t_1", 1, "t_2", "NULL", 0.5),
+        ("t_1", 1, "t_2", "null", 0.5),
+        ("t_1", 1, "t_2", " ", 0.5),
+        ("t_1", 1, "t_2", "0", 0.5),
+        ("t_1", 1, "t_2", "t_2", 0.5),
+        ("t_1", 1, "t_2", "t_2", None),
+        ("t_1", 1, "t_2", None, None),
+        ("t_1", 1, "t_2", None, 0.0),
+        ("t_1", 1, "t_2", "0.5", None),
+        ("t_1", 1, "t_2t_2", None, 0.5),
+        ("t_1", 1, None, "t_2", 0.5),
+        ("t_1", 2, "t_2", None, 0.5),
+        ("t_2", 1, "t_1", None, 0.5),
+        ("t_1,1", None, "t_2", None, 0.5),
+    ]
+    con = duckdb.connect()
+    con.execute(
+        "create table t (title_id varchar, rank bigint, similar_title_id varchar, "
+        "similar_title_name varchar, score double)"
+    )
+    con.executemany("insert into t values (?, ?, ?, ?, ?)", rows)
+    con.execute("insert into t values ('t_1', 1, 't_2', '', 0.5)")  # '' is sent as null
+    hashes = con.execute(f"select {contract.row_hash_sql(spec)} from t").fetchall()
+    assert len({h for (h,) in hashes[:-1]}) == len(rows)
+    assert hashes[-1] == hashes[0]
+    assert all(h is not None and h >= 0 for (h,) in hashes)
+
+
+def test_a_first_sync_with_a_duplicate_key_rejects_every_copy(target, env):
+    build_exports(
+        env,
+        changes="""
+        insert into exports.crm_recommendations
+            select * replace ('Other' as title_name) from exports.crm_recommendations
+            where user_id = 'u_0004' and rank = 2;
+        update exports.crm_contacts set churn_risk = -1 where user_id = 'u_0005';
+        """,
+    )
+    result = run(target, env)
+    reasons = sorted((r.table, tuple(r.key.values()), r.reason) for r in result.rejections)
+    assert reasons == [
+        ("crm_contacts", ("u_0005",), "churn_risk outside 0..1"),
+        ("crm_recommendations", ("u_0004", 2), "duplicate key"),
+        ("crm_recommendations", ("u_0004", 2), "duplicate key"),
+    ]
+    assert [t.inserted for t in result.tables] == [49, 249, 60, 10]
+    assert ("u_0004", 2) not in row_versions(target, "crm_recommendations")
+
+
+def test_an_export_without_row_hashes_is_refused_with_the_reason(tmp_path, env):
+    con = duckdb.connect(str(env))
+    con.execute("alter table exports.crm_triggers drop column _row_hash")
+    con.close()
+    with pytest.raises(sync.SyncError, match=r"lacks contract columns \['_row_hash'\].*dbt build"):
+        run(SqliteTarget(tmp_path / "crm.sqlite"), env)
+
+
+def test_a_null_row_hash_is_rejected_not_dropped(target, env):
+    run(target, env)
+    con = duckdb.connect(str(env))
+    con.execute("insert into exports.crm_similar_titles values ('t_1', 9, 't_2', 'x', 0.1, null)")
+    con.close()
+    result = run(target, env)
+    assert [(r.table, r.key, r.reason) for r in result.rejections] == [
+        ("crm_similar_titles", {"title_id": "t_1", "rank": 9}, "null value in _row_hash")
+    ]
+    assert result.changes == 0
