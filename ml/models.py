@@ -128,9 +128,9 @@ def ease_size_problem(n_items: int) -> str | None:
         return None
     return (
         f"EASE needs a dense {n_items:,} x {n_items:,} item matrix "
-        f"({8 * n_items**2 / 1e9:.1f} GB with its index); the cap is "
-        f"{EASE_MAX_ITEMS:,} titles ({8 * EASE_MAX_ITEMS**2 / 1e9:.1f} GB, "
-        "ml.models.EASE_MAX_ITEMS). Use ALS or item-kNN for this catalog."
+        f"({8 * n_items**2 / 1e9:.1f} GB to keep, about {12 * n_items**2 / 1e9:.1f} GB "
+        f"while fitting); the cap is {EASE_MAX_ITEMS:,} titles "
+        "(ml.models.EASE_MAX_ITEMS). Use ALS or item-kNN for this catalog."
     )
 
 
