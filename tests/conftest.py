@@ -31,6 +31,7 @@ LONGEST_FIRST = (
     "tests/simulator/test_truth.py",
     "tests/warehouse/test_dbt_models.py",
     "tests/crm/test_exports.py",
+    "tests/ingest/test_segment_landing.py",
     "tests/crm/test_reliability_privacy.py",
     "tests/ml/test_ml_assets.py",
     "tests/orchestration/test_reliability_faults.py",

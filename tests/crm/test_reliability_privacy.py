@@ -193,10 +193,8 @@ def _assert_nobody_leaks(world, users: list[str], printed: str) -> None:
             for field, canary in CANARIES.items():
                 assert canary not in joined, (target.kind, table, field)
             assert PASSWORD not in joined
-        # Exactly the contract's columns, plus the row hash the sync compares.
-        assert _target_columns(target) == {
-            spec.name: [*spec.column_names, "_row_hash"] for spec in contract.TABLES
-        }
+        # Exactly the contract's columns (the last is the row hash the sync compares).
+        assert _target_columns(target) == {spec.name: spec.column_names for spec in contract.TABLES}
     # Not in the file's bytes either: deleted rows are overwritten, the WAL emptied.
     sqlite_path = targets[0].path
     raw = b"".join(p.read_bytes() for p in (sqlite_path, Path(f"{sqlite_path}-wal")) if p.exists())

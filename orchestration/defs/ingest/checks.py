@@ -8,8 +8,9 @@ from ottp.ingest import load
 
 @dg.asset_check(
     asset=dg.AssetKey(["raw", "events"]),
-    description="Over every file ever loaded: lines_in = loaded + duplicates + rejected, "
-    "and the tables hold exactly the rows the manifest says were written.",
+    description="Over every file ever loaded: lines_in = loaded + duplicates + rejected "
+    "+ skipped (Segment export calls that map to no contract event), and the tables hold "
+    "exactly the rows the manifest says were written.",
     blocking=True,
 )
 def load_reconciliation(warehouse: WarehouseResource) -> dg.AssetCheckResult:
