@@ -8,8 +8,9 @@ title, likes, dislikes, completions, progress, impressions without a click) and 
 1. candidates: the batch model's top-N for the user, transitions from the session's
    latest titles ("viewers of X watch Y next"), V-SKNN over recent sessions, the next
    episode of what is playing, titles in progress (continue watching), trending
-   titles, and, for a viewer without batch candidates (anonymous device, new user),
-   the folded-in model's own top titles;
+   titles, and the model's own: the titles most similar to the session's latest
+   and liked titles (factor models; precomputed neighbours), or the strongest titles
+   of the folded-in neighbour rows (item-item models);
 2. features per candidate, each scaled to [0, 1] over the candidates: the batch rank
    score, the model score folded in with the session (ALS: the exact least-squares
    fold-in implicit's ``recalculate_user`` computes, over the user's batch history
@@ -18,14 +19,15 @@ title, likes, dislikes, completions, progress, impressions without a click) and 
    transition confidence, the V-SKNN score, next episode, continue watching,
    trending;
 3. the score is the weighted sum (:class:`RerankWeights`, tuned on the benchmark's
-   validation part); the reason is the feature contributing most to it;
+   validation part); the reason: continue watching or next episode when the title
+   is one, else the feature contributing most to the score;
 4. filters: disliked, completed and unavailable titles, the title playing now, titles
    the batch history excludes (watched, completed, disliked) unless in progress, and
    titles shown :data:`IMPRESSION_LIMIT` times or more this session without a click.
 
-Per request work is proportional to the candidates (a few hundred titles) and to the
-sampled neighbour sessions; the only pass over every title is the fold-in's top
-titles for viewers without batch candidates (one matrix-vector product).
+Per request work is proportional to the candidates (a few hundred titles), the
+user's history and the sampled neighbour sessions; nothing loops over every title
+(a per-request boolean mask over the titles is the only array of that size).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from ottp.realtime.rerank_model import (
     save_serving_model,
     write_serving_model,
 )
+from ottp.realtime.session_knn import ranges
 
 __all__ = [
     "IMPRESSION_LIMIT",
@@ -82,7 +85,8 @@ KIND_VALUE = {"click": 0.3, "play": 1.0, "like": 2.0, "complete": 2.0, "watchlis
 # Kinds that put a title in the session sequence (transitions, V-SKNN)
 SEQUENCE_KINDS = frozenset({"click", "play", "like", "complete", "rating"})
 TRANSITION_DECAY = (1.0, 0.5, 0.25)  # the latest session titles' transitions
-FOLD_IN_CANDIDATES = 100
+FOLD_IN_CANDIDATES = 100  # item-item models: the fold-in's strongest titles
+MODEL_SEEDS = 5  # factor models: similar titles of the session's latest titles
 TRENDING_CANDIDATES = 50
 
 REASONS = {
@@ -448,11 +452,8 @@ class _Scorer:
 
     def features(self) -> tuple[np.ndarray, np.ndarray]:
         self.pools_()
-        fold_vec, fold_scores = self._fold_in()
-        if fold_scores is not None:  # no batch candidates: the folded-in model's top titles
-            n = min(FOLD_IN_CANDIDATES, len(fold_scores))
-            top = np.argpartition(-fold_scores, n - 1)[:n] if n else np.zeros(0, np.int64)
-            self.pools["model"] = (top, fold_scores[top])
+        fold_vec, fold_sparse = self._fold_in()
+        self._model_pool(fold_sparse)
         cand = np.unique(np.concatenate([p[0] for p in self.pools.values()]).astype(np.int64))
         feats = np.zeros((len(cand), len(FEATURES)), dtype=np.float32)
         for name, (items, scores) in self.pools.items():
@@ -460,43 +461,64 @@ class _Scorer:
                 continue
             col = FEATURES.index(name)
             feats[np.searchsorted(cand, items), col] = scores
-        feats[:, 1] = self._model_scores(cand, fold_vec, fold_scores)
-        feats[:, 1] = np.maximum(feats[:, 1], 0)
+        feats[:, 1] = np.maximum(self._model_scores(cand, fold_vec, fold_sparse), 0)
         for col in range(len(FEATURES)):
             feats[:, col] = _scaled(feats[:, col])
         return cand, feats
 
+    def _model_pool(self, fold_sparse) -> None:
+        """The model's own candidates: the titles most similar to the session's latest
+        titles and the liked ones (factor models), or the strongest titles of the
+        sparse fold-in (item-item models)."""
+        m, req = self.m, self.req
+        if fold_sparse is not None:
+            idx, val = fold_sparse
+            top = np.argsort(-val, kind="stable")[:FOLD_IN_CANDIDATES]
+            self.pools["model"] = (idx[top], val[top])
+            return
+        seeds = np.unique(
+            np.concatenate([_distinct_latest(req.sequence, MODEL_SEEDS), req.liked]).astype(
+                np.int64
+            )
+        )
+        if len(seeds) and m.similar.nnz:
+            lo, hi = m.similar.indptr[seeds], m.similar.indptr[seeds + 1]
+            items = m.similar.indices[ranges(lo, hi)].astype(np.int64)
+            self.pools["model"] = (items, np.zeros(len(items), np.float32))
+
     def _fold_in(self):
         """The user's taste with the session folded in: a vector (factor models), a
-        score over all titles (item-item models, and factor models for viewers
-        without batch candidates), or nothing (no evidence, popularity)."""
+        sparse score (indices, values) over the neighbours of the history (item-item
+        models), or nothing (no evidence, popularity)."""
         m, req = self.m, self.req
         idx, val = _history_values(m, req)
         if len(idx) == 0:
             return None, None
         model = m.model
-        no_batch = (
-            req.user_row < 0
-            or m.candidates.indptr[req.user_row] == m.candidates.indptr[req.user_row + 1]
-        )
         if model.item_factors is not None:
-            vec = _factor_fold_in(m, idx, val)
-            return vec, (model.item_factors @ vec if no_batch else None)
+            return _factor_fold_in(m, idx, val), None
         if model.similarity is not None:
             pos = val > 0
             if not pos.any():
                 return None, None
-            rows = model.similarity[idx[pos]]
-            return None, np.asarray(rows.T @ val[pos]).ravel().astype(np.float32)
+            s = model.similarity
+            lo, hi = s.indptr[idx[pos]], s.indptr[idx[pos] + 1]
+            cols = s.indices[ranges(lo, hi)]
+            weights = s.data[ranges(lo, hi)] * np.repeat(val[pos], hi - lo)
+            items, inverse = np.unique(cols, return_inverse=True)
+            return None, (items.astype(np.int64), np.bincount(inverse, weights=weights))
         return None, None
 
-    def _model_scores(self, cand, fold_vec, fold_scores) -> np.ndarray:
+    def _model_scores(self, cand, fold_vec, fold_sparse) -> np.ndarray:
         model = self.m.model
         if fold_vec is not None:
             return (model.item_factors[cand] @ fold_vec).astype(np.float32)
-        if fold_scores is not None:
-            return fold_scores[cand]
-        if self.m.model.item_factors is None and self.m.model.similarity is None:
+        if fold_sparse is not None:
+            idx, val = fold_sparse
+            pos = np.clip(np.searchsorted(idx, cand), 0, max(len(idx) - 1, 0))
+            hit = (idx[pos] == cand) if len(idx) else np.zeros(len(cand), bool)
+            return np.where(hit, val[pos] if len(idx) else 0.0, 0.0).astype(np.float32)
+        if model.item_factors is None and model.similarity is None:
             return model.popularity[cand].astype(np.float32)
         return np.zeros(len(cand), np.float32)
 
@@ -537,9 +559,9 @@ def _factor_fold_in(m: ServingModel, idx: np.ndarray, val: np.ndarray) -> np.nda
         pos = val > 0
         return f[idx[pos]].mean(axis=0) if pos.any() else np.zeros(f.shape[1], f.dtype)
     p = m.spec.params
-    c = val.astype(np.float64) * float(p["alpha"])
-    y = f[idx].astype(np.float64)
+    c = val.astype(np.float32) * np.float32(p["alpha"])
+    y = f[idx]
     a = m.yty + float(p["regularization"]) * np.eye(f.shape[1])
-    a += (y * (np.abs(c) - 1.0)[:, None]).T @ y
-    b = y.T @ np.where(c > 0, c, 0.0)
+    a += ((y * (np.abs(c) - 1.0)[:, None]).T @ y).astype(np.float64)
+    b = (y.T @ np.where(c > 0, c, 0.0)).astype(np.float64)
     return np.linalg.solve(a, b).astype(np.float32)

@@ -42,6 +42,8 @@ ARRAYS_FILE = "serving_model.npz"
 META_FILE = "serving_model.json"
 TOP_NEIGHBOURS = 200  # per title, for item-item models
 TOP_TRANSITIONS = 50  # per title
+TOP_SIMILAR = 20  # per title, the model's nearest titles kept as candidates
+SIMILAR_BLOCK = 1024  # titles scored at once when computing them
 SESSION_DAYS = 30  # sessions kept in the V-SKNN index (before the marts' as_of)
 TREND_HALF_LIFE_DAYS = 7.0
 TRANSITION_WINDOW_HOURS = 24.0  # as the mart's next_up_window_hours (benchmark builds)
@@ -64,6 +66,7 @@ class ServingModel:
     exclude: sp.csr_matrix  # users x titles, 1 = never recommend (watched, completed, disliked)
     candidates: sp.csr_matrix  # users x titles, batch scores of the top-N
     transitions: sp.csr_matrix  # titles x titles, confidence
+    similar: sp.csr_matrix  # titles x titles, the model's nearest titles (candidates)
     sessions: SessionIndex
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -118,7 +121,7 @@ class ServingModel:
             trending=np.asarray(self.trending, dtype=np.float32),
             user_ids=np.asarray(self.user_ids, dtype=str),
         )
-        for name in ("history", "exclude", "candidates", "transitions"):
+        for name in ("history", "exclude", "candidates", "transitions", "similar"):
             m: sp.csr_matrix = getattr(self, name)
             out.update(
                 {f"{name}_data": m.data, f"{name}_indices": m.indices, f"{name}_indptr": m.indptr}
@@ -134,6 +137,7 @@ class ServingModel:
             "exclude": int(self.exclude.nnz),
             "candidates": int(self.candidates.nnz),
             "transitions": int(self.transitions.nnz),
+            "similar": int(self.similar.nnz),
             "sessions": int(self.sessions.n_sessions),
             "session_titles": int(len(self.sessions.indices)),
             "next_episodes": int((self.next_episode >= 0).sum()),
@@ -173,6 +177,7 @@ def load_serving_model(folder: Path | str) -> ServingModel:
         exclude=_csr(arrays, "exclude", (n_users, n_titles)),
         candidates=_csr(arrays, "candidates", (n_users, n_titles)),
         transitions=_csr(arrays, "transitions", (n_titles, n_titles)),
+        similar=_csr(arrays, "similar", (n_titles, n_titles)),
         sessions=SessionIndex.from_arrays(arrays),
         info=meta.get("info", {}),
     )
@@ -196,6 +201,41 @@ def item_model(model: TrainedModel, n_titles: int, top: int = TOP_NEIGHBOURS) ->
             (s.data, s.indices, np.concatenate([s.indptr, np.full(extra, s.indptr[-1])])),
             shape=(n_titles, n_titles),
         )
+    return out
+
+
+def similar_titles(model: TrainedModel, top: int = TOP_SIMILAR) -> sp.csr_matrix:
+    """Each title's ``top`` nearest titles: cosine of the item factors (in blocks of
+    SIMILAR_BLOCK titles), or the strongest item-item weights; empty for popularity."""
+    n = model.n_items
+    if model.item_factors is None:
+        if model.similarity is None:
+            return sp.csr_matrix((n, n), dtype=np.float32)
+        s = sp.csr_matrix(model.similarity, dtype=np.float32).copy()
+        s.setdiag(0)
+        return top_per_row(s, top)
+    f = np.asarray(model.item_factors, dtype=np.float32)
+    norms = np.linalg.norm(f, axis=1)
+    unit = f / np.where(norms == 0, 1.0, norms)[:, None]
+    top = min(top, n - 1)
+    if top <= 0:
+        return sp.csr_matrix((n, n), dtype=np.float32)
+    rows, cols, vals = [], [], []
+    for start in range(0, n, SIMILAR_BLOCK):
+        block = unit[start : start + SIMILAR_BLOCK] @ unit.T
+        own = np.arange(start, start + len(block))
+        block[own - start, own] = -np.inf  # not its own neighbour
+        best = np.argpartition(-block, top - 1, axis=1)[:, :top]
+        rows.append(np.repeat(own, top))
+        cols.append(best.ravel())
+        vals.append(np.take_along_axis(block, best, axis=1).ravel())
+    keep = np.concatenate(vals) > 0
+    out = sp.csr_matrix(
+        (np.concatenate(vals)[keep], (np.concatenate(rows)[keep], np.concatenate(cols)[keep])),
+        shape=(n, n),
+        dtype=np.float32,
+    )
+    out.sort_indices()
     return out
 
 
@@ -297,12 +337,15 @@ def build_serving_model(
     title_names: np.ndarray | None = None,
     series_names: np.ndarray | None = None,
     info: dict | None = None,
+    similar: sp.csr_matrix | None = None,
 ) -> ServingModel:
     """A ServingModel from arrays on one title universe (model titles first).
 
-    exclude defaults to every title with a positive history value.
+    exclude defaults to every title with a positive history value; similar to
+    :func:`similar_titles` of the model.
     """
     n = len(title_ids)
+    items = item_model(model, n)
     history = sp.csr_matrix(history, dtype=np.float32)
     if exclude is None:
         exclude = sp.csr_matrix(history > 0, dtype=np.float32)
@@ -320,12 +363,13 @@ def build_serving_model(
             np.full(n, -1, np.int32) if next_episode is None else np.asarray(next_episode, np.int32)
         ),
         trending=np.asarray(trending, dtype=np.float32),
-        model=item_model(model, n),
+        model=items,
         user_ids=np.asarray(user_ids, dtype=object)[order],
         history=history[order],
         exclude=sp.csr_matrix(exclude, dtype=np.float32)[order],
         candidates=sp.csr_matrix(candidates, dtype=np.float32)[order],
         transitions=sp.csr_matrix(transitions, dtype=np.float32),
+        similar=similar_titles(items) if similar is None else sp.csr_matrix(similar),
         sessions=sessions,
         info=dict(info or {}),
     )

@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
 from ml.models import ModelSpec, TrainedModel, fit
 from ottp import config
@@ -189,8 +190,11 @@ class Trained:
     popularity_order: np.ndarray
 
 
-def train(ds: Dataset, end_at: float, spec: ModelSpec, seed: int) -> Trained:
-    """The batch model and the serving model from every event before end_at."""
+def train(
+    ds: Dataset, end_at: float, spec: ModelSpec, seed: int, batch_only: bool = False
+) -> Trained:
+    """The batch model and the serving model from every event before end_at
+    (batch_only: without the model's similar titles, for comparing batch models)."""
     tm = ds.training(end_at)
     n = ds.n_titles
     batch = fit(spec, tm.matrix, seed=seed)
@@ -213,6 +217,7 @@ def train(ds: Dataset, end_at: float, spec: ModelSpec, seed: int) -> Trained:
         available=ds.available,
         next_episode=ds.next_episode,
         title_names=ds.title_names,
+        similar=sp.csr_matrix((n, n), dtype=np.float32) if batch_only else None,
     )
     pop = batch.popularity.astype(np.float64)
     order = np.lexsort((np.arange(n), -pop))
@@ -306,12 +311,20 @@ def tune_weights(
     prepared = [rec.candidate_features(t.signals, K_LIST)[:2] for t in tgts]
     truth = np.array([t.item for t in tgts], dtype=np.int64)
 
+    width = max((len(c) for c, _ in prepared), default=0)
+    cands = np.full((len(tgts), width), np.iinfo(np.int64).max, dtype=np.int64)
+    feats = np.zeros((len(tgts), width, len(TUNED)), dtype=np.float32)
+    for n, (cand, f) in enumerate(prepared):
+        cands[n, : len(cand)], feats[n, : len(cand)] = cand, f
+    padding = cands == np.iinfo(np.int64).max
+
     def score(w: RerankWeights) -> dict:
-        vec = w.vector()
-        lists = np.full((len(tgts), K_LIST), -1, dtype=np.int64)
-        for n, (cand, feats) in enumerate(prepared):
-            top = cand[np.lexsort((cand, -(feats @ vec)))[:K_LIST]]
-            lists[n, : len(top)] = top
+        """recommend()'s ranking (score, then title index), for every target at once."""
+        s = feats @ w.vector()
+        s[padding] = -np.inf
+        order = np.lexsort((cands, -s), axis=-1)[:, :K_LIST]
+        lists = np.take_along_axis(cands, order, axis=1)
+        lists[np.take_along_axis(padding, order, axis=1)] = -1
         return metrics(lists, truth, tr.serving.n_titles)
 
     best_w, best = start, score(start)
@@ -370,7 +383,7 @@ def run_benchmark(
     if tune:
         per_spec = {}
         for candidate in grid:
-            tr = train(ds, t_val, candidate, seed)
+            tr = train(ds, t_val, candidate, seed, batch_only=True)
             per_spec[candidate.label] = evaluate(
                 tr, LiveRecommender(tr.serving), val_targets, ("batch",)
             )

@@ -99,27 +99,39 @@ class SessionIndex:
         if len(items) == 0 or self.n_sessions == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         weights = np.arange(1, len(items) + 1, dtype=np.float32) / len(items)
-        starts, stops = self.item_indptr[items], self.item_indptr[items + 1]
-        stops = np.minimum(stops, starts + sample)
-        lengths = stops - starts
-        if lengths.sum() == 0:
+        starts = self.item_indptr[items]
+        stops = np.minimum(self.item_indptr[items + 1], starts + sample)
+        candidates = np.unique(self.item_sessions[ranges(starts, stops)])
+        if len(candidates) == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        # concatenated prefixes, vectorised: position within each slice + its start
-        offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
-        candidates = np.unique(self.item_sessions[np.arange(lengths.sum()) + offsets])
         if len(candidates) > sample:
             recent = np.argpartition(-self.last_at[candidates], sample - 1)[:sample]
-            candidates = candidates[recent]
+            candidates = np.sort(candidates[recent])
         query = np.zeros(self.n_items, dtype=np.float32)
         query[items] = weights * self.idf[items]
-        neighbours = self.matrix[candidates]
-        sim = neighbours @ query
+        # the candidates' titles, concatenated; sim = sum of the query over each session
+        lo, hi = self.indptr[candidates], self.indptr[candidates + 1]
+        titles = self.indices[ranges(lo, hi)]
+        owner = np.repeat(np.arange(len(candidates)), hi - lo)
+        sim = np.bincount(owner, weights=query[titles], minlength=len(candidates))
         if len(sim) > k:
-            top = np.argpartition(-sim, k - 1)[:k]
-            neighbours, sim = neighbours[top], sim[top]
-        votes = sp.csr_matrix(sim[None, :]) @ neighbours
-        votes = sp.csr_matrix(votes)
-        return votes.indices.astype(np.int64), votes.data.astype(np.float32)
+            top = np.zeros(len(sim), dtype=bool)
+            top[np.argpartition(-sim, k - 1)[:k]] = True
+            keep = top[owner]
+            titles, owner = titles[keep], owner[keep]
+        votes = sim[owner]
+        ids, inverse = np.unique(titles, return_inverse=True)
+        return ids.astype(np.int64), np.bincount(inverse, weights=votes).astype(np.float32)
+
+
+def ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """Concatenated np.arange(start, stop) for every pair, vectorised."""
+    lengths = np.maximum(stops - starts, 0)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    ends = np.cumsum(lengths)
+    return np.arange(total) + np.repeat(starts - ends + lengths, lengths)
 
 
 def _latest_positions(items: np.ndarray, n_items: int) -> np.ndarray:
