@@ -211,8 +211,9 @@ def similar_titles(model: TrainedModel, top: int = TOP_SIMILAR) -> sp.csr_matrix
     if model.item_factors is None:
         if model.similarity is None:
             return sp.csr_matrix((n, n), dtype=np.float32)
-        s = sp.csr_matrix(model.similarity, dtype=np.float32).copy()
-        s.setdiag(0)
+        s = sp.csr_matrix(model.similarity, dtype=np.float32).tocoo()
+        off = (s.row != s.col) & (s.data > 0)  # not its own neighbour; a positive weight
+        s = sp.csr_matrix((s.data[off], (s.row[off], s.col[off])), shape=(n, n))
         return top_per_row(s, top)
     f = np.asarray(model.item_factors, dtype=np.float32)
     norms = np.linalg.norm(f, axis=1)
@@ -306,8 +307,13 @@ def trending_scores(
 def batch_candidates(
     model: TrainedModel, history: sp.csr_matrix, exclude: sp.csr_matrix, n: int = N_CANDIDATES
 ) -> sp.csr_matrix:
-    """The batch model's top-n per user (folded-in ALS), as a users x titles matrix."""
-    ids, scores = model.recommend(history, exclude, n=n)
+    """The batch model's top-n per user (folded-in ALS), as a users x titles matrix.
+
+    history's rows are the users the model was trained on, in its order (BPR reads
+    its trained user factors by row).
+    """
+    rows = np.arange(history.shape[0]) if model.kind == "bpr" else None
+    ids, scores = model.recommend(history, exclude, n=n, rows=rows)
     keep = ids >= 0
     rows = np.repeat(np.arange(ids.shape[0]), ids.shape[1]).reshape(ids.shape)[keep]
     # batch scores may be negative; a rank-based score keeps them comparable

@@ -374,3 +374,29 @@ def test_write_serving_model_from_the_warehouse_and_registry(world, tmp_path):
     items = LiveRecommender(model, only).recommend(signals, 1)
     assert items[0].title_id == "t04"
     assert items[0].reason_text == "Viewers of Title 3 watch Title 4 next"
+
+
+@pytest.mark.parametrize("kind", ["ease", "bm25", "bpr", "popularity"])
+def test_every_model_kind_serves_and_folds_the_session_in(world, kind):
+    params = {"ease": {"l2": 10.0}, "bpr": {"factors": 8, "iterations": 20}}.get(kind, {})
+    batch = fit(ModelSpec(kind, params), world["history"])
+    base = world["model"]
+    model = build_serving_model(
+        "v-kind",
+        batch,
+        TITLES,
+        USERS,
+        world["history"],
+        batch_candidates(batch, world["history"], world["history"], n=6),
+        base.transitions,
+        base.sessions,
+        base.trending,
+        available=base.available,
+    )
+    rec = LiveRecommender(model, RerankWeights(**{**ONLY, "model": 1.0, "trending": 0.01}))
+    liked = SessionSignals(user_id="new", liked={"t06", "t07"}, interactions=())
+    items = rec.recommend(liked, 4)
+    assert len(items) == 4
+    if kind != "popularity":  # the session's group leads, named by a liked title
+        assert all(int(i.title_id[1:]) >= 6 for i in items[:2])
+        assert items[0].reason_code == "liked"
