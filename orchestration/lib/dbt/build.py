@@ -2,7 +2,11 @@
 asset set (defs/dbt/, defs/crm/)."""
 
 import json
+import os
 import re
+import shutil
+import uuid
+from pathlib import Path
 
 import dagster as dg
 from dagster_dbt import DbtCliResource
@@ -21,6 +25,47 @@ WINDOW_ENV = ("OTTP_MIN_DATE", "OTTP_MAX_DATE")
 # Unit tests check SQL logic on fixed inputs, not the day's data: they run in the
 # test suite and CI (`dbt build` without this), not in production builds.
 PRODUCTION_BUILD = ["build", "--exclude-resource-type", "unit_test"]
+
+
+# dbt parses the project again unless the target path holds a saved parse
+# (partial_parse.msgpack) made with the same dbt version, --target, --vars and
+# profile, and the profile's hash covers its connection values (the DuckDB file's
+# path included). dagster-dbt gives every invocation a fresh target path and copies
+# the default target's saved parse into it, which matches only the warehouse that
+# parse was made for: with any other data directory (tests, benchmarks, a second
+# warehouse) every dbt step parsed the whole project. So each warehouse keeps its
+# own saved parse, from its latest invocation, and the next one starts from it.
+SAVED_PARSE = "partial_parse.msgpack"
+
+
+def saved_parse_path() -> Path:
+    """This warehouse's saved dbt parse (per dbt target), under its data directory."""
+    s = config.settings()
+    return s.data_dir / "dbt_parse" / s.dbt_target / SAVED_PARSE
+
+
+def _invocation_target_path(context: dg.AssetExecutionContext) -> Path:
+    """A fresh target path, named as dagster-dbt names its own, seeded with the saved parse."""
+    name = f"{context.op_execution_context.op.name}-{context.run.run_id[:7]}-{uuid.uuid4().hex[:7]}"
+    target_path = Path(dbt_project.project_dir) / dbt_project.target_path / name
+    target_path.mkdir(parents=True)
+    if saved_parse_path().exists():
+        shutil.copyfile(saved_parse_path(), target_path / SAVED_PARSE)
+    return target_path
+
+
+def _keep_parse(target_path: Path) -> None:
+    """Save the invocation's parse for the next one (replaced atomically: steps may run
+    side by side). dbt rewrote it if it parsed anything; a stale or foreign one costs
+    the next invocation a full parse, as if there were none, and is then replaced."""
+    parsed = target_path / SAVED_PARSE
+    if not parsed.exists():
+        return
+    saved = saved_parse_path()
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    partial = saved.with_name(f"{SAVED_PARSE}.{os.getpid()}.{uuid.uuid4().hex[:7]}")
+    shutil.copyfile(parsed, partial)
+    os.replace(partial, saved)
 
 
 def _table_relations() -> dict[dg.AssetKey, str]:
@@ -61,9 +106,16 @@ def build_with_row_counts(
     """`dbt build` of the selected assets, with row counts read once dbt has exited."""
     # dagster-dbt passes os.environ on to dbt; an unpartitioned build unsets the
     # window, so a stray shell variable cannot narrow it.
-    with config.environment({name: (window or {}).get(name) for name in WINDOW_ENV}):
-        invocation = dbt.cli(PRODUCTION_BUILD, context=context, raise_on_error=False)
+    target_path = _invocation_target_path(context)
+    # The saved parse is in the target path; a DBT_PARTIAL_PARSE_FILE_PATH left in
+    # the environment would take precedence over it.
+    variables = {name: (window or {}).get(name) for name in WINDOW_ENV}
+    with config.environment({**variables, "DBT_PARTIAL_PARSE_FILE_PATH": None}):
+        invocation = dbt.cli(
+            PRODUCTION_BUILD, context=context, raise_on_error=False, target_path=target_path
+        )
     events = list(invocation.stream())
+    _keep_parse(target_path)
     relations = _table_relations()
     built = {
         context.asset_key_for_output(e.output_name) for e in events if isinstance(e, dg.Output)
