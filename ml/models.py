@@ -73,6 +73,11 @@ EASE_MAX_ITEMS = 30_000
 # above, in float32, in place (half the memory, about twice as fast).
 EASE_FLOAT64_ITEMS = 4_096
 
+# EASE scores histories against a dense copy of B up to this size (a sparse x dense
+# product takes about a fifth of the CPU of sparse x sparse on a dense B); above,
+# against the CSR itself. 1 GiB: 16,384 titles.
+DENSE_SCORING_BYTES = 1 << 30
+
 # Dense score blocks (users × titles) are cut to about this many cells.
 BLOCK_CELLS = 4_000_000
 NO_ITEM = -1
@@ -259,7 +264,14 @@ class TrainedModel:
             return np.asarray(vectors @ self.item_factors.T, dtype=np.float32)
         if self.kind == "popularity":
             return np.repeat(self.popularity[None, :], history.shape[0], axis=0)
-        return (positive_part(history) @ self.similarity).toarray().astype(np.float32)
+        return _times(positive_part(history), self._item_weights())
+
+    def _item_weights(self) -> sp.csr_matrix | np.ndarray:
+        """The item x item matrix histories are multiplied by: EASE's B as a dense
+        array when it fits DENSE_SCORING_BYTES, else the CSR similarity."""
+        if self.kind == "ease" and 4 * self.n_items**2 <= DENSE_SCORING_BYTES:
+            return self.similarity.toarray()
+        return self.similarity
 
     def recommend(
         self,
@@ -316,21 +328,29 @@ class TrainedModel:
         if filter_items is not None:
             mask[filter_items] = True
         step = max(1, BLOCK_CELLS // max(self.n_items, 1))
-        positives = positive_part(history) if self.kind != "popularity" else None
+        positives = weights = None
+        if self.kind != "popularity":
+            positives, weights = positive_part(history), self._item_weights()
         for start in range(0, n_users, step):
             stop = min(start + step, n_users)
-            block = self._dense_scores(positives, start, stop)
+            block = self._dense_scores(positives, weights, start, stop)
             ids[start:stop], scores[start:stop] = top_n(block, exclude[start:stop], mask, n)
         return ids, scores
 
-    def _dense_scores(self, positives: sp.csr_matrix | None, start: int, stop: int) -> np.ndarray:
+    def _dense_scores(
+        self,
+        positives: sp.csr_matrix | None,
+        weights: sp.csr_matrix | np.ndarray | None,
+        start: int,
+        stop: int,
+    ) -> np.ndarray:
         if self.kind == "popularity":
             # ties broken by item index, so rankings are reproducible
             tie = np.arange(self.n_items, dtype=np.float64) / (10.0 * self.n_items)
             row = (self.popularity.astype(np.float64) - tie).astype(np.float32)
             return np.repeat(row[None, :], stop - start, axis=0)
         # item-kNN and EASE alike: history x item-item weights
-        block = (positives[start:stop] @ self.similarity).toarray().astype(np.float32)
+        block = _times(positives[start:stop], weights)
         block[block <= 0] = -np.inf  # no evidence for the item: not a recommendation
         return block
 
@@ -357,6 +377,12 @@ class TrainedModel:
         if self.similarity is not None:
             return sparse_lookup(self.similarity, others, items)
         return np.zeros(len(items), dtype=np.float32)
+
+
+def _times(rows: sp.csr_matrix, weights: sp.csr_matrix | np.ndarray) -> np.ndarray:
+    """rows @ weights as a dense float32 array (weights sparse or dense)."""
+    out = rows.astype(np.float32) @ weights
+    return np.asarray(out.toarray() if sp.issparse(out) else out, dtype=np.float32)
 
 
 def sparse_lookup(m: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

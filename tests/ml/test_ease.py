@@ -183,3 +183,15 @@ def test_movielens_tunes_ease_on_validation_and_skips_it_above_the_cap(monkeypat
     out = movielens.benchmark(FIXTURE, seed=1, tuning=als, alternatives=(), ease=ease)
     assert "ease" not in out and "EASE left out" in out["notes"][0]
     assert all(not t["model"].startswith("ease") for t in out["tuning"])
+
+
+def test_dense_and_sparse_scoring_of_b_agree(monkeypatch):
+    rng = np.random.default_rng(3)
+    train = sp.csr_matrix((rng.random((80, 40)) < 0.15).astype(np.float32))
+    m = fit(ModelSpec("ease", {"l2": 5.0}), train)
+    dense_ids, dense_scores = m.recommend(train, train, n=5)
+    monkeypatch.setattr(models, "DENSE_SCORING_BYTES", 0)  # score against the CSR
+    assert sp.issparse(m._item_weights())
+    sparse_ids, sparse_scores = m.recommend(train, train, n=5)
+    np.testing.assert_allclose(sparse_scores, dense_scores, rtol=1e-5)
+    np.testing.assert_array_equal(sparse_ids, dense_ids)
