@@ -189,7 +189,7 @@ def main() -> int:
         cpu_text = f"{cpu:>8.1f}" if cpu is not None else " " * 8
         print(f"  {label:<32} {result[key]:>10.1f} {cpu_text}   (target < {limit:g})  {ok}")
     for key, label in (
-        ("fold_in", "fold-in (EASE: scores) of every user"),
+        ("fold_in", "scores of every user" if args.model == "ease" else "fold-in of every user"),
         ("explain_top10", "reasons for every top 10"),
     ):
         print(f"  {label:<32} {result[key + '_s']:>10.1f} {result[key + '_cpu_s']:>8.1f}")
