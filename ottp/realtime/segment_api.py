@@ -5,7 +5,10 @@ the HTTP Basic user name (empty password), or ``writeKey`` in the body; a JSON
 body, gzip or not. ``ottp.contract.segment`` maps each message onto the event
 contract; the events then take the same path as ``POST /v1/events``
 (``intake.land_lines``: the loader's validation, one copy per id, durable
-landing, live state, triggers) before the answer.
+landing, live state, triggers) before the answer. An ``identify`` makes no
+event: it is written as an identity (``ottp.ingest.identities``: device to user,
+traits left out) to the identities' own landing files, whose writer this
+router's lifespan starts and closes.
 
 The answer is Segment's, ``{"success": true}`` once the mapped events are
 durable, with what the SDKs ignore and a client may read: counts, and the
@@ -17,24 +20,45 @@ SDK drop or retry the whole batch. The log gets counts per reason code only.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import logging
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 
+from ottp import config
 from ottp.contract import segment
-from ottp.ingest import validate
+from ottp.ingest import identities, validate
 from ottp.realtime import intake
 from ottp.realtime.auth import key_matches
+from ottp.realtime.landing_writer import LandingWriter
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(tags=["segment"])
+
+@asynccontextmanager
+async def _identity_writer(app: FastAPI) -> AsyncIterator[None]:
+    """The identities' landing writer, for the app's life (inside the app's own lifespan)."""
+    rt = app.state.rt
+    writer = LandingWriter(config.settings().landing_dir, rt.landing_roll_bytes,
+                           rt.landing_roll_seconds, kind=identities.KIND)  # fmt: skip
+    if writer.start():
+        logger.warning("recovered identity landing files left open by a crash")
+    app.state.identities = writer
+    try:
+        yield
+    finally:
+        writer.close()
+
+
+router = APIRouter(tags=["segment"], lifespan=_identity_writer)
 CALLS = ("track", "page", "screen", "identify")
 # Objects of a /v1/batch body merged into each of its messages (Segment's batch endpoint).
 BATCH_SHARED = ("context", "integrations")
@@ -174,6 +198,44 @@ def _fate(outcome: segment.Outcome, line_fate: dict | None) -> dict:
     return fate
 
 
+async def _land_identities(
+    app, messages: list, received_at: datetime, sent_at: object
+) -> dict[int, dict]:
+    """Each ``identify`` written durably as an identity (``ottp.ingest.identities``): its fate.
+
+    A repeated messageId in the body is a duplicate; 503 (``HTTPException``) when
+    the identities cannot be written.
+    """
+    fates, lines, seen = {}, [], set()
+    for index, message in enumerate(messages):
+        if not (isinstance(message, dict) and message.get("type") == "identify"):
+            continue
+        fate = {"index": index, "messageId": message.get("messageId")}
+        try:
+            line = identities.identity_line(message, app.state.segment_mapping, received_at,
+                                            sent_at)  # fmt: skip
+        except identities.IdentityRejected as exc:
+            fates[index] = {**fate, "status": "rejected", "reason_code": exc.code,
+                            "reason": exc.reason}  # fmt: skip
+            continue
+        if line["message_id"] in seen:
+            fates[index] = {**fate, "status": "duplicate", "reason_code": "duplicate",
+                            "reason": "duplicate: messageId already in this batch"}  # fmt: skip
+            continue
+        seen.add(line["message_id"])
+        fates[index] = {**fate, "status": "accepted"}
+        lines.append(identities.encode(line))
+    if lines:
+        writer = getattr(app.state, "identities", None)
+        try:
+            if writer is None:
+                raise RuntimeError("no identity writer")
+            await asyncio.wrap_future(writer.submit(lines, received_at))
+        except Exception:
+            raise HTTPException(503, "identities cannot be written: nothing accepted") from None
+    return fates
+
+
 async def _handle(request: Request, call: str | None) -> Response:
     received_at = datetime.now(UTC)
     got = await _messages(request, call)
@@ -184,11 +246,12 @@ async def _handle(request: Request, call: str | None) -> Response:
     outcomes = segment.map_messages(messages, received_at, sent_at, app.state.segment_mapping)
     lines, where = _lines(outcomes)
     try:
+        identity_fates = await _land_identities(app, messages, received_at, sent_at)
         line_fates, _ = await intake.land_lines(app, lines, received_at)
     except HTTPException as exc:
         return _error(exc.status_code, "unavailable", str(exc.detail))
     by_index = {where[f["line"] - 1]: f for f in line_fates}
-    fates = [_fate(o, by_index.get(o.index)) for o in outcomes]
+    fates = [identity_fates.get(o.index) or _fate(o, by_index.get(o.index)) for o in outcomes]
     counts = Counter(f["status"] for f in fates)
     codes = Counter(f["reason_code"] for f in fates if f["status"] == "rejected")
     if codes:

@@ -24,7 +24,9 @@ from segment.analytics import Client
 from segment.analytics import request as sdk_request
 
 from ottp import config
-from ottp.ingest import load
+from ottp.ingest import identities, load
+from ottp.realtime.landing_writer import salvage
+from tests.conftest import write_landing
 from tests.realtime.test_intake import landed_lines
 
 CONTEXT = {
@@ -146,9 +148,11 @@ def test_a_viewing_session_sent_by_the_python_sdk_loads_with_no_rejection(
     assert errors == [] and answers and all(a.status_code == 200 for a in answers)
     bodies = [a.json() for a in answers]
     assert all(b["success"] is True and b["rejected"] == 0 for b in bodies)
-    assert sum(b["skipped"] for b in bodies) == 1  # the identify
-    assert sum(b["accepted"] for b in bodies) == sent + 2 * len(retried)
+    assert sum(b["skipped"] for b in bodies) == 0
+    assert sum(b["accepted"] for b in bodies) == sent + 1 + 2 * len(retried)  # + the identify
     check_session(server, tmp_path / "warehouse.duckdb", start, sent, len(retried))
+    report = identities.load_identities(tmp_path / "warehouse.duckdb", server.landing_dir)
+    assert (report.loaded, report.rejected, report.reconciles) == (1, 0, True)
 
 
 @pytest.mark.skipif(
@@ -221,8 +225,8 @@ def test_single_calls_batches_duplicates_and_bad_bodies(server):
                                str(uuid.uuid4())}, headers=headers, timeout=10)  # fmt: skip
         assert answer.json()["accepted"] == 1
     ident = {"userId": USER, "anonymousId": DEVICE, "messageId": "m-1", "traits": {}}
-    skipped = requests.post(f"{server.url}/v1/identify", json=ident, headers=headers, timeout=10)
-    assert skipped.json()["skipped"] == 1
+    stored = requests.post(f"{server.url}/v1/identify", json=ident, headers=headers, timeout=10)
+    assert (stored.json()["accepted"], stored.json()["skipped"]) == (1, 0)
     twice = message()
     batch = {"batch": [twice, twice, message(anonymousId=None)], "sentAt": None}
     body = gzip.compress(json.dumps(batch).encode())
@@ -333,3 +337,107 @@ def test_the_batch_level_context_is_merged_into_each_message_key_by_key(server):
                               json={"batch": [message()], "context": bad})  # fmt: skip
         assert wrong.status_code == 400
         assert wrong.json()["message"] == "batch-level context is not a JSON object"
+
+
+def identity_lines(server) -> list[dict]:
+    found = []
+    for path in sorted((server.landing_dir / "identities").glob("date=*/*")):
+        good, tail = salvage(path.read_bytes())
+        data = gzip.decompress(path.read_bytes()[:good]) if good else b""
+        found += [json.loads(line) for line in (data + tail).splitlines()]
+    return found
+
+
+def test_identify_is_stored_as_an_identity_and_loaded_once(realtime_server, tmp_path):
+    server = realtime_server()
+    url, headers = f"{server.url}/v1/batch", basic(server.api_key)
+    sent_at = datetime.now(UTC).replace(microsecond=0)
+    ident = {"type": "identify", "messageId": str(uuid.uuid4()), "userId": USER,
+             "anonymousId": DEVICE, "traits": {"email": "someone@example.com"},
+             "timestamp": (sent_at - timedelta(minutes=1)).isoformat()}  # fmt: skip
+    by_device_id = {"type": "identify", "messageId": "ajs-next-1", "userId": "u_000043",
+                    "context": {"device": {"id": "d_tv_1"}}}  # fmt: skip
+    bad = [{"type": "identify", "messageId": "m-2", "anonymousId": DEVICE},
+           {"type": "identify", "messageId": "m-3", "userId": 42, "anonymousId": DEVICE},
+           {"type": "identify", "messageId": "m-4", "userId": USER},
+           {"type": "identify", "userId": USER, "anonymousId": DEVICE}]  # fmt: skip
+    body = {"batch": [ident, ident, by_device_id, *bad], "sentAt": sent_at.isoformat()}
+    answer = requests.post(url, json=body, headers=headers, timeout=10).json()
+    assert (answer["accepted"], answer["duplicates"], answer["rejected"]) == (2, 1, 4)
+    assert [m["reason"] for m in answer["messages"]] == [
+        "duplicate: messageId already in this batch",
+        "missing_field: user_id (userId)",
+        "wrong_type: user_id (userId) is not a string",
+        "missing_field: device_id (anonymousId or context.device.id)",
+        "missing_field: message_id (messageId)",
+    ]
+    # resent in another request: landed again, loaded once
+    again = requests.post(url, json={"batch": [ident]}, headers=headers, timeout=10)
+    assert again.json()["accepted"] == 1
+    lines = identity_lines(server)
+    assert [(x["message_id"], x["user_id"], x["device_id"]) for x in lines] == [
+        (ident["messageId"], USER, DEVICE), ("ajs-next-1", "u_000043", "d_tv_1"),
+        (ident["messageId"], USER, DEVICE)]  # fmt: skip
+    assert set(lines[0]) == set(identities.FIELDS)  # traits are not kept
+    received = datetime.fromisoformat(lines[0]["received_at"])
+    # the device's clock moved onto the collector's, as for events
+    identified = datetime.fromisoformat(lines[0]["identified_at"])
+    assert abs(identified - (received - timedelta(minutes=1))) < timedelta(milliseconds=2)
+
+    server.stop()
+    warehouse = tmp_path / "warehouse.duckdb"
+    report = identities.load_identities(warehouse, server.landing_dir)
+    assert (report.lines, report.loaded, report.duplicates, report.rejected) == (3, 2, 1, 0)
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        rows = con.execute("select message_id, user_id, device_id from raw.identities"
+                           " order by user_id").fetchall()  # fmt: skip
+    assert rows == [(ident["messageId"], USER, DEVICE), ("ajs-next-1", "u_000043", "d_tv_1")]
+    assert identities.load_identities(warehouse, server.landing_dir).files_skipped == 1
+
+
+def test_the_identity_loader_rejects_bad_lines_with_reasons(tmp_path):
+    good = {
+        "message_id": "m-1",
+        "user_id": USER,
+        "device_id": DEVICE,
+        "identified_at": "2026-12-07T10:00:00.000Z",
+        "received_at": "2026-12-07T10:00:01.000Z",
+    }
+    lines = [good, good, "{not json", "", "[1]", {**good, "message_id": "m-2", "user_id": 7},
+             {**good, "message_id": "m-3", "identified_at": "yesterday"},
+             {**good, "message_id": "m-4", "device_id": None}]  # fmt: skip
+    write_landing(tmp_path / "landing", lines, kind=identities.KIND, name="a.ndjson.gz")
+    report = identities.load_identities(tmp_path / "w.duckdb", tmp_path / "landing")
+    assert report.reconciles and (report.loaded, report.duplicates, report.rejected) == (1, 1, 6)
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
+        reasons = con.execute("select line_number, reason from raw.rejected_identities"
+                              " order by 1").fetchall()  # fmt: skip
+    assert reasons == [(3, "invalid_json"), (4, "empty_line"), (5, "not_an_object: ARRAY"),
+                       (6, "wrong_type: user_id is not a string"),
+                       (7, "wrong_type: identified_at is not a timestamp"),
+                       (8, "missing_field: device_id")]  # fmt: skip
+
+
+def test_identities_that_cannot_be_written_are_a_503():
+    import asyncio
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    from fastapi import HTTPException
+
+    from ottp.contract import segment
+    from ottp.realtime import segment_api
+
+    class BrokenWriter:
+        def submit(self, lines, received_at):
+            done = Future()
+            done.set_exception(OSError("disk full"))
+            return done
+
+    ident = {"type": "identify", "userId": USER, "anonymousId": DEVICE, "messageId": "m-1"}
+    for writer in (BrokenWriter(), None):
+        app = SimpleNamespace(state=SimpleNamespace(segment_mapping=segment.load_mapping(),
+                                                    identities=writer))  # fmt: skip
+        with pytest.raises(HTTPException) as raised:
+            asyncio.run(segment_api._land_identities(app, [ident], datetime.now(UTC), None))
+        assert raised.value.status_code == 503

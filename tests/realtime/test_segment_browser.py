@@ -25,6 +25,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 
 from tests.realtime.test_intake import landed_lines
+from tests.realtime.test_segment_api import identity_lines
 
 NODE = Path(__file__).with_name("segment_node")
 SDK_FILE = NODE / "node_modules/@rudderstack/analytics-js/dist/npm/modern/bundled/umd/index.js"
@@ -171,5 +172,8 @@ def test_a_viewing_session_from_the_browser_sdk_lands_as_contract_events(
     )
     hosts = {urlsplit(url).netloc for url in fetched}
     assert hosts <= {urlsplit(page_server.origin).netloc, urlsplit(collector.url).netloc}, fetched
+    # the identify is stored as an identity: this browser's anonymous id is the user's device
+    identified = wait_for(lambda: identity_lines(collector), 10, "the identity")
+    assert [(i["user_id"], i["device_id"]) for i in identified] == [(USER, device)]
     assert "/sourceConfig/" in page_server.asked
     assert not any(p.startswith(("/no-plugins", "/no-integrations")) for p in page_server.asked)

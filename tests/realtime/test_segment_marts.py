@@ -8,8 +8,11 @@ viewer's next session on another device: a sixth drama title and a like. After
 marts hold the two sessions with their durations, six valid complete plays,
 the viewer a drama fan (more than 5 distinct titles), and ``became_fan``
 fired at the moment the Node SDK's play crossed the threshold; the other viewer
-(five titles) is no fan and has no trigger. Skipped without node or the Node
-SDKs (``make sdks``).
+(five titles) is no fan and has no trigger. Each SDK also identifies the
+viewer's device (the TV after an anonymous page view): ``device_users`` links
+both devices to the viewer, the other viewer's device by its plays only, and
+the TV's page before the identify stays an anonymous session. Skipped without
+node or the Node SDKs (``make sdks``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import pytest
 from segment.analytics import Client
 
 from ottp import privacy
-from ottp.ingest import load
+from ottp.ingest import identities, load
 from tests.conftest import make_title, write_landing
 from tests.warehouse.test_dbt_models import run_dbt
 
@@ -37,6 +40,7 @@ FIVE, FIVE_WEB = "u_000202", "d_0000202"
 DRAMA = [f"t_d{i:04d}" for i in range(1, 8)]
 TITLE_S = 180  # each title plays 3 minutes, start to completion
 GAP_S = 20  # between two titles of a session
+IDENTIFY_BEFORE = timedelta(seconds=30)  # the sign-in before a session
 # The recommender's tables the CRM contacts read (written by ml/ outside dbt): empty here.
 EMPTY_ML = """
 create schema if not exists ml;
@@ -52,11 +56,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def call(kind: str, user: str, device: str, platform: str, at: datetime, **fields) -> dict:
-    """One tracking call in Segment's message shape (both SDKs are fed from it)."""
+def call(kind: str, user: str | None, device: str, platform: str, at: datetime, **fields) -> dict:
+    """One tracking call in Segment's shape (both SDKs are fed from it); no user: anonymous."""
     return {
         "type": kind,
-        "userId": user,
+        **({"userId": user} if user else {}),
         "anonymousId": device,
         "timestamp": at.isoformat(),
         "context": {"device": {"type": platform}},
@@ -106,13 +110,15 @@ def send_python(server, calls: list[dict]) -> None:
     )
     for c in calls:
         common = dict(
-            user_id=c["userId"],
+            user_id=c.get("userId"),
             anonymous_id=c["anonymousId"],
             context=c["context"],
             timestamp=datetime.fromisoformat(c["timestamp"]),
         )
         if c["type"] == "page":
             client.page(name=c["name"], **common)
+        elif c["type"] == "identify":
+            client.identify(traits=c["traits"], **common)
         else:
             client.track(event=c["event"], properties=c["properties"], **common)
     client.flush()
@@ -146,13 +152,17 @@ def built(realtime_server_module, tmp_path_factory) -> Built:
     first, second = now - timedelta(hours=26), now - timedelta(hours=2)
     send_python(
         server,
-        binge(FAN, FAN_WEB, DRAMA[:5], first)
+        [call("identify", FAN, FAN_WEB, "web", first - IDENTIFY_BEFORE, traits={"plan": "basic"})]
+        + binge(FAN, FAN_WEB, DRAMA[:5], first)
         + binge(FIVE, FIVE_WEB, DRAMA[:5], first + timedelta(minutes=5)),
     )
     sixth = second + timedelta(seconds=10)
     send_node(
         server,
         [
+            # on the TV: a page before the viewer signs in (anonymous), then the identify
+            call("page", None, FAN_TV, "tv", second - 2 * IDENTIFY_BEFORE, name="Home"),
+            call("identify", FAN, FAN_TV, "tv", second - IDENTIFY_BEFORE, traits={}),
             call(
                 "page",
                 FAN,
@@ -181,6 +191,8 @@ def built(realtime_server_module, tmp_path_factory) -> Built:
     root = tmp_path_factory.mktemp("segment_marts")
     warehouse = root / "warehouse.duckdb"
     report = load.load_landing(warehouse, server.landing_dir)
+    identified = identities.load_identities(warehouse, server.landing_dir)
+    assert (identified.loaded, identified.rejected) == (2, 0)
     privacy.pseudonymise_deleted_users(warehouse)  # the pipeline's step: raw.deleted_users
     with duckdb.connect(str(warehouse)) as con:
         con.execute(EMPTY_ML)
@@ -191,7 +203,11 @@ def built(realtime_server_module, tmp_path_factory) -> Built:
         DBT_SEND_ANONYMOUS_USAGE_STATS="false",
         DBT_INDIRECT_SELECTION="cautious",  # no test of an export left out of the build
     )
-    run_dbt(["build", "--select", "+crm_trigger_log", "+sessions"], env, root / "target")
+    run_dbt(
+        ["build", "--select", "+crm_trigger_log", "+sessions", "+device_users"],
+        env,
+        root / "target",
+    )
     return Built(warehouse, first, second, report.rejected)
 
 
@@ -203,8 +219,9 @@ def rows(built: Built, sql: str, params: list | None = None) -> list[tuple]:
 def test_every_call_loads_with_no_rejection(built):
     assert built.rejected == 0
     counts = rows(built, "select user_id, count(*) from raw.events group by 1 order by 1")
-    # fan: 2 pages, 6 titles x 4 player events, a like; the other: a page, 5 x 4
-    assert counts == [(FAN, 2 + 6 * 4 + 1), (FIVE, 1 + 5 * 4)]
+    # fan: 2 pages, 6 titles x 4 player events, a like; the other: a page, 5 x 4; the
+    # TV's page before the sign-in
+    assert counts == [(FAN, 2 + 6 * 4 + 1), (FIVE, 1 + 5 * 4), (None, 1)]
 
 
 def test_the_fans_two_sessions_with_their_durations(built):
@@ -268,3 +285,27 @@ def test_the_sixth_title_makes_a_fan_and_fires_became_fan_then(built):
         [FAN],
     )
     assert liked == [(DRAMA[5],)]
+
+
+def test_identify_links_devices_and_leaves_earlier_anonymous_activity_anonymous(built):
+    linked = rows(
+        built,
+        "select device_id, user_id, identify_count, play_count,"
+        " first_identified_at, first_seen_at from marts.device_users order by 1",
+    )
+    assert [r[:4] for r in linked] == [
+        (FAN_WEB, FAN, 1, 5),
+        (FAN_TV, FAN, 1, 1),
+        (FIVE_WEB, FIVE, 0, 5),
+    ]
+    expected = [built.first_start - IDENTIFY_BEFORE, built.second_start - IDENTIFY_BEFORE]
+    for row, at in zip(linked[:2], expected, strict=True):
+        assert abs(row[4].replace(tzinfo=UTC) - at) < timedelta(seconds=5)
+        assert row[5] == row[4]  # identified before the first play
+    assert linked[2][4] is None  # linked by its plays only
+    # the TV's page before the identify stays an anonymous session of the device
+    anonymous = rows(
+        built,
+        "select device_id, is_anonymous, page_view_count from marts.sessions where user_id is null",
+    )
+    assert anonymous == [(FAN_TV, True, 1)]

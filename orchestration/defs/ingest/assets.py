@@ -7,7 +7,7 @@ import dagster as dg
 from orchestration.defs.ingest.partitions import landing_days
 from orchestration.defs.resources import WarehouseResource
 from orchestration.lib.specs import WAREHOUSE_WRITER_POOL, Group, Kind, Owner, layer_tags
-from ottp.ingest import landing, live_triggers, load
+from ottp.ingest import identities, landing, live_triggers, load
 
 RAW_TABLES = {
     "events": "One row per distinct event, deduplicated on event_id across files and days.",
@@ -66,6 +66,18 @@ def raw_landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseRes
             fired.rejected,
             fired.rejected_by_reason or "",
         )
+    # The identify calls the real-time server stored: raw.identities (model device_users).
+    identified = identities.load_identities(warehouse.warehouse, warehouse.landing)
+    if identified.files_loaded:
+        context.log.info(
+            "Identities: %s file(s), %s line(s): %s loaded, %s duplicate(s), %s rejected %s",
+            identified.files_loaded,
+            identified.lines,
+            identified.loaded,
+            identified.duplicates,
+            identified.rejected,
+            identified.rejected_by_reason or "",
+        )
 
     per_reason = "\n".join(
         f"| {reason} | {n:,} |" for reason, n in sorted(report.rejected_by_reason.items())
@@ -98,6 +110,10 @@ def raw_landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseRes
             "live_triggers_duplicates": fired.duplicates,
             "live_triggers_rejected": fired.rejected,
             "live_triggers_reconcile": fired.reconciles,
+            "identities_loaded": identified.loaded,
+            "identities_duplicates": identified.duplicates,
+            "identities_rejected": identified.rejected,
+            "identities_reconcile": identified.reconciles,
             "dagster/row_count": totals["events_in_table"],
         },
     )
