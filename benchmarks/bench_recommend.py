@@ -338,17 +338,31 @@ class Pool:
         self.opened = 0
 
     async def take(self):
-        if self.idle.empty() and self.opened < self.size:
-            self.opened += 1
-            return await asyncio.open_connection("127.0.0.1", self.port)
-        return await self.idle.get()
+        while True:
+            if self.idle.empty() and self.opened < self.size:
+                self.opened += 1
+                return await asyncio.open_connection("127.0.0.1", self.port)
+            reader, writer = await self.idle.get()
+            if not reader.at_eof():
+                return reader, writer
+            writer.close()  # closed by the server while idle (its keep-alive timeout)
+            self.opened -= 1
 
     def give(self, conn) -> None:
         self.idle.put_nowait(conn)
 
     async def request(self, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
-        """Send one request on a pooled connection; (status, body). A broken connection is
-        replaced, and the error raised (counted by the caller)."""
+        """Send one request on a pooled connection; (status, body). A connection the server
+        closed while idle is replaced and the request sent again (once); any other broken
+        connection is replaced and the error raised (counted by the caller)."""
+        try:
+            return await self._request(head, body)
+        except asyncio.IncompleteReadError as error:
+            if error.partial:
+                raise
+            return await self._request(head, body)
+
+    async def _request(self, head: bytes, body: bytes) -> tuple[int, bytes]:
         reader, writer = await self.take()
         try:
             writer.write(head + body)
@@ -592,6 +606,19 @@ def _items(payload: bytes) -> list[str]:
 # Main
 
 
+def _sizes(args: argparse.Namespace) -> list[int]:
+    return [args.users, args.titles, args.seed]
+
+
+def _reused(root: Path, args: argparse.Namespace) -> dict | None:
+    """What an earlier run built in ``root`` with the same sizes, if it did."""
+    try:
+        built = json.loads((root / "built.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return built if built.pop("sizes", None) == _sizes(args) else None
+
+
 def build_bundle(root: Path, args: argparse.Namespace) -> dict:
     began = time.perf_counter()
     synthetic_warehouse(
@@ -658,15 +685,29 @@ def main() -> None:
     parser.add_argument("--viewers", type=int, default=100)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="keep the warehouse and bundle in this folder and reuse them when it holds "
+        "one of the same sizes (default: a temporary folder, removed after)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     args.rates = [float(r) for r in args.rates.split(",")]
-    root = Path(tempfile.mkdtemp(prefix="bench-recommend-"))
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="bench-recommend-"))
     server = None
     try:
-        _say(args, f"building a bundle of {args.users:,} users and {args.titles:,} titles ...")
-        built = build_bundle(root, args)
+        built = _reused(root, args)
+        if built is None:
+            _say(args, f"building a bundle of {args.users:,} users and {args.titles:,} titles")
+            root.mkdir(parents=True, exist_ok=True)
+            for old in ("models", "serving"):
+                shutil.rmtree(root / old, ignore_errors=True)
+            (root / "warehouse.duckdb").unlink(missing_ok=True)
+            built = build_bundle(root, args)
+            (root / "built.json").write_text(json.dumps({**built, "sizes": _sizes(args)}))
         _say(args, f"bundle: {built}")
+        shutil.rmtree(root / "data", ignore_errors=True)
         server = Server(root / "data", root / "serving").start()
         result = {
             "machine": {
@@ -674,15 +715,25 @@ def main() -> None:
                 "processor": platform.processor() or platform.machine(),
                 "python": platform.python_version(),
             },
-            "args": {k: v for k, v in vars(args).items() if k != "json"},
+            "args": {
+                k: str(v) if isinstance(v, Path) else v
+                for k, v in vars(args).items()
+                if k != "json"
+            },
             "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "bundle": built,
             **asyncio.run(measure(server, args)),
         }
+    except BaseException:
+        log = root / "data" / "server.log"
+        if log.exists():
+            print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
+        raise
     finally:
         if server is not None:
             server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        if args.workdir is None:
+            shutil.rmtree(root, ignore_errors=True)
     out = REPO / "bench-results" / "bench_recommend.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
