@@ -400,3 +400,13 @@ def test_every_model_kind_serves_and_folds_the_session_in(world, kind):
     if kind != "popularity":  # the session's group leads, named by a liked title
         assert all(int(i.title_id[1:]) >= 6 for i in items[:2])
         assert items[0].reason_code == "liked"
+
+
+def test_latency_script_runs_on_small_arrays(capsys):
+    from ottp.realtime import rerank_latency
+
+    args = ["--titles", "300", "--users", "200", "--sessions", "400", "--calls", "60"]
+    assert rerank_latency.main(args) == 0
+    out = capsys.readouterr().out
+    assert all(f"{kind}" in out for kind in ("known", "anonymous", "cold"))
+    assert "median" in out and "p99" in out
