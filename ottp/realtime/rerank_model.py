@@ -102,6 +102,12 @@ class ServingModel:
         idx = np.flatnonzero(self.available)
         return idx[np.lexsort((idx, -self.trending[idx]))]
 
+    def warm(self) -> ServingModel:
+        """Compute the lookups requests read (id maps, YtY, unit factors, trending
+        order) now rather than in a first request."""
+        _ = self.title_index, self.user_index, self.yty, self.unit_factors, self.trending_order
+        return self
+
     def name(self, i: int) -> str:
         return str(self.title_names[i]) or str(self.title_ids[i])
 
@@ -180,7 +186,7 @@ def load_serving_model(folder: Path | str) -> ServingModel:
         similar=_csr(arrays, "similar", (n_titles, n_titles)),
         sessions=SessionIndex.from_arrays(arrays),
         info=meta.get("info", {}),
-    )
+    ).warm()
 
 
 # ---------------------------------------------------------------------- building

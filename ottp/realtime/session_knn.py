@@ -25,7 +25,6 @@ sampled sessions, never to the whole index.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -53,13 +52,6 @@ class SessionIndex:
     @property
     def n_items(self) -> int:
         return len(self.idf)
-
-    @cached_property
-    def matrix(self) -> sp.csr_matrix:
-        data = np.ones(len(self.indices), dtype=np.float32)
-        return sp.csr_matrix(
-            (data, self.indices, self.indptr), shape=(self.n_sessions, self.n_items)
-        )
 
     def arrays(self, prefix: str = "sessions_") -> dict[str, np.ndarray]:
         return {
