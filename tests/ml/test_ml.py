@@ -447,3 +447,28 @@ def test_registry_keeps_the_promoted_version_when_a_model_fails(tmp_path):
     np.testing.assert_array_equal(loaded.model.popularity, model.popularity)
     history = (tmp_path / "models" / "promotions.jsonl").read_text().splitlines()
     assert len(history) == 2
+
+
+def test_a_promoted_ease_model_serves_recommendations_and_similar_titles(
+    con, marts, promoted, tmp_path
+):
+    """EASE promoted (in its own registry): recommendations with reasons, similar titles."""
+    _, facts = marts
+    table = con.sql("select * from ml.training_interactions").to_arrow_table()
+    titles = np.asarray(ia.catalog(con)["title_id"].to_pylist(), dtype=object)
+    data = ia.build(table, titles)
+    reg = flows.registry(tmp_path)
+    model = fit(ModelSpec("ease", {"l2": 100.0}), data.matrix)
+    version = reg.save(model, data.user_ids, data.title_ids, {"weights": ia.GRADED.to_dict()})
+    reg.record(version, {"passed": True})
+    recs = flows.recommendations(con, reg, n=20)[0].to_pandas()
+    model_recs = recs[recs["source"] == "model"]
+    assert len(model_recs) > 0 and (model_recs["model_version"] == version).all()
+    assert model_recs["reason_title_id"].notna().mean() > 0.9
+    excluded = table.filter(table["is_excluded"]).to_pandas()
+    assert recs.merge(excluded, on=["user_id", "title_id"]).empty
+    assert not recs["title_id"].isin(facts["unavailable_titles"]).any()
+    similar_table, info = flows.similar_titles(con, reg, n=10)
+    s = similar_table.to_pandas()
+    assert info["model_version"] == version and (s["collaborative_weight"] > 0).any()
+    assert (s["title_id"] != s["similar_title_id"]).all()
