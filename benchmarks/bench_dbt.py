@@ -1,7 +1,7 @@
 """Full and incremental dbt runs on ~10M generated events.
 
     python benchmarks/bench_dbt.py [--users 8300] [--titles 2000] [--days 90]
-                                   [--workdir DIR [--reuse]]
+                                   [--workdir DIR [--reuse]] [--floor ROUNDS]
 
 Simulates days + 1 days (default 91), loads the first ``days`` into a fresh
 DuckDB warehouse, then times, each as its own dbt process:
@@ -22,6 +22,18 @@ Results are also written to bench-results/bench_dbt.json.
 
 The CRM exports (models/exports/) are left out: they read the recommender's
 output, which Dagster writes outside dbt.
+
+``--floor ROUNDS`` times dbt's fixed cost instead, on the warehouse of the first
+``days`` (use a small one: --users 200 --titles 150 --days 20), after one
+untimed full build whose saved parse the seeded runs start from: the production
+daily build (Dagster's daily selection with OTTP_MIN_DATE/OTTP_MAX_DATE set to the
+last loaded day) and the production full build, each from a fresh target path
+without a saved parse and from one holding that saved parse, the four
+interleaved, ROUNDS times. Phases, from dbt's JSON log:
+imports (until dbt's first line), adapter registration, parse (until dbt reports
+what it found), before the first node, the nodes, after the last node; plus the
+summed node times by resource type and why dbt could not parse partially.
+Prints and writes (bench-results/bench_dbt_floor.json) the medians.
 """
 
 from __future__ import annotations
@@ -30,10 +42,12 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -103,6 +117,113 @@ def _count_events(warehouse: Path) -> int:
         con.close()
 
 
+# Dagster's production builds (orchestration/lib/dbt/): the daily layer, and
+# everything but the exports; unit tests are left to the test suite.
+FLOOR_BUILDS = {
+    "daily": [
+        "build",
+        "--exclude-resource-type",
+        "unit_test",
+        "--select",
+        "resource_type:seed",
+        "path:models/staging",
+        "config.materialized:incremental,path:models/intermediate",
+    ],
+    "full": ["build", "--exclude-resource-type", "unit_test", "--exclude", "path:models/exports"],
+}
+PHASES = ("wall_s", "imports_s", "adapter_s", "parse_s", "before_nodes_s", "nodes_s", "after_s")
+
+
+def phased_dbt(args: list[str], env: dict[str, str], target_path: Path) -> dict:
+    """One dbt command with JSON logs: wall seconds split into phases by its log lines."""
+    cmd = [
+        dbt_executable(),
+        *args,
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+        "--target-path",
+        str(target_path),
+        "--log-path",
+        str(target_path / "logs"),
+        "--log-format",
+        "json",
+    ]
+    started = time.time()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.time() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"dbt {' '.join(args)} failed:\n{proc.stdout[-4000:]}")
+    first: dict[str, float] = {}
+    reasons = []
+    for line in proc.stdout.splitlines():
+        info = json.loads(line)["info"] if line.startswith("{") else None
+        if info is None:
+            continue
+        at = datetime.fromisoformat(info["ts"].replace("Z", "+00:00")).timestamp() - started
+        first.setdefault(info["name"], at)
+        if info["name"] == "UnableToPartialParse":
+            reasons.append(info["msg"])
+    node_start = min(first.get("LogStartLine", wall), first.get("NodeStart", wall))
+    by_type: dict[str, float] = {}
+    for r in json.loads((target_path / "run_results.json").read_text())["results"]:
+        kind = r["unique_id"].split(".")[0]
+        by_type[kind] = by_type.get(kind, 0.0) + r["execution_time"]
+    return {
+        "wall_s": wall,
+        "imports_s": first["MainReportVersion"],
+        "adapter_s": first["AdapterRegistered"] - first["MainReportVersion"],
+        "parse_s": first["FoundStats"] - first["AdapterRegistered"],
+        "before_nodes_s": node_start - first["FoundStats"],
+        "nodes_s": first["FinishedRunningStats"] - node_start,
+        "after_s": wall - first["FinishedRunningStats"],
+        "node_time_by_type_s": by_type,
+        "full_parse_reasons": reasons,
+    }
+
+
+def floor(rounds: int, env: dict[str, str], work: Path, last_day) -> dict:
+    """dbt's fixed cost: daily and full builds, from fresh and from seeded target paths."""
+    # One untimed full build: the tables exist, as on any day after the first, and
+    # its target path keeps the saved parse the seeded runs start from.
+    saved = work / "parsed"
+    phased_dbt(FLOOR_BUILDS["full"], env, saved)
+    next_day = (last_day + timedelta(days=1)).isoformat()
+    window = {"OTTP_MIN_DATE": last_day.isoformat(), "OTTP_MAX_DATE": next_day}
+    runs: dict[str, list[dict]] = {}
+    for i in range(rounds):
+        for build, args in FLOOR_BUILDS.items():
+            run_env = dict(env, **window) if build == "daily" else env
+            for start in ("fresh", "saved_parse"):
+                target = work / f"floor-{build}-{start}"
+                shutil.rmtree(target, ignore_errors=True)
+                target.mkdir(parents=True)
+                if start == "saved_parse":
+                    shutil.copyfile(
+                        saved / "partial_parse.msgpack", target / "partial_parse.msgpack"
+                    )
+                r = phased_dbt(args, run_env, target)
+                runs.setdefault(f"{build}_{start}", []).append(r)
+                print(
+                    f"round {i + 1} {build}_{start}: "
+                    + ", ".join(f"{k} {r[k]:.2f}" for k in PHASES),
+                    flush=True,
+                )
+    medians = {
+        name: {
+            **{k: round(statistics.median(r[k] for r in rs), 2) for k in PHASES},
+            "node_time_by_type_s": {
+                kind: round(statistics.median(r["node_time_by_type_s"][kind] for r in rs), 2)
+                for kind in rs[0]["node_time_by_type_s"]
+            },
+            "full_parse_reasons": sorted({m for r in rs for m in r["full_parse_reasons"]}),
+        }
+        for name, rs in runs.items()
+    }
+    return {"rounds": rounds, "load_avg_after": os.getloadavg(), "medians": medians}
+
+
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=8300)
@@ -120,6 +241,13 @@ def _arguments() -> argparse.Namespace:
         "--reuse",
         action="store_true",
         help="reuse the workdir's landing files and loaded warehouse",
+    )
+    parser.add_argument(
+        "--floor",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="time dbt's fixed cost (fresh vs saved parse) this many rounds instead",
     )
     return parser.parse_args()
 
@@ -201,6 +329,16 @@ def main() -> None:
     last_day = max(f.partition_date for f in files)
     events_full = _count_events(warehouse)
     print(f"{events_full:,} events in the warehouse (days 1..{args.days})", flush=True)
+
+    if args.floor:
+        out = REPO / "bench-results"
+        out.mkdir(exist_ok=True)
+        result = floor(args.floor, env, work, last_day - timedelta(days=1))
+        print(json.dumps(result["medians"], indent=2))
+        (out / "bench_dbt_floor.json").write_text(json.dumps(result, indent=2))
+        if tmp is not None:
+            tmp.cleanup()
+        return
 
     # the exports read the recommender's tables, which Dagster writes outside dbt
     scope = ["--exclude", "exports"]
