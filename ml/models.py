@@ -73,9 +73,11 @@ EASE_MAX_ITEMS = 30_000
 # above, in float32, in place (half the memory, about twice as fast).
 EASE_FLOAT64_ITEMS = 4_096
 
-# EASE scores histories against a dense copy of B up to this size (a sparse x dense
-# product takes about a fifth of the CPU of sparse x sparse on a dense B); above,
-# against the CSR itself. 1 GiB: 16,384 titles.
+# EASE scores many histories against a dense copy of B up to this size (a sparse x
+# dense product takes about a fifth of the CPU of sparse x sparse on a dense B);
+# above it, or for histories with fewer stored values than B has rows (a session:
+# the copy would cost more than it saves), against the CSR itself. 1 GiB: 16,384
+# titles.
 DENSE_SCORING_BYTES = 1 << 30
 
 # Dense score blocks (users × titles) are cut to about this many cells.
@@ -264,12 +266,15 @@ class TrainedModel:
             return np.asarray(vectors @ self.item_factors.T, dtype=np.float32)
         if self.kind == "popularity":
             return np.repeat(self.popularity[None, :], history.shape[0], axis=0)
-        return _times(positive_part(history), self._item_weights())
+        positives = positive_part(history)
+        return _times(positives, self._item_weights(positives.nnz))
 
-    def _item_weights(self) -> sp.csr_matrix | np.ndarray:
+    def _item_weights(self, history_nnz: int) -> sp.csr_matrix | np.ndarray:
         """The item x item matrix histories are multiplied by: EASE's B as a dense
-        array when it fits DENSE_SCORING_BYTES, else the CSR similarity."""
-        if self.kind == "ease" and 4 * self.n_items**2 <= DENSE_SCORING_BYTES:
+        array when it fits DENSE_SCORING_BYTES and the histories hold at least as
+        many values as B has rows, else the CSR similarity."""
+        dense_fits = 4 * self.n_items**2 <= DENSE_SCORING_BYTES
+        if self.kind == "ease" and dense_fits and history_nnz >= self.n_items:
             return self.similarity.toarray()
         return self.similarity
 
@@ -330,7 +335,8 @@ class TrainedModel:
         step = max(1, BLOCK_CELLS // max(self.n_items, 1))
         positives = weights = None
         if self.kind != "popularity":
-            positives, weights = positive_part(history), self._item_weights()
+            positives = positive_part(history)
+            weights = self._item_weights(positives.nnz)
         for start in range(0, n_users, step):
             stop = min(start + step, n_users)
             block = self._dense_scores(positives, weights, start, stop)

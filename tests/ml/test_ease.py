@@ -189,9 +189,11 @@ def test_dense_and_sparse_scoring_of_b_agree(monkeypatch):
     rng = np.random.default_rng(3)
     train = sp.csr_matrix((rng.random((80, 40)) < 0.15).astype(np.float32))
     m = fit(ModelSpec("ease", {"l2": 5.0}), train)
+    assert not sp.issparse(m._item_weights(train.nnz))  # many histories: a dense copy
+    assert sp.issparse(m._item_weights(3))  # a session: the CSR
     dense_ids, dense_scores = m.recommend(train, train, n=5)
     monkeypatch.setattr(models, "DENSE_SCORING_BYTES", 0)  # score against the CSR
-    assert sp.issparse(m._item_weights())
+    assert sp.issparse(m._item_weights(train.nnz))
     sparse_ids, sparse_scores = m.recommend(train, train, n=5)
     np.testing.assert_allclose(sparse_scores, dense_scores, rtol=1e-5)
     np.testing.assert_array_equal(sparse_ids, dense_ids)
