@@ -108,9 +108,9 @@ def reload_snapshot(duck, applier, tables: Sequence[TableSpec], run_id: str | No
     duck.execute("commit")
 
 
-def _stage_expression(column: Column) -> str:
+def _stage_expression(column: Column, alias: str = "") -> str:
     cast = SQL_TYPES[column.type][DUCKDB]
-    expr = f"cast({quote(column.name)} as {cast})"
+    expr = f"cast({alias}{quote(column.name)} as {cast})"
     if column.type == "text":
         # Empty text travels as null: one spelling for every target and CSV.
         expr = f"nullif({expr}, '')"
@@ -200,19 +200,28 @@ def _diff(duck, plan: TablePlan, table: str) -> None:
     spec = plan.spec
     keys = ", ".join(quote(k) for k in spec.key)
     h, changes = quote(ROW_HASH), plan.changes
-    others = ", ".join(f"s.{quote(c)}" for c in spec.column_names if c not in spec.key)
-    key_values = ", ".join(f"coalesce(s.{quote(k)}, p.{quote(k)}) as {quote(k)}" for k in spec.key)
+    staged = [
+        f"coalesce({_stage_expression(c, 's.')}, p.{quote(c.name)})"
+        if c.name in spec.key
+        else _stage_expression(c, "s.")
+        for c in spec.columns
+    ]
+    columns = ", ".join(
+        f"{e} as {quote(c.name)}" for e, c in zip(staged, spec.columns, strict=True)
+    )
     # A row whose hash the snapshot holds for its key is unchanged: the join
-    # drops it as soon as it has compared the two, and keeps only the others.
+    # drops it as soon as it has compared the two, and only the rows it keeps
+    # are cast and checked. (A source row whose key is null or empty matches
+    # no snapshot row, so a matched key is never null on the source side.)
     duck.execute(
         f"""
         create or replace table {changes} as
         select *, case when op <> 'delete' then {_reject_expression(spec)} end as _reject
         from (
-            select {key_values}, {others},
+            select {columns},
                 case when p.{h} is null then 'insert'
-                     when s._present is null then 'delete' else 'update' end as op
-            from (select *, true as _present from ({plan.source})) as s
+                     when s.{quote(spec.key[0])} is null then 'delete' else 'update' end as op
+            from {table} as s
             full join st.{quote(spec.name)} as p on {_match("s", "p", spec.key)}
             where p.{h} is null or s.{h} is distinct from p.{h}
         )
