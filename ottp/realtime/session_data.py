@@ -202,7 +202,10 @@ def load_warehouse(path: Path) -> Dataset:
             f"{path}: no warehouse; build the simulated demo data first (`ottp demo`), "
             "or pass a MovieLens ratings file"
         )
-    con = duckdb.connect(str(path), read_only=True)
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as e:  # not a DuckDB file, or a writer holds it
+        raise ValueError(f"{path}: cannot open the warehouse read-only ({e})") from e
     try:
         plays = con.sql(PLAYS_SQL).df()
         titles = con.sql(TITLES_SQL).df()

@@ -168,6 +168,10 @@ def test_missing_inputs_get_a_clear_error(tmp_path, monkeypatch, capsys):
     duckdb.connect(str(empty)).close()
     with pytest.raises(ValueError, match="marts.plays"):
         load_warehouse(empty)
+    not_duckdb = tmp_path / "text.duckdb"
+    not_duckdb.write_text("not a database")
+    with pytest.raises(ValueError, match="cannot open the warehouse"):
+        load_warehouse(not_duckdb)
     few = tmp_path / "few.csv"
     _write_ratings(few, [(1, 1, 4, 1), (1, 2, 4, 2)])
     with pytest.raises(ValueError, match="too few"):
