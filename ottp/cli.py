@@ -38,7 +38,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_load(args: argparse.Namespace) -> int:
-    from ottp.ingest import load
+    from ottp.ingest import identities, live_triggers, load
 
     s = config.settings()
     s.ensure_dirs()
@@ -53,7 +53,17 @@ def _cmd_load(args: argparse.Namespace) -> int:
         f"{totals['rejected_in_table']:,} rejected; "
         f"reconciles: {totals['reconciles']}"
     )
-    return 0 if report.reconciles and totals["reconciles"] else 1
+    # What the real-time server landed beside the events, as the ingest asset loads it.
+    fired = live_triggers.load_live_triggers(s.warehouse_path, landing_dir)
+    identified = identities.load_identities(s.warehouse_path, landing_dir)
+    for name, side in (("live triggers", fired), ("identities", identified)):
+        print(
+            f"{name}: {side.loaded:,} loaded, {side.duplicates:,} duplicates, "
+            f"{side.rejected:,} rejected from {side.files_loaded} new files; "
+            f"reconciles: {side.reconciles}"
+        )
+    sides_reconcile = fired.reconciles and identified.reconciles
+    return 0 if report.reconciles and totals["reconciles"] and sides_reconcile else 1
 
 
 # The demo's stages, in order: one terminal line each (the rest goes to the log).
