@@ -23,12 +23,15 @@ def key_matches(sent: str | None, expected: str) -> bool:
     return sent is not None and hmac.compare_digest(sent.encode(), expected.encode())
 
 
-def require_api_key(
+async def require_api_key(
     request: Request,
     api_key: Annotated[str | None, Security(_api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> None:
     """FastAPI dependency: 401 unless the request carries the service's key.
+
+    A coroutine (it does no I/O): a plain function would cost every request a hop
+    through the thread pool.
 
     The key is ``app.state.api_key``; ``None`` there (``ottp serve --insecure-no-key``
     without ``OTTP_API_KEY``) lets every request in.

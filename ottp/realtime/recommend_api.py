@@ -34,11 +34,10 @@ thread pool. The answer is encoded with orjson; ``Recommendations`` documents it
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, Security
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -147,24 +146,7 @@ def _answer(body: dict[str, Any]) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
 
 
-# The same headers as ottp.realtime.auth (one scheme each in the OpenAPI page).
-_KEY_HEADER = APIKeyHeader(
-    name="X-API-Key", auto_error=False, description="The service's key (OTTP_API_KEY)."
-)
-_BEARER = HTTPBearer(auto_error=False, description="The service's key (OTTP_API_KEY).")
-
-
-async def _api_key(
-    request: Request,
-    api_key: Annotated[str | None, Security(_KEY_HEADER)],
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
-) -> None:
-    """``auth.require_api_key`` (same check, same 401) as a coroutine: FastAPI runs a plain
-    function dependency in the thread pool, a hop per request this route avoids."""
-    require_api_key(request, api_key, bearer)
-
-
-router = APIRouter(dependencies=[Depends(_api_key)], tags=["recommendations"])
+router = APIRouter(dependencies=[Depends(require_api_key)], tags=["recommendations"])
 
 _ERRORS = {
     401: {"description": "Missing or wrong API key."},
