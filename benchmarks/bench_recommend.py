@@ -553,7 +553,7 @@ class Load:
         stop = asyncio.Event()
 
         async def intake() -> None:
-            while not stop.is_set():
+            while self.args.intake_rate > 0 and not stop.is_set():
                 await open_loop(self.args.intake_rate / 100, 1, self.post)
 
         background = asyncio.ensure_future(intake())
@@ -593,7 +593,7 @@ class Load:
             "viewers": len(latencies),
             **{k: v for k, v in percentiles(latencies).items() if k != "p99_ms"},
             "over_1s": late,
-            "gets_needed_max": max(gets),
+            "gets_needed_max": max(gets, default=0),
             "next_episode_first": next_first,
         }
 
@@ -670,6 +670,16 @@ async def measure(server: Server, args: argparse.Namespace) -> dict:
     return out
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _say(args: argparse.Namespace, text: str) -> None:
     if not args.json:
         print(text, flush=True)
@@ -712,7 +722,7 @@ def main() -> None:
         result = {
             "machine": {
                 "cpus": os.cpu_count(),
-                "processor": platform.processor() or platform.machine(),
+                "processor": _cpu_model(),
                 "python": platform.python_version(),
             },
             "args": {
