@@ -2,13 +2,13 @@
 
 Each export table carries ``_row_hash``, the hash of its other columns that
 the export models compute (``ottp.crm.contract.row_hash_sql``). The diff
-reads only the keys and hashes of the source and full-joins them by primary
-key with the local snapshot of the last successful sync (keys and hashes in a
-DuckDB file per target, re-read from the target when the two disagree): a key
-whose hash is unchanged is never read further. The full rows of the other
-keys are read once, cast to the contract's types and checked: rows the target
-would refuse (null keys or values, duplicate keys, broken rules, NUL
-characters) are rejected with their key and reason. A first sync (an empty
+full-joins the source by primary key with the local snapshot of the last
+successful sync (keys and hashes in a DuckDB file per target, re-read from the
+target when the two disagree), comparing hashes: a row whose hash is the
+snapshot's for its key is dropped by the join and never cast, checked or
+hashed. The rows the join keeps are cast to the contract's types and checked:
+rows the target would refuse (null keys or values, duplicate keys, broken
+rules, NUL characters) are rejected with their key and reason. A first sync (an empty
 snapshot) checks every row in one scan and, when none is rejected, streams
 the source to the target as it is, without copying it first.
 """

@@ -6,11 +6,11 @@ types), ``targets`` (SQLite or PostgreSQL, connections, retries), ``plan``
 (staging and diffing the source rows) and ``appliers`` (writing a plan to a
 target). A sync mirrors every export table:
 
-* each export row carries a 64-bit hash of its columns, computed by the export
+* each export row carries a hash of its columns (63 bits), computed by the export
   models (``_row_hash``); the source keys and hashes are diffed by primary key
   against the state of the last successful sync (a local DuckDB snapshot of
   keys and hashes, checked against the target's ``sync_history`` and re-read
-  from the target when they disagree), and only changed rows are read whole;
+  from the target when they disagree), and only changed rows are cast and checked;
 * only inserts, updates and deletes are written, all tables in one target
   transaction with the ``sync_history`` row, so a CRM reader sees the previous
   sync or this one, never half of one; unchanged data writes nothing;
