@@ -9,7 +9,9 @@ diff. After an intended change, regenerate the snapshot and commit it with the c
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -22,11 +24,22 @@ def _names(values) -> str:
     return ",".join(sorted(values)) or "-"
 
 
+_KEY_RUN = re.compile(r'key:"[^"]*"(?: or key:"[^"]*")+')
+
+
+def _condition_tree(condition: dg.AutomationCondition) -> str:
+    label = condition.get_label() or condition.name
+    # a selection's keys come from a set: sorted, the text is the same in every process
+    label = _KEY_RUN.sub(lambda m: " or ".join(sorted(m.group(0).split(" or "))), label)
+    return f"{label}({','.join(_condition_tree(c) for c in condition.children)})"
+
+
 def _automation(condition: dg.AutomationCondition | None) -> str:
-    # The node id is stable across processes (a serialized condition holds sets).
+    # A digest of the whole tree of labels: stable across processes, and it changes
+    # with any operand (Dagster's node id of an AND does not follow every child).
     if condition is None:
         return "-"
-    return condition.get_node_unique_id(parent_unique_id=None, index=None, target_key=None)[:12]
+    return hashlib.sha1(_condition_tree(condition).encode()).hexdigest()[:12]
 
 
 def _partitions(partitions_def: dg.PartitionsDefinition | None) -> str:

@@ -119,6 +119,55 @@ def test_a_new_landing_file_is_followed_by_automation_up_to_the_crm(built):
         assert dg.AssetKey(["raw", "events"]) not in requested
 
 
+def test_automation_waits_for_a_running_ingest_then_requests_everything_at_once(built):
+    # A range ingest still running holds everything after the daily layer back; once
+    # it has ended, the whole graph after it is requested in one tick (one run).
+    root, _ = built
+    defs = _defs()
+    with dg.DagsterInstance.get() as inst:
+        first = dg.evaluate_automation_conditions(defs=defs, instance=inst)
+        new_day = FIRST_DAY + timedelta(days=DAYS + 1)
+        write_landing(
+            root / "landing",
+            [
+                make_event(
+                    occurred_at=f"{new_day}T10:00:00.000Z",
+                    received_at=f"{new_day}T10:00:01.000Z",
+                )
+            ],
+            day=new_day,
+        )
+        result = defs.resolve_job_def("ingest").execute_in_process(
+            instance=inst, partition_key=new_day.isoformat(), raise_on_error=False
+        )
+        assert result.success
+        graph = defs.resolve_asset_graph()
+
+        def requested(evaluation) -> set[str]:
+            return {
+                k.to_user_string()
+                for k in graph.get_all_asset_keys()
+                if evaluation.get_num_requested(k)
+            }
+
+        # another ingest (the sensor's next range) is queued: nothing starts yet
+        pending = inst.create_run_for_job(
+            job_def=defs.resolve_job_def("ingest"), tags={"dagster/partition": str(new_day)}
+        )
+        held = dg.evaluate_automation_conditions(defs=defs, instance=inst, cursor=first.cursor)
+        assert held.total_requested == 0, requested(held)
+
+        inst.report_run_canceled(pending)
+        after = dg.evaluate_automation_conditions(defs=defs, instance=inst, cursor=held.cursor)
+        assert {
+            "raw/deleted_users",
+            "marts/sessions",
+            "ml/recommendations",
+            "exports/crm_contacts",
+            "crm/crm_contacts",
+        } <= requested(after)
+
+
 def test_freshness_checks_cover_marts_exports_and_the_crm():
     defs = _defs()
     checks = {key for key in defs.resolve_asset_graph().asset_check_keys if "freshness" in key.name}

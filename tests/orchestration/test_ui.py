@@ -204,12 +204,18 @@ def test_landing_files_reach_the_crm_with_nobody_clicking(dagster_ui, browser):
         ARTIFACTS.mkdir(exist_ok=True)
         browser.save_screenshot(str(ARTIFACTS / "ui-runs-by-automation.png"))
     runs = _graphql(
-        base, "{ runsOrError(limit: 50) { ... on Runs { results { status tags { key value } } } } }"
+        base,
+        "{ runsOrError(limit: 50) { ... on Runs { results { status tags { key value } "
+        "assetSelection { path } } } } }",
     )["data"]["runsOrError"]["results"]
     by_automation = [
         r for r in runs if any(t["key"] == "dagster/from_automation_condition" for t in r["tags"])
     ]
     assert by_automation, "no run was started by automation"
+    # after the ingest, one automation run took the landing range from the marts to the
+    # CRM (policies.IngestIdle), not a cascade of runs layer by layer
+    selections = [{"/".join(a["path"]) for a in r["assetSelection"] or []} for r in by_automation]
+    assert any({"marts/sessions", "crm/crm_contacts"} <= s for s in selections), selections
     # the report asset page shows its summary and the link to the HTML page
     browser.get(f"{base}/assets/quality/pipeline_report")
     _dismiss_welcome(browser)

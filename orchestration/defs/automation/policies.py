@@ -19,7 +19,37 @@ import warnings
 
 import dagster as dg
 
-from orchestration.defs.ingest.jobs import DAILY_ASSETS
+from orchestration.defs.ingest.jobs import DAILY_ASSETS, ingest
+
+_ACTIVE = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+class IngestIdle(dg.AutomationCondition):
+    """True while no run of the `ingest` job is queued or running.
+
+    The daily layer loads a landing range in one run; what follows it waits for
+    that run to end and is then requested in one run, instead of starting on the
+    partitions finished so far and again on the rest (any_deps_in_progress does
+    not see a partition-range run in progress).
+    """
+
+    @property
+    def name(self) -> str:
+        return "ingest_idle"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        instance = context.asset_graph_view.instance
+        active = instance.get_run_ids(
+            filters=dg.RunsFilter(job_name=ingest.name, statuses=_ACTIVE), limit=1
+        )
+        subset = context.get_empty_subset() if active else context.candidate_subset
+        return dg.AutomationResult(context=context, true_subset=subset)
+
 
 # Retraining cadence: evaluation and training of a new candidate, daily at 04:00 UTC
 # (after the 02:00 ingest of the previous day).
@@ -39,13 +69,15 @@ ON_CHANGE = (
     .without(~_A.any_deps_missing())
     .replace("newly_missing", _A.newly_missing() & ~_A.any_deps_missing())
     & ~_UNPARTITIONED_INPUT_MISSING
+    & IngestIdle()
 )
 
 # A fresh install trains as soon as its inputs exist rather than at the first 04:00.
 # (on_missing() would not: the asset has been missing since the first evaluation.)
-RETRAIN = _A.on_cron(RETRAIN_CRON) | (
-    _A.missing() & ~_UNPARTITIONED_INPUT_MISSING & ~_A.in_progress() & ~_A.execution_failed()
-)
+RETRAIN = (
+    _A.on_cron(RETRAIN_CRON)
+    | (_A.missing() & ~_UNPARTITIONED_INPUT_MISSING & ~_A.in_progress() & ~_A.execution_failed())
+) & IngestIdle()
 
 RETRAIN_KEYS = {dg.AssetKey(["ml", "model_evaluation"]), dg.AssetKey(["ml", "recommender_model"])}
 
