@@ -7,7 +7,7 @@ of activity, and measures from the file's arrival to the successful CRM sync
 that includes it (sync_history.source_as_of reaching the new day). Also reports
 where that time goes: waiting for the sensor, the ingest run, waiting for the
 automation tick, and the run that rebuilds marts, ML scores, exports, gates and
-the sync. Target (issue): at most 5 minutes on the demo data.
+the sync. Target: at most 5 minutes on the demo data.
 
     .venv/bin/python benchmarks/bench_freshness.py --workdir /tmp/ottp-fresh --files 3
 """

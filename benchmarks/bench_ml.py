@@ -13,7 +13,7 @@ user's history), computes the top-N of every user in batches without the titles 
 interacted with, and explains the top 10 of every user. The targets are ALS's; EASE's
 fit inverts a dense titles x titles matrix (time ~ titles^3), so measure it with a
 smaller --titles.
-Targets (issue 4): training < 60 s, top-N for every user < 30 s, peak RSS < 4 GiB.
+Targets: training < 60 s, top-N for every user < 30 s, peak RSS < 4 GiB.
 Wall and CPU seconds are both printed: on a shared machine, wall time depends on
 what else runs (the load average before and after is printed too).
 """

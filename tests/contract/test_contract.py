@@ -271,7 +271,7 @@ def hostile_cases(schema=EVENTS_SCHEMA) -> list[dict]:
     return cases
 
 
-# Lines found at the door (issue 16), loaded before the schema rules were enforced.
+# Lines found at the door, loaded before the schema rules were enforced.
 def regression_lines() -> list[tuple[str, dict, str]]:
     heartbeat = base_event("heartbeat")
     return [

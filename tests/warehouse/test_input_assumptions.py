@@ -32,7 +32,7 @@ LOADER_GUARANTEES = {
 }
 # Assumptions no loader rule guarantees (the contract is silent on them): the
 # quarantine is their only guard, so each must be in it. None today: a new one
-# belongs in the schema and the loaders (issue 16), this is the visible exception.
+# belongs in the schema and the loaders, this is the visible exception.
 QUARANTINE_ONLY: dict[str, str] = {}
 TITLES_SCHEMA = REPO_ROOT / "ottp" / "contract" / "titles.schema.json"
 _ROW = re.compile(

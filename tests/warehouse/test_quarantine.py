@@ -3,7 +3,7 @@
 Rows the loader lets through today can no longer break a staging model (the
 loader enforces the whole contract), but raw.events keeps what older loaders
 wrote, and other writers exist. Here such rows are written straight into
-raw.events and raw.titles of a small loaded warehouse: the two from the issue
+raw.events and raw.titles of a small loaded warehouse: the two first reported
 (a heartbeat at 1e308 s, a survey answer with a null question_id) and one per
 assumption of macros/quarantine.sql. The dbt build succeeds; each row is in the
 quarantine with the rule it breaks and in no staging model or mart; raw =
@@ -36,7 +36,7 @@ EVENT_MODELS = report.EVENT_STAGING_MODELS.values()
 NUMBER_1E308 = "1e308"
 # name -> (event_type, column overrides as SQL, staging model, rule expected)
 POISON_EVENTS = {
-    # the two from the issue
+    # the two first reported
     "heartbeat_at_1e308": ("heartbeat", {"position_s": NUMBER_1E308, "duration_s": NUMBER_1E308},
                            "stg_player_events", "position_s.maximum"),
     "null_question_id": ("survey_response",
@@ -334,7 +334,7 @@ def test_the_dagster_check_warns_with_the_count_and_reasons(poisoned):
 
 
 def test_the_ingest_job_succeeds_and_its_check_warns(poisoned, tmp_path, monkeypatch):
-    """The issue's symptom: the ingest run over the poisoned day failed. Now it
+    """The reported symptom: the ingest run over the poisoned day failed. Now it
     succeeds, and its quarantine check reports a warning."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
