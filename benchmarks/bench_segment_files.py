@@ -4,8 +4,11 @@
 
 Simulates the same events in both formats, then loads each into a fresh
 warehouse ``--repeat`` times, alternating the formats (side by side), and
-times the mapping alone (``segment_files.map_lines``, the part that runs in
-Python). Prints one JSON object: median seconds and lines per second of each.
+times the mapping alone both ways over the same lines: compiled into SQL
+(``segment_sql.mapped_select``, what the loader runs) and in Python
+(``segment_files.map_lines``, what the collector runs; the loader's fallback
+for the lines the select flags, counted in ``python_lines``). Prints one JSON
+object: median seconds and lines per second of each, and the load average.
 """
 
 from __future__ import annotations
@@ -13,13 +16,16 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+import duckdb
+
 from ottp.contract import segment
-from ottp.ingest import load, segment_files
+from ottp.ingest import load, segment_files, segment_sql
 from ottp.simulator import simulate
 
 
@@ -33,12 +39,31 @@ def _load_once(root: Path, fmt: str, run: int) -> tuple[float, int]:
     return seconds, report.lines_in
 
 
-def _map_once(lines: list[str]) -> float:
+def _map_python(lines: list[str]) -> float:
     mapping = segment.load_mapping()
     started = time.perf_counter()
     for i in range(0, len(lines), segment_files.BATCH_LINES):
         segment_files.map_lines(lines[i : i + segment_files.BATCH_LINES], mapping)
     return time.perf_counter() - started
+
+
+def _map_sql(lines: list[str]) -> tuple[float, int]:
+    """Seconds of the compiled mapping over the lines, and how many it leaves to Python."""
+    con = duckdb.connect()
+    try:
+        con.execute(  # the lines the loader maps: those its line checks pass
+            "create table t as select row_number() over () as seq, line "
+            f"from unnest($lines) as u(line) where ({segment_files._LINE_VERDICT}) is null",
+            {"lines": lines},
+        )
+        select = segment_sql.mapped_select(segment.load_mapping(), "select seq, line from t")
+        started = time.perf_counter()
+        con.execute(f"create table m as {select}")
+        seconds = time.perf_counter() - started
+        flagged = con.execute("select count(*) from m where python").fetchall()[0][0]
+    finally:
+        con.close()
+    return seconds, flagged
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,15 +83,24 @@ def main(argv: list[str] | None = None) -> int:
             for path in sorted((root / "segment" / "segment").rglob("*.json.gz"))
             for line in gzip.open(path, "rt", encoding="utf-8")
         ]
-        seconds: dict[str, list[float]] = {"native": [], "segment": [], "map_lines": []}
+        names = ("native", "segment", "map_sql", "map_python")
+        seconds: dict[str, list[float]] = {name: [] for name in names}
         lines_in = {}
         for run in range(args.repeat):
             for fmt in ("native", "segment"):
                 took, lines_in[fmt] = _load_once(root, fmt, run)
                 seconds[fmt].append(took)
-            seconds["map_lines"].append(_map_once(lines))
-    lines_in["map_lines"] = len(lines)
-    result = {"size": size, "repeat": args.repeat}
+            took, flagged = _map_sql(lines)
+            seconds["map_sql"].append(took)
+            seconds["map_python"].append(_map_python(lines))
+    lines_in["map_sql"] = lines_in["map_python"] = len(lines)
+    result = {
+        "size": size,
+        "repeat": args.repeat,
+        "python_lines": flagged,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "cpus": os.cpu_count(),
+    }
     for name, runs in seconds.items():
         median = statistics.median(runs)
         result[name] = {

@@ -249,17 +249,23 @@ def _common(
     }
 
 
-def _fields(message: Mapping, event_type: str, fields_from: Mapping) -> dict:
-    """Top-level player and title fields, as sent (the loader judges their types)."""
-    wanted = ()
+def top_level_fields(event_type: str) -> tuple[str, ...]:
+    """The top-level fields ``fields_from`` fills for an event type, in order."""
     if event_type in _PLAYER:
         wanted = ("playback_id", "title_id", "position_s", "duration_s")
-        if event_type == "seek":
-            wanted += ("from_position_s",)
-    elif event_type in _WITH_TITLE:
-        wanted = ("title_id",)
+        return wanted + (("from_position_s",) if event_type == "seek" else ())
+    return ("title_id",) if event_type in _WITH_TITLE else ()
+
+
+def keeps_player_properties(event_type: str) -> bool:
+    """Whether ``player_properties`` are copied into the event's ``properties``."""
+    return event_type in _PLAYER
+
+
+def _fields(message: Mapping, event_type: str, fields_from: Mapping) -> dict:
+    """Top-level player and title fields, as sent (the loader judges their types)."""
     out = {}
-    for name in wanted:
+    for name in top_level_fields(event_type):
         path, value = _first(message, fields_from.get(name, ()))
         if value is not None:
             out[name] = _title_id(value, path) if name == "title_id" else value
@@ -281,7 +287,7 @@ def _track(message: Mapping, mapping: TrackerMapping) -> tuple[str, dict, dict |
     top = _fields(message, event_type, fields_from)
     props = message.get("properties") if isinstance(message.get("properties"), Mapping) else {}
     keep = {k: props[k] for k in mapping.raw.get("player_properties", ()) if k in props}
-    if event_type not in _PLAYER:
+    if not keeps_player_properties(event_type):
         keep = {}
     for contract_name, source in entry.get("properties", {}).items():
         if source in props:

@@ -13,10 +13,12 @@ the native lines of the same chunk:
 1. DuckDB reads the lines with the loader's own reader (the same refusals:
    encoding, length, CR) and gives each the loader's line-level verdict
    (empty, not JSON, not an object, NaN or Infinity, NUL).
-2. Python maps the well-formed lines, in batches of ``BATCH_LINES`` (in worker
-   processes from ``PARALLEL_FROM_LINES`` lines on), with
-   ``ottp.contract.segment.map_stored_message``: the collector's mapping and
-   clock-skew correction, with the export's ``receivedAt`` as the receipt time.
+2. DuckDB maps the well-formed lines with the collector's mapping compiled
+   into SQL (``ottp.ingest.segment_sql``): what
+   ``ottp.contract.segment.map_stored_message`` gives, the clock-skew
+   correction with the export's ``receivedAt`` as the receipt time included.
+   The few lines that select flags (duplicate keys, odd timestamps or
+   numbers...) are mapped by that Python function (:func:`map_lines`).
 3. DuckDB validates the mapped events with the loader's validation query
    (``validate.event_select_sql``) and appends every line's verdict to
    ``_validated`` under its file; a rejected line keeps the export's line as
@@ -30,25 +32,20 @@ rejected with its reason, or skipped as ``no_contract_event``.
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
-from collections import deque
+import logging
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 
 import duckdb
 import pyarrow as pa
 
 from ottp.contract import segment
-from ottp.ingest import validate
+from ottp.ingest import segment_sql, validate
+
+logger = logging.getLogger(__name__)
 
 NO_CONTRACT_EVENT = segment.NO_CONTRACT_EVENT  # the reason of a skipped call
-# Lines handed to Python at a time (bounds memory; one Arrow batch each).
+# Lines the compiled mapping leaves to Python, handed over at a time (bounds memory).
 BATCH_LINES = 100_000
-# From this many lines in a chunk the mapping runs in worker processes (their
-# start, about a second, is then small beside the mapping), at most MAX_WORKERS.
-PARALLEL_FROM_LINES = 400_000
-MAX_WORKERS = 8
 
 # The loader's line-level verdicts (validate.event_select_sql), on the export's line.
 _LINE_VERDICT = f"""
@@ -174,53 +171,37 @@ def append_validated(con: duckdb.DuckDBPyConnection, mapping: segment.TrackerMap
         con.execute(f"drop table {table}")
 
 
-def _map_staged(
-    con: duckdb.DuckDBPyConnection, mapping: segment.TrackerMapping, workers: int | None = None
-) -> None:
+def _map_staged(con: duckdb.DuckDBPyConnection, mapping: segment.TrackerMapping) -> int:
     """``_seg_mapped``: the mapping's outcome of every well-formed staged line, by ``seq``.
 
-    Batches of ``BATCH_LINES`` go to ``workers`` processes (default
-    :func:`mapping_workers`), at most two per worker in flight; one worker maps
-    them here.
+    The compiled mapping (``segment_sql``) answers in DuckDB; the lines it
+    flags go through the Python mapping (:func:`map_lines`), ``BATCH_LINES`` at
+    a time. Returns how many lines Python mapped.
     """
-    con.execute(
-        "create or replace temp table _seg_mapped "
-        "(seq bigint, line varchar, reason_code varchar, reason varchar)"
+    select = segment_sql.mapped_select(
+        mapping, "select seq, line from _seg_lines where verdict is null"
     )
-    total = con.execute("select coalesce(max(seq), 0) from _seg_lines").fetchall()[0][0]
-    workers = mapping_workers(total) if workers is None else workers
-
-    def batches():
-        for start in range(1, total + 1, BATCH_LINES):
-            yield con.sql(
-                "select seq, line from _seg_lines where verdict is null and seq between $a and $b",
-                params={"a": start, "b": start + BATCH_LINES - 1},
-            ).to_arrow_table()
-
-    if workers <= 1:
-        for batch in batches():
-            _insert_mapped(con, batch, map_lines(batch.column("line").to_pylist(), mapping))
-        return
-    # spawn, not fork: this process runs DuckDB's threads
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        pending: deque = deque()
-        for batch in batches():
-            lines = batch.column("line").to_pylist()
-            pending.append((batch, pool.submit(map_lines, lines, mapping)))
-            while len(pending) > 2 * workers:
-                done, future = pending.popleft()
-                _insert_mapped(con, done, future.result())
-        while pending:
-            done, future = pending.popleft()
-            _insert_mapped(con, done, future.result())
-
-
-def mapping_workers(lines: int) -> int:
-    """Processes for mapping ``lines`` lines: one below ``PARALLEL_FROM_LINES``, else a few."""
-    if lines < PARALLEL_FROM_LINES:
-        return 1
-    return max(1, min(MAX_WORKERS, (os.cpu_count() or 1) - 1, lines // BATCH_LINES))
+    con.execute(f"create or replace temp table _seg_sql as {select}")
+    con.execute(
+        "create or replace temp table _seg_mapped as "
+        "select seq, line, reason_code, reason from _seg_sql where not python"
+    )
+    con.execute(
+        "create or replace temp table _seg_python as "
+        "select s.seq, s.line from _seg_sql q join _seg_lines s using (seq) where q.python"
+    )
+    total = con.execute("select count(*) from _seg_python").fetchall()[0][0]
+    for start in range(0, total, BATCH_LINES):
+        batch = con.sql(
+            "select seq, line from _seg_python order by seq limit $n offset $o",
+            params={"n": BATCH_LINES, "o": start},
+        ).to_arrow_table()
+        _insert_mapped(con, batch, map_lines(batch.column("line").to_pylist(), mapping))
+    con.execute("drop table _seg_sql")
+    con.execute("drop table _seg_python")
+    if total:
+        logger.info("%d Segment lines mapped in Python (no exact SQL answer)", total)
+    return total
 
 
 def _insert_mapped(con: duckdb.DuckDBPyConnection, batch: pa.Table, outcome: tuple) -> None:

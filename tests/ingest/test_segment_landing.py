@@ -327,28 +327,6 @@ def test_every_hostile_line_of_an_export_file_is_counted_with_its_reason(tmp_pat
     assert again.count("already_loaded") == 2 and again.loaded == 0
 
 
-def test_the_mapping_in_worker_processes_gives_what_it_gives_in_process(tmp_path, monkeypatch):
-    path = tmp_path / "a.json.gz"
-    _write(path, [line for line, _, _ in HOSTILE] + [_line() for _ in range(10)])
-    con = duckdb.connect()
-    try:
-        segment_files.stage_lines(con, [str(path)])
-        mapping = segment.load_mapping()
-        outcomes = []
-        for workers in (1, 2):
-            monkeypatch.setattr(segment_files, "BATCH_LINES", 4)  # several batches each
-            segment_files._map_staged(con, mapping, workers)
-            outcomes.append(con.execute("select * from _seg_mapped order by seq").fetchall())
-        well_formed = con.execute(
-            "select count(*) from _seg_lines where verdict is null").fetchall()[0][0]  # fmt: skip
-    finally:
-        con.close()
-    # the reader (not UTF-8) and the line checks (empty, not JSON, array, NaN) took 5
-    assert len(outcomes[0]) == well_formed == len(HOSTILE) + 10 - 5
-    assert outcomes[0] == outcomes[1]
-    assert segment_files.mapping_workers(10) == 1
-
-
 def test_the_spark_loader_refuses_export_files_with_the_reason(tmp_path):
     from ottp.ingest import spark_load
 
