@@ -92,7 +92,7 @@ TRENDING_CANDIDATES = 50
 REASONS = {
     "watching_now": "Because you're watching {x} now",
     "viewers_next": "Viewers of {x} watch {y} next",
-    "next_episode": "Next episode of {x}",
+    "next_episode": "Next episode after {x}",
     "liked": "Because you liked {x}",
     "continue": "Continue watching {y}",
     "for_you": "Recommended for you",
@@ -282,7 +282,7 @@ class LiveRecommender:
             now = req.now if req.now >= 0 else int(req.sequence[-1])
             code, x = "watching_now", m.name(now)
         elif feature == "next_episode":
-            code, x = "next_episode", str(m.series_names[i]) or m.name(req.now)
+            code, x = "next_episode", m.name(req.now)  # the catalog names episodes, not series
         elif feature == "continue":
             code, x = "continue", ""
         else:

@@ -109,7 +109,7 @@ def test_next_episode_of_what_is_playing(world):
     items = _rec(world).recommend(signals, 5)
     hit = [i for i in items if i.title_id == "t01"]
     assert hit and hit[0].reason_code == "next_episode"
-    assert hit[0].reason_text == "Next episode of Show S"
+    assert hit[0].reason_text == "Next episode after Title 0"
     assert "t00" not in _ids(items)  # what is playing is not recommended
     assert _rec(world, next_episode=10.0).recommend(signals, 1)[0].title_id == "t01"
 
