@@ -22,17 +22,21 @@ DEMO = {"users": 1500, "titles": 500, "days": 60, "seed": 42, "dirty_rate": 0.01
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from ottp.simulator import simulate
 
-    summary = simulate(
-        Path(args.out),
-        users=args.users,
-        titles=args.titles,
-        days=args.days,
-        seed=args.seed,
-        dirty_rate=args.dirty_rate,
-        start_date=args.start_date,
-        progress=not args.quiet,
-        fmt=args.format,
-    )
+    try:
+        summary = simulate(
+            Path(args.out),
+            users=args.users,
+            titles=args.titles,
+            days=args.days,
+            seed=args.seed,
+            dirty_rate=args.dirty_rate,
+            start_date=args.start_date,
+            progress=not args.quiet,
+            fmt=args.format,
+        )
+    except ValueError as exc:  # sizes the simulator refuses, with its reason
+        print(f"ottp simulate: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(summary.to_dict(), indent=2, default=str))
     return 0
 

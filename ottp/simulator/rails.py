@@ -169,7 +169,8 @@ class NavigationProps:
 
     def impressions(self, rail_codes: np.ndarray, titles: np.ndarray) -> np.ndarray:
         """One ``{"rail":...,"title_ids":[...]}`` fragment per row of ``titles``."""
-        mat = self.tid_q[titles].reshape(len(titles), -1)[:, :-1]
+        quoted = self.tid_q[titles]  # (rows, rail length, id width): rows may be 0
+        mat = quoted.reshape(quoted.shape[0], int(np.prod(quoted.shape[1:])))[:, :-1]
         body = fixed_width_strings(np.ascontiguousarray(mat))
         rn = pa.array(self.rail_names).take(pa.array(rail_codes))
         frag = pc.binary_join_element_wise(

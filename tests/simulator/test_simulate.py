@@ -866,3 +866,21 @@ def test_truth_favourite_categories(clean, clean_db):
     )
     assert by_rank[1] > by_rank[2] > by_rank[3]
     assert by_rank[1] > 0.3 * sum(by_rank.values())  # one category of 12: 8 % by chance
+
+
+@pytest.mark.parametrize("users", [1, 2, 5])
+def test_a_handful_of_viewers_is_a_valid_simulation(tmp_path, users):
+    # With so few viewers some days show no home page at all (no rail to render).
+    summary = simulate(tmp_path / "landing", users=users, titles=20, days=2, seed=3)
+    assert summary.events_written > 0
+    for path in summary.event_files:
+        with gzip.open(path, "rt") as f:
+            for line in f:
+                json.loads(line)
+
+
+def test_the_cli_refuses_sizes_the_simulator_cannot_build(tmp_path, capsys):
+    from ottp import cli
+
+    assert cli.main(["simulate", "--out", str(tmp_path), "--titles", "5", "--quiet"]) == 2
+    assert "titles must be at least" in capsys.readouterr().err
