@@ -231,6 +231,9 @@ class RealtimeSettings:
     # A request body larger than this many bytes, or with more lines, is refused whole (413).
     max_body_bytes: int
     max_lines: int
+    # Lines waiting for validation in this process beyond which a request is answered 503
+    # with Retry-After (overload sheds load at the door instead of queueing without bound).
+    max_pending_lines: int
     # A landing file is closed (renamed to its final name) at this size or age.
     landing_roll_bytes: int
     landing_roll_seconds: float
@@ -263,6 +266,7 @@ def realtime_settings(s: Settings | None = None) -> RealtimeSettings:
         redis_url=os.environ.get("OTTP_REDIS_URL") or None,
         max_body_bytes=_positive_int("OTTP_MAX_BODY_BYTES", str(5 << 20)),
         max_lines=_positive_int("OTTP_MAX_LINES", "5000"),
+        max_pending_lines=_positive_int("OTTP_MAX_PENDING_LINES", "200000"),
         landing_roll_bytes=_positive_int("OTTP_LANDING_ROLL_BYTES", str(64 << 20)),
         landing_roll_seconds=float(_positive_int("OTTP_LANDING_ROLL_SECONDS", "60")),
         state_rebuild_hours=_positive_int("OTTP_STATE_REBUILD_HOURS", "24"),

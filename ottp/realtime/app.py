@@ -65,7 +65,7 @@ def create_app(rt: config.RealtimeSettings | None = None, *, require_key: bool =
         recovered = writer.start()
         if recovered:
             logger.warning("recovered %d landing files left open by a crash", len(recovered))
-        validator = intake.LineValidator()
+        validator = intake.LineValidator(rt.max_pending_lines)
         validator.start()
         app.state.landing, app.state.validator = writer, validator
         # After the recovery: the rebuild reads the files it finished.

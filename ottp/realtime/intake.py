@@ -237,12 +237,28 @@ class _Job:
     done: Future = field(default_factory=Future)
 
 
-class LineValidator:
-    """One thread, one in-memory DuckDB: every queued request's lines in one validation query."""
+class Overloaded(Exception):
+    """More lines wait for validation than the service takes on: answered 503, retried later."""
 
-    def __init__(self) -> None:
+
+class LineValidator:
+    """One thread, one in-memory DuckDB: every queued request's lines in one validation query.
+
+    At most ``max_pending`` lines wait at once; a request that would go past it is
+    refused (:class:`Overloaded`) before anything of it is queued.
+    """
+
+    def __init__(self, max_pending: int = 200_000) -> None:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="line-validator", daemon=True)
+        self.max_pending = max_pending
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+
+    @property
+    def pending(self) -> int:
+        """Lines queued or being validated now."""
+        return self._pending
 
     def start(self) -> None:
         self._thread.start()
@@ -259,9 +275,18 @@ class LineValidator:
     async def verdicts(self, texts: list[str]) -> list[validate.LineVerdict]:
         if not texts:
             return []
+        with self._pending_lock:
+            if self._pending + len(texts) > self.max_pending:
+                raise Overloaded(f"{self._pending} lines already wait for validation")
+            self._pending += len(texts)
         job = _Job(texts)
+        job.done.add_done_callback(lambda _: self._release(len(texts)))
         self._queue.put(job)
         return await asyncio.wrap_future(job.done)
+
+    def _release(self, lines: int) -> None:
+        with self._pending_lock:
+            self._pending -= lines
 
     def _run(self) -> None:
         con = duckdb.connect(config={"threads": 1})
@@ -283,6 +308,9 @@ class LineValidator:
                         item = self._queue.get_nowait()
                     except queue.Empty:
                         item = None
+                # a request cancelled while it waited (client gone, shutdown) is dropped here;
+                # the others can no longer be cancelled, so setting their result is safe
+                jobs = [job for job in jobs if job.done.set_running_or_notify_cancel()]
                 if jobs:
                     self._validate(con, jobs)
         finally:
@@ -390,7 +418,10 @@ router = APIRouter(tags=["intake"])
         401: {"description": "Missing or wrong API key."},
         413: {"description": "Body over the byte cap or the line cap."},
         415: {"description": "A Content-Encoding other than gzip."},
-        503: {"description": "The landing files cannot be written: nothing was accepted."},
+        503: {
+            "description": "Overloaded (with Retry-After) or the landing files cannot be "
+            "written: nothing was accepted."
+        },
     },
     openapi_extra={
         "requestBody": {
@@ -447,6 +478,10 @@ async def land_lines(app, lines: BodyLines, received_at: datetime) -> tuple[list
     """
     try:
         verdicts = await app.state.validator.verdicts([t for t in lines.texts if t is not None])
+    except Overloaded:
+        raise HTTPException(
+            503, "overloaded: nothing accepted, retry later", headers={"Retry-After": "1"}
+        ) from None
     except Exception:
         raise HTTPException(503, "the events could not be validated: nothing accepted") from None
     fates, accepted = decide(lines, verdicts)

@@ -78,9 +78,12 @@ CORS_HEADERS = (
 )
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
+def _error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     """Segment's error body: the Python SDK reads ``code`` and ``message``."""
-    return JSONResponse({"success": False, "code": code, "message": message}, status_code=status)
+    body = {"success": False, "code": code, "message": message}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _basic_user(header: str | None) -> str | None:
@@ -249,7 +252,7 @@ async def _handle(request: Request, call: str | None) -> Response:
         identity_fates = await _land_identities(app, messages, received_at, sent_at)
         line_fates, _ = await intake.land_lines(app, lines, received_at)
     except HTTPException as exc:
-        return _error(exc.status_code, "unavailable", str(exc.detail))
+        return _error(exc.status_code, "unavailable", str(exc.detail), exc.headers)
     by_index = {where[f["line"] - 1]: f for f in line_fates}
     fates = [identity_fates.get(o.index) or _fate(o, by_index.get(o.index)) for o in outcomes]
     counts = Counter(f["status"] for f in fates)

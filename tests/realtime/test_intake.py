@@ -486,3 +486,75 @@ def test_several_worker_processes_share_one_landing_folder(realtime_server, tmp_
     assert not list(events_dir.glob("date=*/*.open"))
     counts = load_counts(server, tmp_path / "warehouse.duckdb")
     assert {i: counts.get(i) for i in sent} == dict.fromkeys(sent, 1)
+
+
+def _valid_lines(n: int) -> list[str]:
+    return [json.dumps(make_event()) for _ in range(n)]
+
+
+def test_overload_is_refused_at_the_door_and_the_bound_frees_as_lines_are_validated():
+    import asyncio
+
+    from ottp.realtime.intake import LineValidator, Overloaded
+
+    async def scenario() -> None:
+        validator = LineValidator(max_pending=10)  # not started: nothing is validated yet
+        waiting = asyncio.ensure_future(validator.verdicts(_valid_lines(6)))
+        await asyncio.sleep(0)  # let it queue
+        assert validator.pending == 6
+        with pytest.raises(Overloaded):
+            await validator.verdicts(_valid_lines(6))
+        assert validator.pending == 6  # the refused request queued nothing
+        validator.start()
+        try:
+            verdicts = await asyncio.wait_for(waiting, 30)
+            assert [v.reason_code for v in verdicts] == [None] * 6
+            assert validator.pending == 0
+            assert len(await validator.verdicts(_valid_lines(10))) == 10
+        finally:
+            validator.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_request_cancelled_while_waiting_does_not_stop_the_validator():
+    import asyncio
+
+    from ottp.realtime.intake import LineValidator
+
+    async def scenario() -> None:
+        validator = LineValidator(max_pending=100)
+        gone = asyncio.ensure_future(validator.verdicts(_valid_lines(3)))
+        await asyncio.sleep(0)
+        gone.cancel()  # the client went away before validation
+        validator.start()
+        try:
+            verdicts = await asyncio.wait_for(validator.verdicts(_valid_lines(2)), 30)
+            assert len(verdicts) == 2 and validator.alive
+            assert validator.pending == 0
+        finally:
+            validator.stop()
+
+    asyncio.run(scenario())
+
+
+def test_overload_is_a_503_with_retry_after():
+    import asyncio
+    from types import SimpleNamespace
+
+    from fastapi import HTTPException
+
+    from ottp.realtime import intake
+
+    class Full:
+        async def verdicts(self, texts):
+            raise intake.Overloaded("full")
+
+    app = SimpleNamespace(state=SimpleNamespace(validator=Full()))
+    lines = intake.split_body(
+        "\n".join(_valid_lines(2)).encode(), "application/x-ndjson", 10, "2026-08-01T00:00:00Z"
+    )
+    with pytest.raises(HTTPException) as refused:
+        asyncio.run(intake.land_lines(app, lines, datetime.now(UTC)))
+    assert refused.value.status_code == 503
+    assert refused.value.headers == {"Retry-After": "1"}
