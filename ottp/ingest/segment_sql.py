@@ -20,9 +20,10 @@ loader maps those (and only those) with the Python mapping:
   receipt or the corrected one) outside the years 1000 to 9998;
 - a call type or an unmapped track name that is not plain printable ASCII
   without ``'`` or ``\\`` (Python's ``repr`` quotes it in the reason);
-- numbers Python and DuckDB may read differently (16 digits in a row or a
-  3-digit exponent), a comma before ``}`` or ``]`` (DuckDB accepts it, Python does
-  not), and lines nested deep enough to meet Python's recursion limit.
+- a copied number Python and DuckDB may read differently (16 digits in a row
+  or a 3-digit exponent); lines Python may not read: a comma before ``}`` or
+  ``]`` (DuckDB accepts it), an integer over 4,300 digits, lines nested deep
+  enough to meet Python's recursion limit.
 
 The contract line holds the same JSON values as the Python one (numbers and
 strings as DuckDB re-writes them, which the validation query reads alike); its
@@ -45,7 +46,9 @@ _SAFE_TIME = (
 _UUID = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\n?$"
 _COUNTRY = "^[A-Z]{2}\n?$"
 _PLAIN_ASCII = "^[ -&(-\\[\\]-~]*$"  # printable ASCII without ' and \
-_ODD_NUMBERS = r"[:,\[][ \t]*-?[0-9.]*([0-9]{16}|[eE][+-]?[0-9]{3})|,[ \t]*[\]}]"
+_ODD_NUMBER = r"[0-9]{16}|[eE][+-]?[0-9]{3}"  # in a copied value
+_TRAILING_COMMA = r",[ \t]*[\]}]"  # DuckDB reads it, Python does not
+_MAX_INT_DIGITS = 4300  # Python's limit on an int's digits (lines with 1,000 in a row: Python)
 _DEEP = 400  # openers from which Python's recursion limit may be near
 # Root fields the mapping reads but never copies into the event
 _NOT_COPIED = frozenset(
@@ -100,7 +103,7 @@ class _Columns:
 
     def __init__(self) -> None:
         self.paths: list[tuple[str, ...]] = []
-        self.stages: list[dict[str, str]] = [{} for _ in range(6)]
+        self.stages: list[dict[str, str]] = [{} for _ in range(7)]
         self.names: dict[tuple[int, str], str] = {}
 
     def path(self, dotted: str) -> str:
@@ -122,6 +125,8 @@ class _Columns:
 
     def string(self, p: str, stage: int = 1) -> str:
         """The string a JSON text holds (null when it is not a string)."""
+        if p.startswith("p") and p[1:].isdigit():  # a path's: from json_extract_string
+            return self.col(stage, f"case when {_is_str(p)} then sv[{p[1:]}] end")
         return self.col(stage, f"case when {_is_str(p)} then {p}::json->>'$' end")
 
     def extract_sql(self) -> str:
@@ -304,16 +309,18 @@ class _Compiler:
         """(reason or null, us since the epoch, flag: only Python can parse it) of a timestamp."""
         p = self.c.path(key)
         s = self.c.string(p)
-        ok = self.col(2, f"regexp_matches({s}, {_lit(_DATE_TIME)})")
-        us = self.col(2, f"epoch_us(try_cast({s} as timestamptz))")
+        safe = self.col(2, f"regexp_matches({s}, {_lit(_SAFE_TIME)})")  # implies the pattern
+        ok = self.col(
+            3, f"case when {safe} then true else regexp_matches({s}, {_lit(_DATE_TIME)}) end"
+        )  # noqa: E501
+        us = self.col(3, f"case when {safe} then epoch_us(try_cast({s} as timestamptz)) end")
         reason = (
             f"case when not {_is_str(p)} then {_lit('wrong_type: ' + key + ' is not a string')} "
             f"when not {ok} then "
             f"{_lit('wrong_type: ' + key + ' is not an RFC 3339 timestamp with an offset')} end"
         )
-        unsure = (f"coalesce({ok} and (not regexp_matches({s}, {_lit(_SAFE_TIME)}) "
-                  f"or {us} is null), false)")  # fmt: skip
-        return reason, us, self.col(3, unsure)
+        unsure = f"coalesce({ok} and (not {safe} or {us} is null), false)"
+        return reason, us, self.col(4, unsure)
 
     def common(self) -> dict[str, str]:
         """Members and checks of every event (``segment._common``, ``segment.occurred_at``)."""
@@ -333,7 +340,7 @@ class _Compiler:
         client_us = (f"case when {_not_null(orig)} then {times['originalTimestamp'][1]} "
                      f"when {_not_null(ts)} then {times['timestamp'][1]} end")  # fmt: skip
         recv_us, sent_us = times["receivedAt"][1], times["sentAt"][1]
-        occurred_us = self.col(3, f"case when {_not_null(orig)} or {_not_null(ts)} then "
+        occurred_us = self.col(4, f"case when {_not_null(orig)} or {_not_null(ts)} then "
                                   f"{client_us} + coalesce({recv_us} - {sent_us}, 0) "
                                   f"else {recv_us} end")  # fmt: skip
         platform, platform_missing = self.platform()
@@ -360,7 +367,7 @@ class _Compiler:
             "occurred_us": occurred_us,
             "received_us": recv_us,
             "event_id": self.col(
-                4,
+                5,
                 f"case when {h} is null then {mid_s} else {h}[1:8] || '-' "
                 f"|| {h}[9:12] || '-5' || {h}[14:16] || '-' || translate({h}[17], "
                 f"'0123456789abcdef', '89ab89ab89ab89ab') || {h}[18:20] || '-' "
@@ -395,12 +402,16 @@ def mapped_select(mapping: segment.TrackerMapping, source: str) -> str:
     common = k.common()
     reason = common["reason"].replace("@call_reason@", call_reason, 1)
     reason = reason.replace("@title_reason@", title_reason, 1)
-    reason_col = c.col(4, reason)
-    # a copied object (or an array holding one) may hold a key twice, deep down
+    reason_col = c.col(5, reason)
+    # a copied object (or an array holding one) may hold a key twice, deep down; a copied
+    # number may be one DuckDB and Python read differently
     copied = [c.steps(steps) for steps in c.paths if steps not in _NOT_COPIED]
-    nested = " or ".join(f"coalesce(left({p}, 1) = '{{' or (left({p}, 1) = '[' "
-                         f"and contains({p}, '{{')), false)" for p in copied)  # fmt: skip
-    odd = c.col(4, f"{call_odd} or {common['unsure']} or {nested or 'false'}")
+    nested = " or ".join(
+        f"coalesce(left({p}, 1) <> '\"' and (left({p}, 1) = '{{' or (left({p}, 1) = '[' "
+        f"and contains({p}, '{{')) or regexp_matches({p}, {_lit(_ODD_NUMBER)})), false)"
+        for p in copied
+    )
+    odd = c.col(5, f"{call_odd} or {common['unsure']} or {nested or 'false'}")
     members = [
         f"'\"event_id\":' || to_json({common['event_id']})",
         f"'\"schema_version\":' || {_json_lit(segment.SCHEMA_VERSION)}",
@@ -416,7 +427,7 @@ def mapped_select(mapping: segment.TrackerMapping, source: str) -> str:
     ]
     line = "'{' || concat_ws(',', " + ", ".join(members) + ") || '}'"
     python = c.col(
-        5,
+        6,
         f"odd_json or {odd} or ({reason_col} is null and not ("
         f"{common['occurred_us']} between {_MIN_US} and {_MAX_US} "
         f"and {common['received_us']} between {_MIN_US} and {_MAX_US}))",
@@ -424,11 +435,14 @@ def mapped_select(mapping: segment.TrackerMapping, source: str) -> str:
     ctes = [
         f"""x as (
             select seq, line, json_extract(line, {c.extract_sql()}) as v,
-                   coalesce(regexp_matches(line, {_lit(_ODD_NUMBERS)})
+                   json_extract_string(line, {c.extract_sql()}) as sv,
+                   coalesce(regexp_matches(line, {_lit(_TRAILING_COMMA)})
+                   or (length(line) > {_MAX_INT_DIGITS}
+                       and regexp_matches(line, '[0-9]{{1000}}'))
                    or (length(line) >= {2 * _DEEP} and length(line) - length(
                        regexp_replace(line, '[\\[{{]', '', 'g')) >= {_DEEP})
                    or list_bool_or(list_transform(json_keys(line, {c.objects_sql()}),
-                                   lambda k: len(k) <> len(list_distinct(k)))), false) as odd_json
+                                   lambda k: len(k) <> list_unique(k))), false) as odd_json
             from src)""",
         "s0 as (select *, "
         + ", ".join(f"v[{i + 1}]::varchar as p{i + 1}" for i in range(len(c.paths)))

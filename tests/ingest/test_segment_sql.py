@@ -79,7 +79,7 @@ def _contract_messages() -> list[dict]:
         {**one_id, "properties": {**one_id["properties"], "content_asset_ids": []}},
         {**one_id, "properties": {**one_id["properties"], "content_asset_ids": [None]}},
         {**one_id, "properties": {**one_id["properties"], "asset_id": "", "title_id": "t_8"}},
-        player("Video Playback Started", position=1.5, total_length=1e20, quality="hd",
+        player("Video Playback Started", position=1.5, total_length=5400.0, quality="hd",
                full_screen=True, framerate=29.97, sound=None, unknown="dropped"),
         player("Video Playback Started", session_id=[1, "é", None, [2]], position="5"),
     ]  # fmt: skip
@@ -101,7 +101,10 @@ FLAGGED = [
     json.dumps(_stored(contract_cases.track("Title Liked"), sentAt="2026-12-07T09:00:00.1234567Z")),
     json.dumps(_stored(contract_cases.track("Title Liked"), timestamp="0001-01-01T00:00:00Z")),
     json.dumps(_stored(contract_cases.track("Vidéo Vue"))),
-    json.dumps(_stored(contract_cases.track("Title Liked", position=12345678901234567890))),
+    json.dumps(
+        _stored(contract_cases.player("Video Playback Started", position=1234567890123456789))
+    ),
+    json.dumps(_stored(contract_cases.player("Video Playback Started", total_length=1e20))),
     json.dumps(_stored(contract_cases.track("Title Liked"), receivedAt="2026-12-07T10:00:00Z\n")),
     '{"type": "track", "event": "Title Liked", "properties": {"a": 1,}}',
     json.dumps(_stored(contract_cases.player("Video Playback Started", session_id={"a": 1}))),
@@ -244,3 +247,17 @@ def test_the_loader_maps_flagged_lines_in_python(tmp_path):
 
 def test_mapping_paths_are_quoted_for_duckdb():
     assert segment_sql._json_path(("properties", 'a"b.c')) == '$."properties"."a\\"b.c"'
+
+
+def test_a_call_type_that_is_a_list_or_an_object_is_rejected_with_a_reason(con):
+    # the Python mapping raises TypeError on these (an unhashable call type); the select answers
+    lines = [
+        json.dumps(_stored(contract_cases.track("Title Liked"), type=kind)) for kind in ([], {})
+    ]
+    con.execute("create or replace temp table t (seq bigint, line varchar)")
+    con.executemany("insert into t values (?, ?)", list(enumerate(lines)))
+    rows = con.execute(
+        f"select reason, python from ({segment_sql.mapped_select(segment.load_mapping(), 'select * from t')})"  # noqa: E501
+    ).fetchall()
+    types = ", ".join(segment.CALL_TYPES)
+    assert rows == [(f"unmapped_event: call type missing is not one of {types}", False)] * 2
