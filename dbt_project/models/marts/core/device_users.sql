@@ -65,8 +65,9 @@ final as (
 
     from identified
     full outer join played
-        on identified.device_id = played.device_id
-        and identified.user_id = played.user_id
+        on
+            identified.device_id = played.device_id
+            and identified.user_id = played.user_id
 
 )
 
