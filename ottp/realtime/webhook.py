@@ -5,7 +5,7 @@ suppressed ones never reach it) and delivers each, in a background thread, to:
 
 - the CRM target of ``ottp sync`` (``ottp.crm.targets.target_from_url``: SQLite by
   default, PostgreSQL with ``CRM_DATABASE_URL``): table ``crm_live_triggers`` with
-  ``crm_triggers``' columns, created if missing, inserted once per ``trigger_id``
+  ``crm_triggers``' columns (not its row hash), created if missing, inserted once per ``trigger_id``
   (a repeat is ignored by the primary key);
 - the webhook ``OTTP_WEBHOOK_URL``, when set: a ``POST`` of the trigger as JSON with
   ``X-OTTP-Timestamp`` (Unix seconds) and ``X-OTTP-Signature: sha256=<hex>``, the
@@ -42,7 +42,9 @@ logger = logging.getLogger(__name__)
 
 TABLE = "crm_live_triggers"
 SPEC = TABLES_BY_NAME["crm_triggers"]
-COLUMNS = tuple(c.name for c in SPEC.columns)
+# crm_triggers' columns without the row hash, which only the batch sync's diff reads
+LIVE_COLUMNS = tuple(SPEC.hashed_columns)
+COLUMNS = tuple(c.name for c in LIVE_COLUMNS)
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -70,7 +72,7 @@ class CrmWriter:
     def insert(self, triggers: list[dict[str, Any]]) -> None:
         kind = self.target.kind
         qualified = self._qualified()
-        cols = [(c.name, c.type, c.nullable and c.name not in SPEC.key) for c in SPEC.columns]
+        cols = [(c.name, c.type, c.nullable and c.name not in SPEC.key) for c in LIVE_COLUMNS]
         mark = "?" if kind == "sqlite" else "%s"
         conflict = "insert or ignore into" if kind == "sqlite" else "insert into"
         tail = "" if kind == "sqlite" else " on conflict (trigger_id) do nothing"
@@ -78,7 +80,7 @@ class CrmWriter:
             f"{conflict} {qualified} ({', '.join(quote(c) for c in COLUMNS)}) "
             f"values ({', '.join(mark for _ in COLUMNS)}){tail}"
         )
-        rows = [tuple(self._value(t, c, kind) for c in SPEC.columns) for t in triggers]
+        rows = [tuple(self._value(t, c, kind) for c in LIVE_COLUMNS) for t in triggers]
         con = self.target.connect()
         try:
             cur = con.cursor()
