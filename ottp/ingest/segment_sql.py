@@ -97,12 +97,14 @@ class _Columns:
     """The select's columns, computed once per line, stage by stage (a stage reads earlier ones).
 
     Stage 0: ``p<i>``, the JSON text at each path the mapping reads (null when
-    absent), from one ``json_extract`` per line; later stages: named
+    absent), from one ``json_extract`` per line, and ``sv``, the strings at the
+    paths read as strings (one ``json_extract_string``); later stages: named
     expressions over them.
     """
 
     def __init__(self) -> None:
         self.paths: list[tuple[str, ...]] = []
+        self.string_paths: list[tuple[str, ...]] = []  # those read as strings too
         self.stages: list[dict[str, str]] = [{} for _ in range(7)]
         self.names: dict[tuple[int, str], str] = {}
 
@@ -126,11 +128,16 @@ class _Columns:
     def string(self, p: str, stage: int = 1) -> str:
         """The string a JSON text holds (null when it is not a string)."""
         if p.startswith("p") and p[1:].isdigit():  # a path's: from json_extract_string
-            return self.col(stage, f"case when {_is_str(p)} then sv[{p[1:]}] end")
+            steps = self.paths[int(p[1:]) - 1]
+            if steps not in self.string_paths:
+                self.string_paths.append(steps)
+            sv = f"sv[{self.string_paths.index(steps) + 1}]"
+            return self.col(stage, f"case when {_is_str(p)} then {sv} end")
         return self.col(stage, f"case when {_is_str(p)} then {p}::json->>'$' end")
 
-    def extract_sql(self) -> str:
-        return "[" + ", ".join(_lit(_json_path(p)) for p in self.paths) + "]"
+    def extract_sql(self, strings: bool = False) -> str:
+        paths = self.string_paths if strings else self.paths
+        return "[" + ", ".join(_lit(_json_path(p)) for p in paths) + "]"
 
     def objects_sql(self) -> str:
         """Every object a path goes through (the root included), for the duplicate-key check."""
@@ -435,7 +442,7 @@ def mapped_select(mapping: segment.TrackerMapping, source: str) -> str:
     ctes = [
         f"""x as (
             select seq, line, json_extract(line, {c.extract_sql()}) as v,
-                   json_extract_string(line, {c.extract_sql()}) as sv,
+                   json_extract_string(line, {c.extract_sql(strings=True)}) as sv,
                    coalesce(regexp_matches(line, {_lit(_TRAILING_COMMA)})
                    or (length(line) > {_MAX_INT_DIGITS}
                        and regexp_matches(line, '[0-9]{{1000}}'))
