@@ -121,7 +121,14 @@ class _Exceptions:
         raise jinja2.TemplateRuntimeError(message)
 
 
+class _Model:
+    """The calling model: no yml columns known here (macros/row_hash.sql hashes none)."""
+
+    columns: dict[str, Any] = {}
+
+
 var = _Var()
+model = _Model()
 ottp = _MacroNamespace()
 dbt = _Dbt()
 adapter = _Adapter()

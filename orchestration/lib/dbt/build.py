@@ -69,9 +69,11 @@ def _keep_parse(target_path: Path) -> None:
 
 
 def _table_relations() -> dict[dg.AssetKey, str]:
+    # schema.table without the catalog: the manifest's catalog is the stem of whichever
+    # warehouse file it was parsed for, the connection's is the one being built.
     manifest = json.loads(dbt_project.manifest_path.read_text())
     return {
-        translator.get_asset_key(node): node["relation_name"]
+        translator.get_asset_key(node): f'"{node["schema"]}"."{node["alias"]}"'
         for node in manifest["nodes"].values()
         if node["resource_type"] in ("model", "seed")
         and node["config"].get("materialized") != "view"
