@@ -286,3 +286,34 @@ def test_a_new_bundle_with_a_new_model_is_picked_up_while_requests_run(
     }
     switched = [i for i, (_, model, _) in enumerate(seen) if model == second_model]
     assert all(model == second_model for _, model, _ in seen[switched[0] + 2 :])
+
+
+def test_a_playback_sent_by_the_segment_sdk_changes_the_recommendations(server):
+    # The tracker's own client, unchanged: its Video Spec call reaches the live state
+    # through the same intake, and the next answer follows it.
+    from segment.analytics import Client
+
+    from tests.realtime.test_segment_api import CONTEXT
+
+    user = "u_0000003"
+    path = f"/v1/users/{user}/recommendations"
+    before = _titles(_get(server, path, k=10).json())
+    errors: list = []
+    client = Client(
+        server.api_key, host=server.url, upload_interval=0.05, max_retries=1,
+        on_error=lambda exc, batch: errors.append(exc),
+    )  # fmt: skip
+    started = datetime.now(UTC) - timedelta(minutes=5)
+    playback = {"session_id": f"pb_{user}", "content_asset_id": EPISODE, "total_length": 3000}
+    client.track(user, "Video Playback Started", {**playback, "position": 0}, {**CONTEXT},
+                 timestamp=started, anonymous_id=f"d_{user}")  # fmt: skip
+    client.track(user, "Video Content Playing", {**playback, "position": 60}, {**CONTEXT},
+                 timestamp=started + timedelta(seconds=60), anonymous_id=f"d_{user}")  # fmt: skip
+    client.flush()
+    client.shutdown()
+    assert errors == []
+    after = _get(server, path, k=10).json()
+    assert _titles(after) != before
+    assert EPISODE not in _titles(after)  # playing now
+    assert _titles(after)[0] == NEXT_EPISODE
+    assert after["items"][0]["reason_code"] == "next_episode"
