@@ -3,7 +3,9 @@
     .venv/bin/python benchmarks/bench_segment_files.py --users 1500 --days 7 --repeat 3
 
 Simulates the same events in both formats, then loads each into a fresh
-warehouse ``--repeat`` times, alternating the formats (side by side), and
+warehouse ``--repeat`` times, alternating the formats (side by side), the
+Segment files also with every line mapped in Python (``segment_python``: the
+loader as it was before the compiled mapping), and
 times the mapping alone both ways over the same lines: compiled into SQL
 (``segment_sql.mapped_select``, what the loader runs) and in Python
 (``segment_files.map_lines``, what the collector runs; the loader's fallback
@@ -29,11 +31,27 @@ from ottp.ingest import load, segment_files, segment_sql
 from ottp.simulator import simulate
 
 
+def _all_to_python(mapping: segment.TrackerMapping, source: str) -> str:
+    """A select that leaves every line to the Python mapping: the loader before SQL."""
+    return (
+        f"select seq, null::varchar as line, null::varchar as reason_code, "
+        f"null::varchar as reason, true as python from ({source})"
+    )
+
+
 def _load_once(root: Path, fmt: str, run: int) -> tuple[float, int]:
+    """One load of a format's files; ``segment_python`` maps every line in Python."""
+    folder = "segment" if fmt == "segment_python" else fmt
     warehouse = root / f"{fmt}-{run}.duckdb"
-    started = time.perf_counter()
-    report = load.load_landing(warehouse, root / fmt)
-    seconds = time.perf_counter() - started
+    compiled = segment_sql.mapped_select
+    if fmt == "segment_python":
+        segment_sql.mapped_select = _all_to_python
+    try:
+        started = time.perf_counter()
+        report = load.load_landing(warehouse, root / folder)
+        seconds = time.perf_counter() - started
+    finally:
+        segment_sql.mapped_select = compiled
     warehouse.unlink()
     assert report.reconciles
     return seconds, report.lines_in
@@ -83,11 +101,11 @@ def main(argv: list[str] | None = None) -> int:
             for path in sorted((root / "segment" / "segment").rglob("*.json.gz"))
             for line in gzip.open(path, "rt", encoding="utf-8")
         ]
-        names = ("native", "segment", "map_sql", "map_python")
+        names = ("native", "segment", "segment_python", "map_sql", "map_python")
         seconds: dict[str, list[float]] = {name: [] for name in names}
         lines_in = {}
         for run in range(args.repeat):
-            for fmt in ("native", "segment"):
+            for fmt in ("native", "segment", "segment_python"):
                 took, lines_in[fmt] = _load_once(root, fmt, run)
                 seconds[fmt].append(took)
             took, flagged = _map_sql(lines)
