@@ -317,6 +317,7 @@ def map_message(
         return Outcome(index, None, "rejected", None, "not_an_object", "not_an_object: message")
     message_id = message.get("messageId")
     call = message.get("type")
+    call = call if isinstance(call, str) else None  # a list or an object names no call
     try:
         if call in SKIPPED_CALLS:
             raise _Reject(NO_CONTRACT_EVENT, SKIPPED_CALLS[call])

@@ -100,6 +100,10 @@ def test_named_events_without_a_contract_event_are_skipped_and_unknown_ones_reje
     odd = one({**track("Title Liked"), "type": "telemetry"})
     assert odd.reason_code == "unmapped_event" and "'telemetry'" in odd.reason
     assert one(["not", "a", "message"]).reason_code == "not_an_object"
+    for not_a_name in (["track"], {"track": 1}, 7):  # unhashable or not text: no call type
+        bad = one({**track("Title Liked"), "type": not_a_name})
+        assert (bad.status, bad.reason_code) == ("rejected", "unmapped_event")
+        assert "call type missing" in bad.reason
 
 
 def test_page_and_screen_calls_are_page_views_named_by_the_mapping():

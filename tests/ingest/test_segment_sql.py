@@ -261,3 +261,13 @@ def test_a_call_type_that_is_a_list_or_an_object_is_rejected_with_a_reason(con):
     ).fetchall()
     types = ", ".join(segment.CALL_TYPES)
     assert rows == [(f"unmapped_event: call type missing is not one of {types}", False)] * 2
+
+
+def test_a_call_type_that_is_not_text_is_rejected_alike(con):
+    from tests.contract.test_segment import track
+
+    shapes = (["track"], {"track": 1}, 7, True, None, "Track")
+    lines = [json.dumps(_stored({**track("Title Liked"), "type": t})) for t in shapes]
+    python, rows = _both(con, lines, segment.load_mapping())
+    assert _assert_same(python, rows, lines) == []
+    assert {r[2] for r in rows} == {"unmapped_event"}
