@@ -79,6 +79,7 @@ def test_every_defect_fails_its_expectation_with_sample_rows(tmp_path):
             where user_id = 'u_0007' and rank = 1;
         update exports.crm_recommendations set rank = 1 where user_id = 'u_0008' and rank = 2;
         insert into exports.crm_recommendations
+            (user_id, rank, title_id, title_name, score, reason, reason_title_id)
             select 'u_0009', 5 + i, 't_' || (100 + i), 'x', 0.1, 'r', null
             from range(1, 60) as t(i);
         -- similar titles: one outside the catalog, one similar to itself
