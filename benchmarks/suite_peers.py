@@ -234,9 +234,9 @@ def _delete_and_insert(source: Path, lite) -> int:
             f'cast("{c.name}" as varchar)' if c.type == "timestamp" else f'"{c.name}"'
             for c in spec.columns
         )
-        marks = ", ".join("?" for _ in range(len(names) + 1))
+        marks = ", ".join("?" for _ in names)  # the row hash is the contract's last column
         lite.execute(f'delete from "{spec.name}"')
-        cur = duck.execute(f"select {cols}, 0 from exports.{spec.name}")
+        cur = duck.execute(f"select {cols} from exports.{spec.name}")
         while batch := cur.fetchmany(100_000):
             lite.executemany(f'insert into "{spec.name}" values ({marks})', batch)
             rows += len(batch)
