@@ -24,19 +24,14 @@ read once (``lines == loaded + duplicates + rejected``). The dbt model
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import duckdb
-
 from ottp.contract import segment
-from ottp.ingest.live_triggers import _lines as file_lines
-from ottp.warehouse import LOCK_WAIT_S, connect
+from ottp.ingest import side_files
+from ottp.warehouse import LOCK_WAIT_S
 
 KIND = "identities"
 FIELDS = ("message_id", "user_id", "device_id", "identified_at", "received_at")
@@ -159,102 +154,27 @@ select *, split_part(reason, ':', 1) as reason_code from checked
 """
 
 
-@dataclass
-class IdentityReport:
-    """What one load did, in total."""
-
-    files_loaded: int = 0
-    files_skipped: int = 0
-    lines: int = 0
-    loaded: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    rejected_by_reason: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def reconciles(self) -> bool:
-        return self.lines == self.loaded + self.duplicates + self.rejected
+IDENTITY_FILES = side_files.SideFiles(
+    kind=KIND,
+    ddl=DDL,
+    checked=_CHECKED,
+    table="raw.identities",
+    key="message_id",
+    insert_columns="message_id, user_id, device_id, timezone('UTC', identified_ts), "
+    "timezone('UTC', received_ts), ?, now()",
+    rejected_table="raw.rejected_identities",
+    files_table="raw.identity_files",
+)
+IdentityReport = side_files.SideFileReport
 
 
 def discover(landing_dir: Path) -> list[Path]:
     """The closed identity files (an open one ends ``.open`` and is read once closed)."""
-    root = Path(landing_dir) / KIND
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.glob("date=*/*") if p.is_file() and p.name.endswith(".ndjson.gz"))
+    return side_files.discover(landing_dir, KIND)
 
 
 def load_identities(
     warehouse_path: Path, landing_dir: Path, wait_s: float = LOCK_WAIT_S
 ) -> IdentityReport:
     """Load every identity file not loaded yet; one transaction for the whole run."""
-    report = IdentityReport()
-    con = connect(warehouse_path, wait_s=wait_s)
-    try:
-        con.execute(DDL)
-        known = {r[0] for r in con.execute("select file_name from raw.identity_files").fetchall()}
-        con.execute("begin transaction")
-        for path in discover(landing_dir):
-            name = f"{path.parent.name}/{path.name}"
-            if name in known:
-                report.files_skipped += 1
-                continue
-            _load_file(con, path, name, report)
-        con.execute("commit")
-    except BaseException:
-        with contextlib.suppress(duckdb.Error):
-            con.execute("rollback")  # nothing of this run stays; the next run redoes it
-        raise
-    finally:
-        con.close()
-    return report
-
-
-def _load_file(con: duckdb.DuckDBPyConnection, path: Path, name: str, report: IdentityReport):
-    data = path.read_bytes()
-    lines, damaged = file_lines(data)
-    con.execute(f"create or replace temp table checked as {_CHECKED}", {"lines": lines})
-    con.execute(
-        "insert into raw.rejected_identities select ?, line_number, reason_code, reason, now() "
-        "from checked where reason is not null",
-        [name],
-    )
-    loaded = con.execute(
-        """
-        insert into raw.identities
-        select message_id, user_id, device_id,
-            timezone('UTC', identified_ts), timezone('UTC', received_ts), ?, now()
-        from checked
-        where reason is null and message_id not in (select message_id from raw.identities)
-        qualify row_number() over (partition by message_id order by line_number) = 1
-        """,
-        [name],
-    ).fetchall()[0][0]
-    by_reason = dict(
-        con.execute(
-            "select reason_code, count(*) from checked where reason is not null group by 1"
-        ).fetchall()
-    )
-    lines_n = len(lines)
-    dupes = lines_n - loaded - sum(by_reason.values())
-    if damaged:
-        # what follows the last whole line cannot be read: one rejected row, counted as a line
-        lines_n += 1
-        by_reason["damaged_gzip"] = by_reason.get("damaged_gzip", 0) + 1
-        con.execute(
-            "insert into raw.rejected_identities values (?, ?, 'damaged_gzip', "
-            "'damaged_gzip: bytes after the last complete line do not decompress', now())",
-            [name, lines_n],
-        )
-    rejected = sum(by_reason.values())
-    for code, n in by_reason.items():
-        report.rejected_by_reason[code] = report.rejected_by_reason.get(code, 0) + n
-    con.execute(
-        "insert into raw.identity_files values (?, ?, ?, ?, ?, ?, ?, now())",
-        [name, str(path), hashlib.sha256(data).hexdigest(), lines_n, loaded, dupes, rejected],
-    )
-    report.files_loaded += 1
-    report.lines += lines_n
-    report.loaded += loaded
-    report.duplicates += dupes
-    report.rejected += rejected
+    return side_files.load(IDENTITY_FILES, warehouse_path, landing_dir, wait_s)

@@ -22,16 +22,10 @@ md5(user_id|scenario|subject_id), so a line cannot claim another trigger's id.
 
 from __future__ import annotations
 
-import contextlib
-import gzip
-import hashlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
-
-from ottp.realtime.landing_writer import salvage
-from ottp.warehouse import LOCK_WAIT_S, connect
+from ottp.ingest import side_files
+from ottp.warehouse import LOCK_WAIT_S
 
 KIND = "triggers"
 
@@ -147,121 +141,28 @@ from typed
 """
 
 
-@dataclass
-class LiveTriggerReport:
-    """What one load did, file by file and in total."""
-
-    files_loaded: int = 0
-    files_skipped: int = 0
-    lines: int = 0
-    loaded: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    rejected_by_reason: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def reconciles(self) -> bool:
-        return self.lines == self.loaded + self.duplicates + self.rejected
+LIVE_TRIGGER_FILES = side_files.SideFiles(
+    kind=KIND,
+    ddl=DDL,
+    checked=_CHECKED,
+    table="raw.live_triggers",
+    key="trigger_id",
+    insert_columns="trigger_id, user_id, scenario, subject_type, subject_id, subject_name, "
+    "category, cancel_reason, cancel_reason_description, is_cancel_reason_addressable, "
+    "is_suppressed, occurred_at, fired_at, ?, now()",
+    rejected_table="raw.rejected_live_triggers",
+    files_table="raw.live_trigger_files",
+)
+LiveTriggerReport = side_files.SideFileReport
 
 
 def discover(landing_dir: Path) -> list[Path]:
     """The closed trigger files (an open one ends ``.open`` and is read once closed)."""
-    root = Path(landing_dir) / KIND
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.glob("date=*/*") if p.is_file() and p.name.endswith(".ndjson.gz"))
-
-
-def _lines(data: bytes) -> tuple[list[str], bool]:
-    """The lines of the file's complete gzip members (and the whole lines of a cut one);
-    True when bytes were left over (a damaged or cut file)."""
-    good, tail = salvage(data)
-    text = b""
-    if good:
-        text = gzip.decompress(data[:good])
-    lines = (text + tail).decode("utf-8", errors="replace").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # the last line's end
-    return lines, good != len(data)
+    return side_files.discover(landing_dir, KIND)
 
 
 def load_live_triggers(
     warehouse_path: Path, landing_dir: Path, wait_s: float = LOCK_WAIT_S
 ) -> LiveTriggerReport:
     """Load every trigger file not loaded yet; one transaction for the whole run."""
-    report = LiveTriggerReport()
-    con = connect(warehouse_path, wait_s=wait_s)
-    try:
-        con.execute(DDL)
-        known = {
-            r[0] for r in con.execute("select file_name from raw.live_trigger_files").fetchall()
-        }
-        con.execute("begin transaction")
-        for path in discover(landing_dir):
-            name = f"{path.parent.name}/{path.name}"
-            if name in known:
-                report.files_skipped += 1
-                continue
-            _load_file(con, path, name, report)
-        con.execute("commit")
-    except BaseException:
-        with contextlib.suppress(duckdb.Error):
-            con.execute("rollback")  # nothing of this run stays; the next run redoes it
-        raise
-    finally:
-        con.close()
-    return report
-
-
-def _load_file(
-    con: duckdb.DuckDBPyConnection, path: Path, name: str, report: LiveTriggerReport
-) -> None:
-    data = path.read_bytes()
-    lines, damaged = _lines(data)
-    con.execute(f"create or replace temp table checked as {_CHECKED}", {"lines": lines})
-    con.execute(
-        "insert into raw.rejected_live_triggers select ?, line_number, reason_code, reason, "
-        "now() from checked where reason_code is not null",
-        [name],
-    )
-    loaded = con.execute(
-        """
-        insert into raw.live_triggers
-        select trigger_id, user_id, scenario, subject_type, subject_id, subject_name,
-            category, cancel_reason, cancel_reason_description,
-            is_cancel_reason_addressable, is_suppressed, occurred_at, fired_at, ?, now()
-        from checked
-        where reason_code is null
-            and trigger_id not in (select trigger_id from raw.live_triggers)
-        qualify row_number() over (partition by trigger_id order by line_number) = 1
-        """,
-        [name],
-    ).fetchall()[0][0]
-    by_reason = dict(
-        con.execute(
-            "select reason_code, count(*) from checked where reason_code is not null group by 1"
-        ).fetchall()
-    )
-    lines_n = len(lines)
-    dupes = lines_n - loaded - sum(by_reason.values())
-    if damaged:
-        # what follows the last whole line cannot be read: one rejected row, counted as a line
-        lines_n += 1
-        by_reason["damaged_gzip"] = by_reason.get("damaged_gzip", 0) + 1
-        con.execute(
-            "insert into raw.rejected_live_triggers values (?, ?, 'damaged_gzip', "
-            "'damaged_gzip: bytes after the last complete line do not decompress', now())",
-            [name, lines_n],
-        )
-    rejected = sum(by_reason.values())
-    for code, n in by_reason.items():
-        report.rejected_by_reason[code] = report.rejected_by_reason.get(code, 0) + n
-    con.execute(
-        "insert into raw.live_trigger_files values (?, ?, ?, ?, ?, ?, ?, now())",
-        [name, str(path), hashlib.sha256(data).hexdigest(), lines_n, loaded, dupes, rejected],
-    )
-    report.files_loaded += 1
-    report.lines += lines_n
-    report.loaded += loaded
-    report.duplicates += dupes
-    report.rejected += rejected
+    return side_files.load(LIVE_TRIGGER_FILES, warehouse_path, landing_dir, wait_s)
