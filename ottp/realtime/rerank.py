@@ -228,6 +228,9 @@ class LiveRecommender:
         self.model = model
         self.weights = weights or RerankWeights()
         self._w = self.weights.vector()
+        # per title, as Python lists: the id and the name a reason shows (read per item)
+        self._ids = [str(t) for t in model.title_ids]
+        self._names = [model.name(i) for i in range(model.n_titles)]
 
     # ------------------------------------------------------------------ public
 
@@ -242,10 +245,17 @@ class LiveRecommender:
         contrib = feats * self._w[None, :]
         score = contrib.sum(axis=1)
         top = np.lexsort((cand, -score))[: int(k)]
-        liked = self._closest_liked(cand[top], req.liked)
+        titles = cand[top]
+        liked = self._closest_liked(titles, req.liked)
         items = [
-            self._item(int(cand[j]), float(score[j]), contrib[j], scorer, int(liked[n]))
-            for n, j in enumerate(top)
+            self._item(i, s, feature, scorer, closest)
+            for i, s, feature, closest in zip(
+                titles.tolist(),
+                score[top].tolist(),
+                _reason_features(contrib[top]),
+                liked.tolist(),
+                strict=True,
+            )
         ]
         info = RequestInfo(req.unknown, int(len(cand) + n_filtered), n_filtered, req.user_row >= 0)
         return items, info
@@ -269,26 +279,25 @@ class LiveRecommender:
     # ------------------------------------------------------------------ reasons
 
     def _item(
-        self, i: int, score: float, contrib: np.ndarray, scorer: _Scorer, liked: int
+        self, i: int, score: float, feature: str, scorer: _Scorer, liked: int
     ) -> RecommendedItem:
-        m, req = self.model, scorer.req
-        feature = _reason_feature(contrib)
-        y = m.name(i)
+        """Title ``i`` with its score and the reason its ``feature`` gives."""
+        names, req = self._names, scorer.req
         if feature in ("batch", "model"):
-            code, x = ("liked", m.name(liked)) if liked >= 0 else ("for_you", "")
+            code, x = ("liked", names[liked]) if liked >= 0 else ("for_you", "")
         elif feature == "transitions":
-            code, x = "viewers_next", m.name(scorer.transition_from.get(i, req.now))
+            code, x = "viewers_next", names[scorer.transition_from.get(i, req.now)]
         elif feature == "sknn":
             now = req.now if req.now >= 0 else int(req.sequence[-1])
-            code, x = "watching_now", m.name(now)
+            code, x = "watching_now", names[now]
         elif feature == "next_episode":
-            code, x = "next_episode", m.name(req.now)  # the catalog names episodes, not series
+            code, x = "next_episode", names[req.now]  # the catalog names episodes, not series
         elif feature == "continue":
             code, x = "continue", ""
         else:
             code, x = "trending", ""
-        text = REASONS[code].format(x=x, y=y)
-        return RecommendedItem(str(m.title_ids[i]), round(score, 6), code, text)
+        text = REASONS[code].format(x=x, y=names[i])
+        return RecommendedItem(self._ids[i], round(score, 6), code, text)
 
     def _closest_liked(self, items: np.ndarray, liked: np.ndarray) -> np.ndarray:
         """Per title, the liked title most similar to it (-1 when none is liked)."""
@@ -356,7 +365,8 @@ class LiveRecommender:
             blocked[rows] = True
         if now is not None:
             blocked[now] = True
-        in_progress = np.setdiff1d(in_progress, np.concatenate([completed, disliked]))
+        if len(in_progress):
+            in_progress = np.setdiff1d(in_progress, np.concatenate([completed, disliked]))
         return _Request(
             user_row=user_row,
             sequence=sequence,
@@ -375,15 +385,20 @@ class LiveRecommender:
         return h.indices[h.indptr[row] : h.indptr[row + 1]].astype(np.int64)
 
 
-def _reason_feature(contrib: np.ndarray) -> str:
-    """Continue watching, then next episode, name themselves; else the feature that
-    contributes most (trending when none does)."""
-    for name in ("continue", "next_episode"):
-        if contrib[FEATURES.index(name)] > 0:
-            return name
-    if contrib.max(initial=0.0) <= 0:
-        return "trending"
-    return FEATURES[int(np.argmax(contrib))]
+_CONTINUE, _NEXT_EPISODE = FEATURES.index("continue"), FEATURES.index("next_episode")
+
+
+def _reason_features(contrib: np.ndarray) -> list[str]:
+    """Per row of contributions, the feature its reason names: continue watching, then
+    next episode, name themselves; else the feature that contributes most (trending when
+    none does)."""
+    if len(contrib) == 0:
+        return []
+    best = np.argmax(contrib, axis=1)
+    best[np.max(contrib, axis=1, initial=0.0) <= 0] = -1
+    best[contrib[:, _NEXT_EPISODE] > 0] = _NEXT_EPISODE
+    best[contrib[:, _CONTINUE] > 0] = _CONTINUE
+    return [FEATURES[b] if b >= 0 else "trending" for b in best.tolist()]
 
 
 def _interaction_value(it: Interaction) -> float | None:
@@ -397,9 +412,13 @@ def _interaction_value(it: Interaction) -> float | None:
     return KIND_VALUE.get(it.kind)
 
 
-def _scaled(x: np.ndarray) -> np.ndarray:
-    top = float(np.max(x, initial=0.0))
-    return x / top if top > 0 else np.zeros_like(x)
+def _scaled_columns(x: np.ndarray) -> np.ndarray:
+    """Each column over its maximum (a column whose maximum is not positive: zeros)."""
+    top = np.max(x, axis=0, initial=0.0)
+    positive = top > 0
+    out = x / np.where(positive, top, 1.0).astype(x.dtype)
+    out[:, ~positive] = 0.0
+    return out
 
 
 def _row(m, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -462,9 +481,7 @@ class _Scorer:
             col = FEATURES.index(name)
             feats[np.searchsorted(cand, items), col] = scores
         feats[:, 1] = np.maximum(self._model_scores(cand, fold_vec, fold_sparse), 0)
-        for col in range(len(FEATURES)):
-            feats[:, col] = _scaled(feats[:, col])
-        return cand, feats
+        return cand, _scaled_columns(feats)
 
     def _model_pool(self, fold_sparse) -> None:
         """The model's own candidates: the titles most similar to the session's latest
@@ -558,10 +575,8 @@ def _factor_fold_in(m: ServingModel, idx: np.ndarray, val: np.ndarray) -> np.nda
     if m.spec.kind != "als":
         pos = val > 0
         return f[idx[pos]].mean(axis=0) if pos.any() else np.zeros(f.shape[1], f.dtype)
-    p = m.spec.params
-    c = val.astype(np.float32) * np.float32(p["alpha"])
+    c = val.astype(np.float32) * np.float32(m.spec.params["alpha"])
     y = f[idx]
-    a = m.yty + float(p["regularization"]) * np.eye(f.shape[1])
-    a += ((y * (np.abs(c) - 1.0)[:, None]).T @ y).astype(np.float64)
+    a = m.fold_in_base + ((y * (np.abs(c) - 1.0)[:, None]).T @ y).astype(np.float64)
     b = (y.T @ np.where(c > 0, c, 0.0)).astype(np.float64)
     return np.linalg.solve(a, b).astype(np.float32)

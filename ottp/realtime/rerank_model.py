@@ -88,6 +88,15 @@ class ServingModel:
         return None if f is None else (f.T.astype(np.float64) @ f.astype(np.float64))
 
     @cached_property
+    def fold_in_base(self) -> np.ndarray | None:
+        """ALS: ``Y^T Y + regularization I``, the part of every fold-in's system that does
+        not depend on the history."""
+        if self.yty is None or self.spec.kind != "als":
+            return None
+        reg = float(self.spec.params["regularization"])
+        return self.yty + reg * np.eye(self.yty.shape[0])
+
+    @cached_property
     def unit_factors(self) -> np.ndarray | None:
         f = self.model.item_factors
         if f is None:
@@ -105,7 +114,8 @@ class ServingModel:
     def warm(self) -> ServingModel:
         """Compute the lookups requests read (id maps, YtY, unit factors, trending
         order) now rather than in a first request."""
-        _ = self.title_index, self.user_index, self.yty, self.unit_factors, self.trending_order
+        _ = self.title_index, self.user_index, self.yty, self.fold_in_base
+        _ = self.unit_factors, self.trending_order
         return self
 
     def name(self, i: int) -> str:
