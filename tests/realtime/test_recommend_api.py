@@ -216,6 +216,60 @@ def test_auth_unknown_and_deleted_users_and_k_bounds(server, recommend_warehouse
     assert _get(server, "/v1/users/" + "u" * 201 + "/recommendations").status_code == 422
 
 
+def test_the_plain_path_answers_as_the_declared_handler(server):
+    """A plain request (X-API-Key) is answered without FastAPI's parameter machinery; a
+    Bearer key, or a k in another spelling, goes through FastAPI's handler. Same answers."""
+    bearer = {"Authorization": f"Bearer {server.api_key}"}
+    for path in (f"/v1/users/{USER}/recommendations", "/v1/devices/d_plain/recommendations"):
+        for k in (None, 1, 7, 100):
+            params = {} if k is None else {"k": k}
+            plain = _get(server, path, **params)
+            declared = server.session.get(
+                server.url + path, params=params, headers=bearer, timeout=10
+            )
+            assert plain.status_code == declared.status_code == 200
+            a, b = plain.json(), declared.json()
+            assert a.pop("generated_at") and b.pop("generated_at")
+            assert a == b
+            assert 0 < len(a["items"]) <= (k or recommend_api.DEFAULT_K)
+        # spellings FastAPI coerces or refuses: answered by FastAPI, as before
+        for k in ("07", "+7", " 7", "7.0", "1e1", "٧", "101", "0"):
+            answer = _get(server, path, k=k)
+            declared = server.session.get(
+                server.url + path, params={"k": k}, headers=bearer, timeout=10
+            )
+            assert answer.status_code == declared.status_code, k
+        repeated = server.session.get(
+            f"{server.url}{path}?k=3&k=5", headers=server.headers(), timeout=10
+        )
+        assert repeated.status_code == 200 and len(repeated.json()["items"]) == 5
+
+
+def test_plain_arguments_leave_every_other_request_to_fastapi():
+    from types import SimpleNamespace
+    from urllib.parse import urlencode
+
+    def request(key: str | None, query: dict | str = "", expected: str | None = "key", **path):
+        headers = [] if key is None else [(b"x-api-key", key.encode())]
+        query = query if isinstance(query, str) else urlencode(query, doseq=True)
+        app = SimpleNamespace(state=SimpleNamespace(api_key=expected))
+        scope = {"type": "http", "headers": headers, "query_string": query.encode(),
+                 "path_params": path, "app": app}  # fmt: skip
+        return recommend_api._plain_arguments(recommend_api.Request(scope))
+
+    assert request("key", user_id="u_1") == {"user_id": "u_1", "k": 10}
+    assert request("key", {"k": 25}, device_id="d") == {"device_id": "d", "k": 25}
+    assert request(None, {"k": 100}, expected=None, user_id="u") == {"user_id": "u", "k": 100}
+    for key in (None, "", "wrong", "key "):
+        assert request(key, user_id="u_1") is None, key
+    for k in ("0", "07", "101", "+7", "-1", " 7", "7.0", "ten", "٧", "", "1000"):
+        assert request("key", {"k": k}, user_id="u_1") is None, k
+    assert request("key", "k=3&k=5", user_id="u_1") is None
+    assert request("key", user_id="") is None
+    assert request("key", user_id="u" * 201) is None
+    assert request("key", user_id="u" * 200) == {"user_id": "u" * 200, "k": 10}
+
+
 def _await(condition, timeout_s: float = 20.0):
     """Call ``condition`` until it returns a true value (each call is a request)."""
     deadline = time.monotonic() + timeout_s
