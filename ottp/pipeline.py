@@ -131,7 +131,8 @@ def summary(s: config.Settings | None = None) -> dict:
     try:
         tables = con.execute(
             "select table_schema, table_name from information_schema.tables "
-            "where table_schema in ('marts', 'exports', 'ml') and table_type = 'BASE TABLE' "
+            "where table_schema in ('marts', 'exports', 'ml') "
+            "and table_type in ('BASE TABLE', 'VIEW') "
             "order by 1, 2"
         ).fetchall()
         rows = {

@@ -60,7 +60,8 @@ def publish(
     schemas: tuple[str, ...] = SNAPSHOT_SCHEMAS,
     run_id: str | None = None,
 ) -> SnapshotReport:
-    """Copy every table of ``schemas`` into a new snapshot file and rename it into place."""
+    """Copy every table and view of ``schemas`` into a new snapshot file (views as tables)
+    and rename it into place."""
     s = config.settings()
     warehouse_path = Path(warehouse_path or s.warehouse_path)
     snapshot_path = Path(snapshot_path or s.bi_snapshot_path)
@@ -73,7 +74,8 @@ def publish(
     try:
         tables = con.execute(
             "select table_schema, table_name from information_schema.tables "
-            "where table_catalog = current_database() and table_type = 'BASE TABLE' "
+            # views too (marts.plays, marts.sessions): the snapshot stores their rows
+            "where table_catalog = current_database() and table_type in ('BASE TABLE', 'VIEW') "
             "and list_contains($schemas, table_schema) order by 1, 2",
             {"schemas": list(schemas)},
         ).fetchall()

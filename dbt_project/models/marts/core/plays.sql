@@ -1,37 +1,23 @@
 -- Plays with the session they started in; plays in likely-bot sessions are
--- left out with those sessions.
+-- left out with those sessions, and so are titles outside the catalog. The
+-- rows are kept incrementally in int_plays_in_sessions; this is the filter
+-- over them, a view, so a play whose session turns out to be a bot leaves the
+-- mart as soon as that table flags it, and a title's category is the
+-- catalog's current one. On Spark it is a table: readers of a Spark
+-- warehouse read its Parquet files.
+{{ config(materialized=('table' if target.type == 'spark' else 'view')) }}
+
 with
 
-plays as (
+plays_in_sessions as (
 
-    select * from {{ ref('int_plays') }}
-
-),
-
-sessions as (
-
-    select * from {{ ref('int_sessions') }}
+    select * from {{ ref('int_plays_in_sessions') }}
 
 ),
 
 titles as (
 
     select * from {{ ref('int_titles') }}
-
-),
-
-plays_in_sessions as (
-
-    select
-        plays.*,
-        sessions.session_id,
-        coalesce(sessions.is_likely_bot, false) as is_in_bot_session
-    from plays
-    left join sessions
-        on
-            plays.user_id = sessions.actor_id
-            and plays.started_at >= sessions.started_at
-            and plays.started_at <= sessions.ended_at
 
 ),
 

@@ -1,4 +1,8 @@
--- Sessions for BI and the recommender; likely bots are left out.
+-- Sessions for BI and the recommender; likely bots are left out. A filter
+-- over the incremental int_sessions, so a view (a table on Spark, whose
+-- readers read its Parquet files).
+{{ config(materialized=('table' if target.type == 'spark' else 'view')) }}
+
 with
 
 sessions as (
