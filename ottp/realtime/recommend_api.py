@@ -27,8 +27,8 @@ used. No id is logged.
 The routes run in the event loop, not in the thread pool: the work is about half a
 millisecond of CPU (numpy over a few hundred candidates), and a hand-off to a pool
 thread and back costs more under load than it saves (two GIL hand-offs per
-request). Only a view of the Redis state, a network round trip, is read in the
-thread pool. The answer is encoded with orjson; ``Recommendations`` documents it.
+request). A view of the Redis state, a network round trip, is awaited, never waited
+for in the loop. The answer is encoded with orjson; ``Recommendations`` documents it.
 
 The plain request, the key in ``X-API-Key``, an id of 1 to 200 characters and ``k``
 absent or written as a number from 1 to 100, is answered without FastAPI's
@@ -141,13 +141,17 @@ def _bundle_with_model(request: Request) -> Bundle:
 
 
 async def _view(request: Request, actor_id: str) -> ActorView | None:
-    """The actor's live view: read here for the embedded state (a dict lookup), in the
-    thread pool for Redis (a round trip must not hold the event loop)."""
+    """The actor's live view: read here for the embedded state (a dict lookup); from
+    Redis, awaited in the event loop when the state can (``view_async``: no thread hop,
+    a round trip must not hold the loop), else in the thread pool."""
     live = getattr(request.app.state, "live", None)
     if live is None:
         return None
     if live.backend == "memory":
         return live.view(actor_id)
+    view_async = getattr(live, "view_async", None)
+    if view_async is not None:
+        return await view_async(actor_id)
     return await run_in_threadpool(live.view, actor_id)
 
 

@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import requests
 
 from benchmarks.bench_recommend import promote_synthetic_model
 from ottp import config
@@ -268,6 +269,68 @@ def test_plain_arguments_leave_every_other_request_to_fastapi():
     assert request("key", user_id="") is None
     assert request("key", user_id="u" * 201) is None
     assert request("key", user_id="u" * 200) == {"user_id": "u" * 200, "k": 10}
+
+
+# Redis for the tests below: its own database on the local server, flushed before and after
+REDIS_URL = "redis://127.0.0.1:6379/14"
+
+
+@pytest.fixture
+def redis_db():
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+def test_the_redis_view_awaited_in_the_loop_is_the_threads_view(redis_db):
+    import asyncio
+
+    from ottp.realtime.redis_state import ResilientState
+
+    state = ResilientState(REDIS_URL)
+    try:
+        state.apply([*playing(USER, EPISODE), event("like", USER, "t_00030", 90)])
+        assert state.backend == "redis"
+
+        async def views(actor: str):
+            return await state.view_async(actor), await state.view_async(actor)
+
+        for actor in (USER, "u_nobody"):
+            assert asyncio.run(views(actor)) == (state.view(actor), state.view(actor))
+        assert asyncio.run(views(USER))[0].current_title == EPISODE
+        # a read that fails in the loop is made again in a thread (which falls back as
+        # view() does): here the loop's client points at a closed port
+        state._async_client = None
+        state.url = "redis://127.0.0.1:1/14"
+        assert asyncio.run(views(USER))[0] == state.view(USER)
+    finally:
+        state.close()
+
+
+def test_two_workers_share_the_redis_state_and_both_serve(
+    realtime_server, recommend_warehouse, redis_db
+):
+    """``ottp serve --workers 2`` on Redis: whichever worker a connection reaches, a play
+    taken in by one shows in the next answer; each worker loaded the bundle."""
+    server = realtime_server(
+        env={"OTTP_BUNDLE_DIR": str(recommend_warehouse.bundle_dir), "OTTP_REDIS_URL": REDIS_URL},
+        args=("--workers", "2"),
+    )
+    _await(lambda: server.log().count("Application startup complete") >= 2, timeout_s=120)
+    assert server.log().count("serving bundle") >= 2
+    user, path = "u_0000004", "/v1/users/u_0000004/recommendations"
+    assert server.post_events(playing(user, EPISODE)).status_code == 200
+    for _ in range(20):  # a new connection each time: the kernel picks the worker
+        answer = requests.get(server.url + path, headers=server.headers(), timeout=10)
+        assert answer.status_code == 200
+        assert _titles(answer.json())[0] == NEXT_EPISODE and EPISODE not in _titles(answer.json())
 
 
 def _await(condition, timeout_s: float = 20.0):
