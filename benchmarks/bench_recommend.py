@@ -2,7 +2,7 @@
 
     python benchmarks/bench_recommend.py [--users 100000] [--titles 20000]
         [--rates 100,500] [--seconds 20] [--intake-rate 2000] [--viewers 100]
-        [--k 10] [--seed 7] [--json]
+        [--k 10] [--seed 7] [--workers 1] [--redis] [--json]
 
 **Bundle.** :func:`synthetic_warehouse` writes, with DuckDB and numpy (no loop per
 user or title), just the relations ``publish_bundle`` and the serving model read:
@@ -16,8 +16,12 @@ in a model registry and promotes it. ``publish_bundle`` then writes the bundle
 with its serving model, the code path of the Dagster asset.
 
 **Server.** A real ``ottp serve`` (subprocess, its own temporary OTTP_DATA_DIR,
-embedded live state, one worker) with ``OPENBLAS_NUM_THREADS``,
-``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` at 1: BLAS pinned to one thread.
+``--workers`` processes, default one) with ``OPENBLAS_NUM_THREADS``,
+``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` at 1: BLAS pinned to one thread. The
+live state is embedded, or with ``--redis`` (implied by ``--workers`` over 1, where
+the workers must share it) in a private ``redis-server`` the benchmark starts on a
+free port, without persistence, and stops after. The server's CPU share counts
+every process of the server (the workers too); Redis's is reported beside it.
 
 **Load.** Open loop, at a fixed rate: a request is due every 1/rate seconds
 whether or not the previous ones were answered; its latency counts from when it was
@@ -258,18 +262,57 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class RedisServer:
+    """A private ``redis-server`` on a free port, no persistence; stopped by :meth:`stop`."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = _free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        import redis
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        cmd += ["--save", "", "--appendonly", "no", "--dir", str(self.data_dir)]
+        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                if client.ping():
+                    return self
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        self.stop()
+        raise SystemExit("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
+
+
 class Server:
     """``ottp serve`` in a subprocess on its own data folder, BLAS on one thread."""
 
-    def __init__(self, data_dir: Path, bundle_dir: Path) -> None:
+    def __init__(
+        self, data_dir: Path, bundle_dir: Path, workers: int = 1, redis_url: str | None = None
+    ) -> None:
         self.data_dir = data_dir
+        self.workers = workers
         self.port = _free_port()
         self.env = config.child_env(
             {
                 "OTTP_DATA_DIR": str(data_dir),
                 "OTTP_LANDING_DIR": None,
                 "OTTP_API_KEY": API_KEY,
-                "OTTP_REDIS_URL": None,
+                "OTTP_REDIS_URL": redis_url,
                 "OTTP_BUNDLE_DIR": str(bundle_dir),
                 "OTTP_WEBHOOK_URL": None,
                 **{name: "1" for name in BLAS_THREADS},
@@ -288,6 +331,8 @@ class Server:
             "127.0.0.1",
             "--port",
             str(self.port),
+            "--workers",
+            str(self.workers),
         ]
         with open(self.data_dir / "server.log", "ab") as log:
             self.process = subprocess.Popen(
@@ -300,7 +345,10 @@ class Server:
                 conn.request("GET", "/health")
                 health = json.loads(conn.getresponse().read())
                 conn.close()
-                if health.get("bundle_version"):
+                # every worker up: each logs its startup once its bundle is loaded
+                log = (self.data_dir / "server.log").read_text(errors="replace")
+                started = log.count("Application startup complete")
+                if health.get("bundle_version") and started >= self.workers:
                     return self
             except (OSError, ValueError):
                 pass
@@ -497,9 +545,19 @@ def percentiles(latencies: list[float]) -> dict:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (/proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of a process and its live descendants (/proc/<pid>/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            children += [int(c) for c in task.read_text().split()]
+        except OSError:
+            pass
+    return own + sum(cpu_seconds(c) for c in children)
 
 
 class Load:
@@ -644,7 +702,9 @@ def build_bundle(root: Path, args: argparse.Namespace) -> dict:
     }
 
 
-async def measure(server: Server, args: argparse.Namespace) -> dict:
+async def measure(
+    server: Server, args: argparse.Namespace, redis_server: RedisServer | None = None
+) -> dict:
     seconds_in_all = (2 + args.seconds) * len(args.rates) + args.viewers * 2
     bodies = intake_bodies(
         int(seconds_in_all * args.intake_rate / 100) + 100, args.users, args.titles, args.seed
@@ -654,10 +714,17 @@ async def measure(server: Server, args: argparse.Namespace) -> dict:
     try:
         for rate in args.rates:
             cpu = cpu_seconds(server.process.pid)
+            redis_cpu = cpu_seconds(redis_server.process.pid) if redis_server else 0.0
+            load_cpu = time.process_time()
             began = time.monotonic()
             result = await load.rate(rate, args.seconds)
-            result["server_cpu_share"] = round(
-                (cpu_seconds(server.process.pid) - cpu) / (time.monotonic() - began), 2
+            elapsed = time.monotonic() - began
+            result["server_cpu_share"] = round((cpu_seconds(server.process.pid) - cpu) / elapsed, 2)
+            if redis_server:
+                redis_cpu = cpu_seconds(redis_server.process.pid) - redis_cpu
+                result["redis_cpu_share"] = round(redis_cpu / elapsed, 2)
+            result["load_generator_cpu_share"] = round(
+                (time.process_time() - load_cpu) / elapsed, 2
             )
             result["load_average_1m"] = round(os.getloadavg()[0], 1)
             out["rates"].append(result)
@@ -695,6 +762,12 @@ def main() -> None:
     parser.add_argument("--viewers", type=int, default=100)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--workers", type=int, default=1, help="ottp serve --workers")
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="live state in a private redis-server (implied by --workers over 1)",
+    )
     parser.add_argument(
         "--workdir",
         type=Path,
@@ -704,8 +777,9 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     args.rates = [float(r) for r in args.rates.split(",")]
+    args.redis = args.redis or args.workers > 1
     root = args.workdir or Path(tempfile.mkdtemp(prefix="bench-recommend-"))
-    server = None
+    server = redis_server = None
     try:
         built = _reused(root, args)
         if built is None:
@@ -718,7 +792,10 @@ def main() -> None:
             (root / "built.json").write_text(json.dumps({**built, "sizes": _sizes(args)}))
         _say(args, f"bundle: {built}")
         shutil.rmtree(root / "data", ignore_errors=True)
-        server = Server(root / "data", root / "serving").start()
+        if args.redis:
+            redis_server = RedisServer(root / "data" / "redis").start()
+        redis_url = redis_server.url if redis_server else None
+        server = Server(root / "data", root / "serving", args.workers, redis_url).start()
         result = {
             "machine": {
                 "cpus": os.cpu_count(),
@@ -731,8 +808,10 @@ def main() -> None:
                 if k != "json"
             },
             "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "load_average_before": [round(x, 1) for x in os.getloadavg()],
             "bundle": built,
-            **asyncio.run(measure(server, args)),
+            **asyncio.run(measure(server, args, redis_server)),
+            "load_average_after": [round(x, 1) for x in os.getloadavg()],
         }
     except BaseException:
         log = root / "data" / "server.log"
@@ -742,6 +821,8 @@ def main() -> None:
     finally:
         if server is not None:
             server.stop()
+        if redis_server is not None:
+            redis_server.stop()
         if args.workdir is None:
             shutil.rmtree(root, ignore_errors=True)
     out = REPO / "bench-results" / "bench_recommend.json"
