@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -145,6 +148,104 @@ def write_landing(
     path = folder / name
     path.write_bytes(gzip.compress(b"\n".join(chunks) + b"\n", mtime=0))
     return path
+
+
+@dataclass
+class SharedBuild:
+    """A data folder built once per test session and handed out again, unchanged, at the
+    same path.
+
+    The build records absolute paths (the load manifest's landing files, dbt's saved
+    parse, the Dagster instance's folders), so a copy elsewhere would not be the same
+    warehouse. ``checkout()`` puts a fresh copy of the build back at ``path`` (a copy of
+    a built folder takes a second; the build took minutes): modules that change it run
+    one after the other in a process, and each starts from the build as it was made.
+    ``details`` holds what the build returned (the simulator's summary, the runs).
+    """
+
+    path: Path
+    pristine: Path
+    details: dict = field(default_factory=dict)
+
+    def checkout(self) -> Path:
+        shutil.rmtree(self.path, ignore_errors=True)
+        shutil.copytree(self.pristine, self.path, symlinks=True)
+        return self.path
+
+
+def shared_build(tmp_path_factory, name: str, build: Callable[[Path], dict]) -> SharedBuild:
+    """Run ``build(path)`` in an empty folder once, keep a pristine copy of what it made."""
+    base = tmp_path_factory.mktemp(name)
+    path = base / "data"
+    path.mkdir()
+    details = build(path)
+    pristine = base / "pristine"
+    shutil.copytree(path, pristine, symlinks=True)
+    return SharedBuild(path, pristine, details or {})
+
+
+# dbt reuses a saved parse (partial_parse.msgpack in the target path) only for the same
+# profile, and the profile's hash covers the DuckDB file's path: a build of another
+# folder parses the whole project again. A build run in its warehouse's folder (cwd)
+# with this relative path matches the session's one saved parse (dbt_saved_parse).
+DBT_RELATIVE_WAREHOUSE = "warehouse.duckdb"
+
+
+def dbt_folder_env(**extra: str) -> dict[str, str]:
+    """The environment of a dbt run on DBT_RELATIVE_WAREHOUSE with cwd = its folder."""
+    import os
+
+    return dict(
+        os.environ,
+        OTTP_WAREHOUSE_PATH=DBT_RELATIVE_WAREHOUSE,
+        OTTP_DBT_TARGET="duckdb",
+        DBT_SEND_ANONYMOUS_USAGE_STATS="false",
+        **extra,
+    )
+
+
+def run_dbt_in_folder(args: list[str], folder: Path, target_path: Path, **extra_env: str):
+    """dbt ``args`` on folder/warehouse.duckdb, run in that folder; fails the test on error."""
+    import subprocess
+
+    from ottp.config import DBT_PROJECT_DIR, dbt_executable
+
+    cmd = [dbt_executable(), *args,
+           "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+           "--target-path", str(target_path), "--log-path", str(target_path / "logs")]  # fmt: skip
+    result = subprocess.run(
+        cmd, cwd=folder, env=dbt_folder_env(**extra_env), capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    if result.returncode != 0:
+        pytest.fail(
+            f"dbt {' '.join(args)} failed:\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
+        )
+    return result
+
+
+@pytest.fixture(scope="session")
+def dbt_saved_parse(tmp_path_factory) -> Callable[[Path], Path]:
+    """Parse the dbt project once per session (duckdb target, the relative warehouse
+    path); the fixture's value copies that saved parse into a dbt target path."""
+    import subprocess
+
+    from ottp.config import DBT_PROJECT_DIR, dbt_executable
+
+    folder = tmp_path_factory.mktemp("dbt_parse")
+    cmd = [dbt_executable(), "parse", "--quiet",
+           "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+           "--target-path", str(folder / "target"), "--log-path", str(folder / "logs")]  # fmt: skip
+    out = subprocess.run(cmd, cwd=folder, env=dbt_folder_env(), capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    saved = folder / "target" / "partial_parse.msgpack"
+
+    def seed(target_path: Path) -> Path:
+        target_path.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(saved, target_path / saved.name)
+        return target_path
+
+    return seed
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """The CRM export models end to end on simulated data: dbt, pseudonymisation, gates, sync.
 
-One small warehouse is built once (simulate, load, dbt); the recommender's
+One small warehouse is built once per test session (simulate, load, dbt:
+tests/crm/conftest.py) and copied here; the recommender's
 tables are stand-ins made in SQL so this test depends only on their columns.
 """
 
@@ -21,6 +22,7 @@ from ottp.crm import contract, gates, sync
 from ottp.crm.targets import PostgresTarget, SqliteTarget
 from ottp.ingest import load
 from tests.conftest import make_event, write_landing
+from tests.crm.conftest import crm_dbt_run, crm_environment
 from tests.crm.test_sync import PG, PG_URL, fingerprint, target_rows
 
 EXPORTS_DIR = config.DBT_PROJECT_DIR / "models" / "exports"
@@ -75,7 +77,7 @@ def dbt(*args: str) -> None:
         "--target-path",
         str(Path(config.settings().data_dir) / "dbt_target"),
     ]
-    proc = subprocess.run(cmd, env=config.dbt_env(), capture_output=True, text=True)
+    proc = subprocess.run(cmd, **crm_dbt_run(), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
 
 
@@ -106,21 +108,12 @@ def query(warehouse: Path, sql: str, params=None) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("exports")
+def built(crm_build):
+    """The session's CRM warehouse (tests/crm/conftest.py), a fresh copy: tests below change it."""
+    root = crm_build.checkout()
     mp = pytest.MonkeyPatch()
-    mp.setenv("OTTP_DATA_DIR", str(root))
-    # dbt subprocesses (ours and dagster-dbt's) read the warehouse path from here
-    mp.setenv("OTTP_WAREHOUSE_PATH", str(root / "warehouse.duckdb"))
-    mp.delenv("OTTP_LANDING_DIR", raising=False)
-    mp.delenv(config.CRM_DATABASE_URL_VAR, raising=False)
-    from ottp.simulator import simulate
-
-    simulate(root / "landing", users=200, titles=60, days=16, seed=11, dirty_rate=0.0)
-    warehouse = root / "warehouse.duckdb"
-    load.load_landing(warehouse, root / "landing")
-    rebuild(warehouse)
-    yield root, warehouse
+    crm_environment(mp, root)
+    yield root, root / "warehouse.duckdb"
     mp.undo()
 
 

@@ -31,6 +31,7 @@ from ottp.crm import contract, sync
 from ottp.crm.targets import PostgresTarget, SqliteTarget, Target, target_from_url
 from ottp.ingest import load
 from tests.conftest import make_event, write_landing
+from tests.crm.conftest import crm_dbt_run, crm_environment
 from tests.crm.test_exports import STAND_IN_ML
 from tests.crm.test_sync import PG, PG_URL
 
@@ -55,7 +56,7 @@ def _dbt(*args: str) -> None:
         "--target-path", str(config.settings().data_dir / "dbt_target"),
         "--log-path", str(config.settings().data_dir / "dbt_logs"),
     ]  # fmt: skip
-    proc = subprocess.run(cmd, env=config.dbt_env(), capture_output=True, text=True)
+    proc = subprocess.run(cmd, **crm_dbt_run(), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
 
 
@@ -131,19 +132,12 @@ def _target_columns(target: Target) -> dict[str, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("privacy")
+def world(crm_build):
+    # the first delivery: the session's CRM warehouse (tests/crm/conftest.py), a fresh copy
+    root = crm_build.checkout()
     mp = pytest.MonkeyPatch()
-    mp.setenv("OTTP_DATA_DIR", str(root))
-    mp.setenv("OTTP_WAREHOUSE_PATH", str(root / "warehouse.duckdb"))
-    mp.delenv("OTTP_LANDING_DIR", raising=False)
-    mp.delenv(config.CRM_DATABASE_URL_VAR, raising=False)
-    from ottp.simulator import simulate
-
-    simulate(root / "landing", users=200, titles=60, days=16, seed=23, dirty_rate=0.0)
+    crm_environment(mp, root)
     warehouse = root / "warehouse.duckdb"
-    load.load_landing(warehouse, root / "landing")
-    _rebuild(warehouse)
     schema = f"test_privacy_{uuid.uuid4().hex[:8]}"
     targets = [SqliteTarget(root / "crm" / "crm.sqlite")]
     if PG:
