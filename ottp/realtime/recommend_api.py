@@ -86,13 +86,13 @@ def recommendations(
     """The answer: the recommender's top ``k`` with names and reasons, and the versions."""
     model = bundle.model
     items = bundle.recommender.recommend(signals, k)
-    index = model.title_index
+    names = model.display_names
     return {
         "actor_id": actor_id,
         "items": [
             {
                 "title_id": item.title_id,
-                "title_name": str(model.title_names[index[item.title_id]]) or None,
+                "title_name": names[item.title_id],
                 "score": item.score,
                 "reason_code": item.reason_code,
                 "reason": item.reason_text,

@@ -79,6 +79,13 @@ class ServingModel:
         return {str(t): i for i, t in enumerate(self.title_ids)}
 
     @cached_property
+    def display_names(self) -> dict[str, str | None]:
+        """title_id -> its catalog name (None where the catalog names it not)."""
+        return {
+            str(t): str(n) or None for t, n in zip(self.title_ids, self.title_names, strict=True)
+        }
+
+    @cached_property
     def user_index(self) -> dict[str, int]:
         return {str(u): i for i, u in enumerate(self.user_ids)}
 
@@ -112,9 +119,9 @@ class ServingModel:
         return idx[np.lexsort((idx, -self.trending[idx]))]
 
     def warm(self) -> ServingModel:
-        """Compute the lookups requests read (id maps, YtY, unit factors, trending
-        order) now rather than in a first request."""
-        _ = self.title_index, self.user_index, self.yty, self.fold_in_base
+        """Compute the lookups requests read (id and name maps, YtY, unit factors,
+        trending order) now rather than in a first request."""
+        _ = self.title_index, self.display_names, self.user_index, self.yty, self.fold_in_base
         _ = self.unit_factors, self.trending_order
         return self
 
