@@ -401,8 +401,9 @@ class Pool:
 
     async def request(self, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
         """Send one request on a pooled connection; (status, body). A connection the server
-        closed while idle is replaced and the request sent again (once); any other broken
-        connection is replaced and the error raised (counted by the caller)."""
+        closed while idle (an end of stream or a reset before any byte of the answer) is
+        replaced and the request sent again (once; intake drops a resent event_id); any
+        other broken connection is replaced and the error raised (counted by the caller)."""
         try:
             return await self._request(head, body)
         except asyncio.IncompleteReadError as error:
@@ -414,7 +415,10 @@ class Pool:
         reader, writer = await self.take()
         try:
             writer.write(head + body)
-            status_line = await reader.readuntil(b"\r\n")
+            try:
+                status_line = await reader.readuntil(b"\r\n")
+            except (ConnectionResetError, BrokenPipeError) as error:
+                raise asyncio.IncompleteReadError(b"", None) from error  # nothing answered
             length = 0
             while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
                 name, _, value = line.partition(b":")
