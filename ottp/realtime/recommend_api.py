@@ -40,6 +40,7 @@ answer and the OpenAPI page are the declared ones.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -159,6 +160,10 @@ def _answer(body: dict[str, Any]) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
 
 
+# the query of most requests: k alone, in digits without a leading zero
+_PLAIN_K = re.compile(rb"k=([1-9][0-9]{0,2})")
+
+
 def _plain_arguments(request: Request) -> dict[str, Any] | None:
     """The endpoint's arguments when the request is the plain case of the module doc:
     the right key in ``X-API-Key`` (or no key asked), its one path id within
@@ -175,7 +180,12 @@ def _plain_arguments(request: Request) -> dict[str, Any] | None:
     if not isinstance(actor, str) or not 1 <= len(actor) <= MAX_ID_CHARS:
         return None
     k = DEFAULT_K
-    if request.scope.get("query_string"):
+    query = request.scope.get("query_string")
+    if query and (plain_k := _PLAIN_K.fullmatch(query)) is not None:
+        k = int(plain_k[1])
+        if k > MAX_K:
+            return None
+    elif query:
         given = request.query_params.getlist("k")
         if len(given) > 1:
             return None
