@@ -256,6 +256,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.workers < 1:
+        print("--workers must be 1 or more.", file=sys.stderr)
+        return 2
+    if args.workers > 1 and not rt.redis_url:
+        print(
+            "warning: several workers without OTTP_REDIS_URL each keep their own live state: "
+            "a viewer's events and recommendations may reach different ones.",
+            file=sys.stderr,
+        )
     factory = "create_insecure_app" if args.insecure_no_key else "create_app"
     # The ottp loggers beside uvicorn's; no access log: it would record client addresses.
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
@@ -366,7 +375,13 @@ def _add_pipeline_commands(sub: argparse._SubParsersAction) -> None:
     )
     srv.add_argument("--host", help="Address to listen on (default OTTP_SERVE_HOST, 127.0.0.1).")
     srv.add_argument("--port", type=int, help="Port (default OTTP_SERVE_PORT, 8700).")
-    srv.add_argument("--workers", type=int, default=1, help="uvicorn worker processes.")
+    srv.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="uvicorn worker processes, each loading and hot-swapping the serving bundle; "
+        "several share the viewers' live state only through OTTP_REDIS_URL.",
+    )
     srv.add_argument(
         "--insecure-no-key",
         action="store_true",
