@@ -6,21 +6,14 @@ import pytest
 
 from ottp import cli, pipeline
 from ottp.ingest import landing, load
+from tests.orchestration.conftest import DEMO_DAYS
 
 
 @pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("OTTP_DATA_DIR", str(root))
-    mp.delenv("DAGSTER_HOME", raising=False)
-    mp.delenv("OTTP_LANDING_DIR", raising=False)
-    from ottp.simulator import simulate
-
-    sim = simulate(root / "landing", users=120, titles=80, days=10, seed=3, dirty_rate=0.02)
-    runs = pipeline.run_all()
-    yield root, sim, runs
-    mp.undo()
+def small_run(demo_build, demo_checkout):
+    """The session's demo build (tests/orchestration/conftest.py): simulate, then
+    ``pipeline.run_all()``; its simulator summary and runs."""
+    return demo_checkout, demo_build.details["sim"], demo_build.details["runs"]
 
 
 def test_every_run_succeeds(small_run):
@@ -64,7 +57,7 @@ def test_the_runs_are_on_the_instance_the_ui_reads(small_run):
 
 def test_a_second_demo_loads_nothing_new(small_run, capsys):
     root, sim, _ = small_run
-    assert len(landing.partition_dates(root / "landing")) >= 10
+    assert len(landing.partition_dates(root / "landing")) >= DEMO_DAYS
     assert cli.main(["load"]) == 0
     out = capsys.readouterr().out
     assert "already loaded" in out
