@@ -338,9 +338,10 @@ class LiveRecommender:
             v = _interaction_value(it)
             if v is not None:
                 values[i] = v if v < 0 else max(values.get(i, 0.0), v)
-        now = index.get(s.now) if s.now else None
-        if s.now and now is None:
-            unknown.append(s.now)
+        now_title = s.now
+        now = index.get(now_title) if now_title else None
+        if now_title and now is None:
+            unknown.append(now_title)
         liked, disliked, completed = idx(s.liked), idx(s.disliked), idx(s.completed)
         for i in liked:
             values[int(i)] = max(values.get(int(i), 0.0), KIND_VALUE["like"])
@@ -348,21 +349,21 @@ class LiveRecommender:
             values[int(i)] = -1.0
         prog_titles = list(s.progress)
         prog_idx = idx(prog_titles)
-        pct = np.array(
-            [s.progress[t] for t in prog_titles if t in index], dtype=np.float32
-        ).reshape(-1)
-        complete_by_pct = prog_idx[pct >= COMPLETE_PCT] if len(prog_idx) else prog_idx
-        in_progress = prog_idx[(pct >= CONTINUE_MIN_PCT) & (pct < COMPLETE_PCT)]
+        complete_by_pct = in_progress = prog_idx
+        if len(prog_idx):
+            pct = np.array([s.progress[t] for t in prog_titles if t in index], dtype=np.float32)
+            complete_by_pct = prog_idx[pct >= COMPLETE_PCT]
+            in_progress = prog_idx[(pct >= CONTINUE_MIN_PCT) & (pct < COMPLETE_PCT)]
         shown = idx(t for t, n in s.impressions.items() if int(n) >= IMPRESSION_LIMIT)
         user_row = m.user_index.get(s.user_id, -1) if s.user_id is not None else -1
         excluded = self._history_excluded(user_row)
         blocked = ~m.available  # a new mask per request
         blocked[excluded] = True
-        blocked[in_progress] = ~m.available[
-            in_progress
-        ]  # continue watching beats the batch exclusion
+        if len(in_progress):  # continue watching beats the batch exclusion
+            blocked[in_progress] = ~m.available[in_progress]
         for rows in (disliked, completed, complete_by_pct, shown):
-            blocked[rows] = True
+            if len(rows):
+                blocked[rows] = True
         if now is not None:
             blocked[now] = True
         if len(in_progress):
