@@ -8,6 +8,19 @@ from dagster_dbt import DbtCliResource
 from orchestration.lib.dbt.project import dbt_project
 from ottp import config
 
+DEFS_DIR = Path(__file__).resolve().parent
+
+
+def step_preload_modules() -> list[str]:
+    """What a run's step processes fork from: Dagster, dagster-dbt and every module of
+    the defs folder (the dbt assets read the manifest when imported)."""
+    defs_modules = sorted(
+        ".".join(("orchestration", "defs", *path.relative_to(DEFS_DIR).with_suffix("").parts))
+        for path in DEFS_DIR.rglob("*.py")
+        if path.name != "__init__.py"
+    )
+    return ["dagster", "dagster_dbt", "orchestration.definitions", *defs_modules]
+
 
 class WarehouseResource(dg.ConfigurableResource):
     """Where the warehouse file and the landing folder are, from the environment."""
@@ -49,5 +62,15 @@ def resources() -> dg.Definitions:
 def executor() -> dg.Definitions:
     # Steps of one run in parallel processes (one per core by default); the pools
     # (ottp/instance.py) still let only one step at a time write the DuckDB file.
+    # Each step's process is forked from a server that has imported the code
+    # location once per run: a spawned process spends tens of seconds importing
+    # Dagster, dagster-dbt and the definitions before the step starts.
     steps = config.settings().max_concurrent_steps
-    return dg.Definitions(executor=dg.multiprocess_executor.configured({"max_concurrent": steps}))
+    return dg.Definitions(
+        executor=dg.multiprocess_executor.configured(
+            {
+                "max_concurrent": steps,
+                "start_method": {"forkserver": {"preload_modules": step_preload_modules()}},
+            }
+        )
+    )
