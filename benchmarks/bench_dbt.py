@@ -111,6 +111,7 @@ INCREMENTAL = (
     "model.ottp.int_sessions",
     "model.ottp.int_plays",
     "model.ottp.int_plays_in_sessions",
+    "model.ottp.int_pauses",
 )
 
 

@@ -38,7 +38,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 SIM = dict(users=120, titles=80, days=10, seed=5, dirty_rate=0.01)
-INCREMENTAL_MODELS = ("int_sessions", "int_plays", "int_plays_in_sessions")
+INCREMENTAL_MODELS = ("int_sessions", "int_plays", "int_plays_in_sessions", "int_pauses")
 # Per mart: the key its unique test declares.
 MART_KEYS = {
     "sessions": ["session_id"],

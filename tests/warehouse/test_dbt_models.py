@@ -29,8 +29,9 @@ from ottp.config import DBT_PROJECT_DIR, SEEDS_DIR, dbt_executable
 from ottp.ingest import landing
 from ottp.ingest.load import load_files
 
+WAREHOUSE_FILE = "warehouse.duckdb"
 SIM = dict(users=200, titles=150, days=21, seed=7, dirty_rate=0.01)
-INCREMENTAL_MODELS = ("int_sessions", "int_plays", "int_plays_in_sessions")
+INCREMENTAL_MODELS = ("int_sessions", "int_plays", "int_plays_in_sessions", "int_pauses")
 MODEL_DIRS = ("intermediate", "marts")
 # The CRM exports read the recommender's tables, which Dagster writes outside dbt.
 SCOPE = ["--exclude", "exports"]
@@ -75,7 +76,11 @@ class Built:
 
 
 def run_dbt(
-    args: list[str], env: dict[str, str], target_path: Path, check: bool = True
+    args: list[str],
+    env: dict[str, str],
+    target_path: Path,
+    check: bool = True,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess:
     cmd = [
         dbt_executable(),
@@ -89,7 +94,7 @@ def run_dbt(
         "--log-path",
         str(target_path / "logs"),
     ]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
     if check and result.returncode != 0:
         pytest.fail(
             f"dbt {' '.join(args)} failed:\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
@@ -112,11 +117,14 @@ def built(tmp_path_factory) -> Built:
     root = tmp_path_factory.mktemp("dbt_models")
     landing_dir = root / "landing"
     simulate(landing_dir, **SIM)
-    warehouse = root / "warehouse.duckdb"
+    warehouse = root / WAREHOUSE_FILE
     target_path = root / "target"
     env = dict(
         os.environ,
-        OTTP_WAREHOUSE_PATH=str(warehouse),
+        # relative to each dbt process's working directory: dbt keeps a saved parse only
+        # for the same profile values, so copies of the warehouse under the same file
+        # name (in another folder) start from the fixture's saved parse
+        OTTP_WAREHOUSE_PATH=WAREHOUSE_FILE,
         OTTP_DBT_TARGET="duckdb",
         DBT_SEND_ANONYMOUS_USAGE_STATS="false",
     )
@@ -125,7 +133,7 @@ def built(tmp_path_factory) -> Built:
     last_day = max(f.partition_date for f in files)
     load_files(warehouse, [f for f in files if f.partition_date < last_day])
     selection = ["--select", *(f"+{m}" for m in INCREMENTAL_MODELS)]
-    run_dbt(["run", *selection], env, target_path)
+    run_dbt(["run", *selection], env, target_path, cwd=root)
 
     load_files(warehouse, [f for f in files if f.partition_date == last_day])
     late = query(
@@ -134,7 +142,7 @@ def built(tmp_path_factory) -> Built:
         "and epoch(received_at) - epoch(occurred_at) > 86400",
         [last_day],
     )[0][0]
-    run_dbt(["run", "--select", *INCREMENTAL_MODELS], env, target_path)
+    run_dbt(["run", "--select", *INCREMENTAL_MODELS], env, target_path, cwd=root)
     con = duckdb.connect(str(warehouse))
     try:
         con.execute("create schema if not exists compare")
@@ -143,7 +151,7 @@ def built(tmp_path_factory) -> Built:
     finally:
         con.close()
 
-    build = run_dbt(["build", "--full-refresh", *SCOPE], env, target_path, check=False)
+    build = run_dbt(["build", "--full-refresh", *SCOPE], env, target_path, check=False, cwd=root)
     return Built(root, warehouse, env, target_path, build, late)
 
 
@@ -465,9 +473,9 @@ def test_postgres_incremental_run_equals_full_refresh(postgres_built, model):
 def test_a_daily_runs_staging_tests_look_at_its_landing_days_only(built, tmp_path):
     """A duplicate event_id on the first landing day: a run over the last day does
     not rescan it, a run over the first day and a build without vars both catch it."""
-    warehouse = tmp_path / "warehouse.duckdb"
+    warehouse = tmp_path / WAREHOUSE_FILE
     shutil.copy(built.warehouse, warehouse)
-    env = dict(built.env, OTTP_WAREHOUSE_PATH=str(warehouse))
+    env = built.env
     days = [
         d for (d,) in query(warehouse, "select distinct landing_date from raw.events order by 1")
     ]
@@ -492,7 +500,7 @@ def test_a_daily_runs_staging_tests_look_at_its_landing_days_only(built, tmp_pat
         elif window:
             dates = {"min_date": window[0].isoformat(), "max_date": window[1].isoformat()}
             args += ["--vars", json.dumps(dates)]
-        result = run_dbt(args, run_env, target, check=False)
+        result = run_dbt(args, run_env, target, check=False, cwd=tmp_path)
         results = json.loads((target / "run_results.json").read_text())["results"]
         assert len(results) >= 6, result.stdout[-3000:]
         return {r["unique_id"].split(".")[2] for r in results if r["status"] == "fail"}
@@ -504,7 +512,11 @@ def test_a_daily_runs_staging_tests_look_at_its_landing_days_only(built, tmp_pat
     assert failing((first, first + timedelta(days=1))) == duplicate_tests
     # a malformed window stops the run with a reason, not a silent full scan
     bad = run_dbt(
-        selection, dict(env, OTTP_MIN_DATE="yesterday", OTTP_MAX_DATE="today"), target, check=False
+        selection,
+        dict(env, OTTP_MIN_DATE="yesterday", OTTP_MAX_DATE="today"),
+        target,
+        check=False,
+        cwd=tmp_path,
     )
     assert bad.returncode != 0
     assert "OTTP_MIN_DATE/OTTP_MAX_DATE (environment) must be YYYY-MM-DD; got yesterday" in (
@@ -518,9 +530,9 @@ def test_a_daily_runs_staging_tests_look_at_its_landing_days_only(built, tmp_pat
 def test_a_models_not_null_columns_are_checked_in_one_test_that_names_them(built, tmp_path):
     """Nulls in two columns of marts.sessions: the model's one not_null_columns test
     fails, counts every null cell and names both columns; the other tests pass."""
-    warehouse = tmp_path / "warehouse.duckdb"
+    warehouse = tmp_path / WAREHOUSE_FILE
     shutil.copy(built.warehouse, warehouse)
-    env = dict(built.env, OTTP_WAREHOUSE_PATH=str(warehouse))
+    env = built.env
     con = duckdb.connect(str(warehouse))
     try:
         ids = [r[0] for r in con.sql("select session_id from marts.sessions limit 3").fetchall()]
@@ -543,6 +555,7 @@ def test_a_models_not_null_columns_are_checked_in_one_test_that_names_them(built
         env,
         target,
         check=False,
+        cwd=tmp_path,
     )
     results = json.loads((target / "run_results.json").read_text())["results"]
     failed = {r["unique_id"].split(".")[2]: r for r in results if r["status"] == "fail"}
@@ -567,9 +580,9 @@ def test_heartbeats_give_play_time_back_when_play_starts_and_resumes_are_lost(bu
     lost, the heartbeats and end events still give (almost) every play its time: what
     follows a pause whose resume was lost counts, and a play loses at most the stretch
     before its first heartbeat (one heartbeat interval, 60 s)."""
-    warehouse = tmp_path / "warehouse.duckdb"
+    warehouse = tmp_path / WAREHOUSE_FILE
     shutil.copy(built.warehouse, warehouse)
-    env = dict(built.env, OTTP_WAREHOUSE_PATH=str(warehouse))
+    env = built.env
     con = duckdb.connect(str(warehouse))
     try:
         lost = con.execute(
@@ -581,7 +594,7 @@ def test_heartbeats_give_play_time_back_when_play_starts_and_resumes_are_lost(bu
     assert lost > 1000
     target = tmp_path / "target"
     shutil.copytree(built.target_path, target, ignore=shutil.ignore_patterns("logs", "run"))
-    run_dbt(["run", "--select", "int_plays", "--full-refresh"], env, target)
+    run_dbt(["run", "--select", "int_plays", "--full-refresh"], env, target, cwd=tmp_path)
     plays, off_by_more, kept_s, left_s, kept_valid, left_valid = query(
         warehouse,
         """

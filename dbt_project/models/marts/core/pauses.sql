@@ -1,5 +1,9 @@
 -- Pauses of the plays in the marts (catalog titles, likely bots left out):
--- where in the title each viewer paused, and for how long.
+-- where in the title each viewer paused, and for how long. A view: its rows
+-- are the incremental int_pauses, filtered by the plays mart (a table on
+-- Spark, whose readers read its Parquet files).
+{{ config(materialized=('table' if target.type == 'spark' else 'view')) }}
+
 with
 
 pauses as (
