@@ -60,3 +60,14 @@ def demo_checkout(demo_build):
     instance.prepare_dagster_home()  # DAGSTER_HOME for DagsterInstance.get()
     yield root
     mp.undo()
+
+
+@pytest.fixture(scope="session")
+def reliability_landing(tmp_path_factory) -> Path:
+    """Landing files of 16 days with dirty data (duplicates, bad lines), simulated once
+    per session for the fault and concurrency tests, which only read them."""
+    from ottp.simulator import simulate
+
+    root = tmp_path_factory.mktemp("reliability-landing")
+    simulate(root / "landing", users=200, titles=60, days=16, seed=5, dirty_rate=0.01)
+    return root / "landing"

@@ -50,12 +50,10 @@ def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
 
 
 @pytest.fixture(scope="module")
-def simulated(tmp_path_factory) -> Path:
-    from ottp.simulator import simulate
-
-    root = tmp_path_factory.mktemp("concurrency-landing")
-    simulate(root / "landing", users=200, titles=60, days=16, seed=9, dirty_rate=0.01)
-    return root / "landing"
+def simulated(reliability_landing) -> Path:
+    """Landing files of 16 days with dirty data, simulated once per session
+    (tests/orchestration/conftest.py); read only."""
+    return reliability_landing
 
 
 def test_two_loaders_at_once_load_each_file_once(simulated, tmp_path):

@@ -32,7 +32,7 @@ from ottp import config
 from ottp.crm import contract, sync
 from ottp.crm.targets import PostgresTarget, RetryPolicy, SqliteTarget, Target, retry_policy
 from ottp.ingest import landing, load
-from tests.conftest import DAY, make_event, write_landing
+from tests.conftest import DAY, dbt_folder_env, make_event, write_landing
 from tests.crm.test_sync import CHANGE_SET, PG, PG_URL, build_exports, target_rows
 
 needs_pg = pytest.mark.skipif(not PG, reason="no PostgreSQL at 127.0.0.1:5432")
@@ -40,7 +40,11 @@ FAST_RETRY = RetryPolicy(attempts=3, first_delay_s=0.2, max_delay_s=1.0)
 
 
 def kill_when(
-    cmd: list[str], seen: Callable[[str], bool], env: dict | None = None, timeout: float = 300
+    cmd: list[str],
+    seen: Callable[[str], bool],
+    env: dict | None = None,
+    timeout: float = 300,
+    cwd: Path = config.REPO_ROOT,
 ) -> tuple[int, list[str]]:
     """Run ``cmd``; SIGKILL its process group at the first output line ``seen`` accepts."""
     proc = subprocess.Popen(
@@ -50,7 +54,7 @@ def kill_when(
         text=True,
         env={**(env or os.environ), "PYTHONUNBUFFERED": "1"},
         start_new_session=True,
-        cwd=config.REPO_ROOT,
+        cwd=cwd,
     )
     guard = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGTERM))
     guard.start()
@@ -82,13 +86,10 @@ def python_child(code: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def simulated(tmp_path_factory) -> Path:
-    """Landing files of 16 days with dirty data (duplicates, bad lines), simulated once."""
-    from ottp.simulator import simulate
-
-    root = tmp_path_factory.mktemp("faults-landing")
-    simulate(root / "landing", users=200, titles=60, days=16, seed=5, dirty_rate=0.01)
-    return root / "landing"
+def simulated(reliability_landing) -> Path:
+    """Landing files of 16 days with dirty data, simulated once per session
+    (tests/orchestration/conftest.py); read only."""
+    return reliability_landing
 
 
 def _raw_difference(a: Path, b: Path) -> dict[str, int]:
@@ -152,7 +153,10 @@ def test_sigkill_during_raw_loading_then_a_rerun_equals_a_clean_load(simulated, 
 
 
 def _dbt_build(data_dir: Path) -> list[str]:
-    # One target path for the three builds of the test: dbt parses the project once.
+    # One target path for the three builds of the test, seeded with the session's saved
+    # parse (tests/conftest.py dbt_saved_parse): dbt reuses it only for the same profile,
+    # the DuckDB path included, so each build runs in its data folder (cwd) with the
+    # same relative path (_dbt_env).
     return [
         config.dbt_executable(),
         "build",
@@ -167,12 +171,8 @@ def _dbt_build(data_dir: Path) -> list[str]:
 
 
 def _dbt_env(data_dir: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "OTTP_DATA_DIR": str(data_dir),
-        "OTTP_WAREHOUSE_PATH": str(data_dir / "warehouse.duckdb"),
-        "OTTP_DBT_TARGET": "duckdb",
-    }
+    """dbt's environment for a build of data_dir/warehouse.duckdb, run with cwd=data_dir."""
+    return dbt_folder_env(OTTP_DATA_DIR=str(data_dir))
 
 
 def _relations(path: Path) -> dict[str, str]:
@@ -206,7 +206,10 @@ def _relations(path: Path) -> dict[str, str]:
         con.close()
 
 
-def test_sigkill_during_the_dbt_build_then_a_rerun_equals_a_clean_build(simulated, tmp_path):
+def test_sigkill_during_the_dbt_build_then_a_rerun_equals_a_clean_build(
+    simulated, tmp_path, dbt_saved_parse
+):
+    dbt_saved_parse(tmp_path / "dbt_target")  # _dbt_build's target path
     raw = tmp_path / "loaded" / "warehouse.duckdb"
     load.load_landing(raw, simulated)
     dirs = {}
@@ -216,7 +219,11 @@ def test_sigkill_during_the_dbt_build_then_a_rerun_equals_a_clean_build(simulate
         shutil.copy(raw, dirs[name] / "warehouse.duckdb")
 
     clean = subprocess.run(
-        _dbt_build(dirs["clean"]), env=_dbt_env(dirs["clean"]), capture_output=True, text=True
+        _dbt_build(dirs["clean"]),
+        env=_dbt_env(dirs["clean"]),
+        cwd=dirs["clean"],
+        capture_output=True,
+        text=True,
     )
     assert clean.returncode == 0, clean.stdout[-3000:]
 
@@ -229,6 +236,7 @@ def test_sigkill_during_the_dbt_build_then_a_rerun_equals_a_clean_build(simulate
             and len(incremental.append(line) or incremental) == 2
         ),
         env=_dbt_env(dirs["killed"]),
+        cwd=dirs["killed"],
     )
     assert rc == -signal.SIGKILL, "".join(lines[-30:])
     assert not any("Completed successfully" in line for line in lines)
@@ -236,7 +244,11 @@ def test_sigkill_during_the_dbt_build_then_a_rerun_equals_a_clean_build(simulate
     assert half != _relations(dirs["clean"] / "warehouse.duckdb")  # the kill left work undone
 
     rerun = subprocess.run(
-        _dbt_build(dirs["killed"]), env=_dbt_env(dirs["killed"]), capture_output=True, text=True
+        _dbt_build(dirs["killed"]),
+        env=_dbt_env(dirs["killed"]),
+        cwd=dirs["killed"],
+        capture_output=True,
+        text=True,
     )
     assert rerun.returncode == 0, rerun.stdout[-3000:]
     # Same relations (no leftover __dbt_tmp or backup), same rows.
