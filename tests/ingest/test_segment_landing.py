@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from ottp.contract import segment
 from ottp.ingest import landing, load, segment_files
 from ottp.realtime import segment_api
 from ottp.simulator import simulate
+from tests.conftest import DBT_RELATIVE_WAREHOUSE, dbt_folder_env
 
 SIM = dict(users=80, titles=100, days=6, seed=23, dirty_rate=0.03)
 MARTS_DIR = DBT_PROJECT_DIR / "models" / "marts"
@@ -40,31 +40,33 @@ class Built:
 
 
 def _dbt_build(warehouse: Path, target: Path) -> subprocess.Popen:
-    """Seeds and every model up to the marts (no tests: the other suites run them)."""
-    env = dict(
-        os.environ,
-        OTTP_WAREHOUSE_PATH=str(warehouse),
-        OTTP_DBT_TARGET="duckdb",
-        DBT_SEND_ANONYMOUS_USAGE_STATS="false",
-    )
+    """Seeds and every model up to the marts (no tests: the other suites run them).
+
+    Run in the warehouse's folder, from the session's saved parse in ``target``."""
+    assert warehouse.name == DBT_RELATIVE_WAREHOUSE
     cmd = [dbt_executable(), "build", "--select", "+path:models/marts", "--exclude", "exports",
            "--exclude-resource-type", "test", "unit_test",
            "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
            "--target-path", str(target), "--log-path", str(target / "logs")]  # fmt: skip
     return subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd,
+        cwd=warehouse.parent,
+        env=dbt_folder_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Built:
+def built(tmp_path_factory, dbt_saved_parse) -> Built:
     root = tmp_path_factory.mktemp("segment_landing")
     warehouses, reports, summaries, builds = {}, {}, {}, {}
     for fmt in ("native", "segment"):
         summaries[fmt] = simulate(root / fmt / "landing", fmt=fmt, **SIM)
         warehouses[fmt] = root / fmt / "warehouse.duckdb"
         reports[fmt] = load.load_landing(warehouses[fmt], root / fmt / "landing")
-        builds[fmt] = _dbt_build(warehouses[fmt], root / fmt / "target")
+        builds[fmt] = _dbt_build(warehouses[fmt], dbt_saved_parse(root / fmt / "target"))
     for fmt, proc in builds.items():  # both builds run side by side
         out, _ = proc.communicate(timeout=900)
         assert proc.returncode == 0, f"dbt build ({fmt}) failed:\n{out[-6000:]}"

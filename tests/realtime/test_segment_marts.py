@@ -18,7 +18,6 @@ node or the Node SDKs (``make sdks``).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -31,8 +30,7 @@ from segment.analytics import Client
 
 from ottp import privacy
 from ottp.ingest import identities, load
-from tests.conftest import make_title, write_landing
-from tests.warehouse.test_dbt_models import run_dbt
+from tests.conftest import make_title, run_dbt_in_folder, write_landing
 
 NODE_CLIENT = Path(__file__).with_name("segment_node")
 FAN, FAN_WEB, FAN_TV = "u_000101", "d_0000101", "d_0000102"
@@ -146,7 +144,7 @@ class Built:
 
 
 @pytest.fixture(scope="module")
-def built(realtime_server_module, tmp_path_factory) -> Built:
+def built(realtime_server_module, tmp_path_factory, dbt_saved_parse) -> Built:
     server = realtime_server_module()
     now = datetime.now(UTC).replace(microsecond=0)
     first, second = now - timedelta(hours=26), now - timedelta(hours=2)
@@ -196,17 +194,12 @@ def built(realtime_server_module, tmp_path_factory) -> Built:
     privacy.pseudonymise_deleted_users(warehouse)  # the pipeline's step: raw.deleted_users
     with duckdb.connect(str(warehouse)) as con:
         con.execute(EMPTY_ML)
-    env = dict(
-        os.environ,
-        OTTP_WAREHOUSE_PATH=str(warehouse),
-        OTTP_DBT_TARGET="duckdb",
-        DBT_SEND_ANONYMOUS_USAGE_STATS="false",
-        DBT_INDIRECT_SELECTION="cautious",  # no test of an export left out of the build
-    )
-    run_dbt(
+    # in the warehouse's folder, from the session's saved parse (tests/conftest.py)
+    run_dbt_in_folder(
         ["build", "--select", "+crm_trigger_log", "+sessions", "+device_users"],
-        env,
-        root / "target",
+        root,
+        dbt_saved_parse(root / "target"),
+        DBT_INDIRECT_SELECTION="cautious",  # no test of an export left out of the build
     )
     return Built(warehouse, first, second, report.rejected)
 

@@ -38,7 +38,7 @@ from ottp.realtime.state import (
     open_state,
     rebuild_from_landing,
 )
-from tests.conftest import make_event, write_landing
+from tests.conftest import dbt_folder_env, make_event, write_landing
 
 REDIS_DB = 11
 REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
@@ -148,15 +148,14 @@ def _dbt(root, *args: str) -> None:
             str(config.DBT_PROJECT_DIR),
             "--project-dir",
             str(config.DBT_PROJECT_DIR),
-            "--target",
-            "duckdb",
             "--target-path",
             str(root / "dbt_target"),
             "--log-path",
             str(root / "dbt_logs"),
         ],
-        cwd=config.DBT_PROJECT_DIR,
-        env=config.dbt_env(),
+        # in the warehouse's folder (the relative path of the session's saved parse)
+        cwd=root,
+        env={**config.dbt_env(), **dbt_folder_env()},
         capture_output=True,
         text=True,
         timeout=600,
@@ -178,7 +177,7 @@ def _landing_events(landing_dir) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def batch(tmp_path_factory):
+def batch(tmp_path_factory, dbt_saved_parse):
     """A simulated dataset with the hand-made events, loaded; int_sessions and int_plays built."""
     root = tmp_path_factory.mktemp("live_state")
     mp = pytest.MonkeyPatch()
@@ -193,6 +192,7 @@ def batch(tmp_path_factory):
         root / "landing", [*edge, edge[0], "{not json"], EDGE_DAY, name="part-edge.ndjson.gz"
     )
     load.load_landing(root / "warehouse.duckdb", root / "landing")
+    dbt_saved_parse(root / "dbt_target")
     _dbt(root, "run", "--select", "+int_plays", "+int_sessions")
     con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
     loaded = {r[0] for r in con.execute("select event_id::varchar from raw.events").fetchall()}

@@ -21,7 +21,6 @@ docs/models.md ("Agreement with the simulator's truth") publishes the figures.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from ottp.config import DBT_PROJECT_DIR, dbt_executable
 from ottp.ingest import landing
 from ottp.ingest.load import load_files
 from ottp.simulator import simulate, truth_dir
+from tests.conftest import dbt_folder_env
 
 MARTS = ("plays", "sessions", "user_category_segments", "titles")
 TOLERANCE = 0.05  # relative error of a user's played time that counts as agreeing
@@ -202,7 +202,7 @@ def fans_by_category(warehouse: Path, truth: Path) -> list[tuple[str, int, int]]
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> tuple[Path, Path]:
+def demo(tmp_path_factory, dbt_saved_parse) -> tuple[Path, Path]:
     """The demo seed loaded and the compared marts built: (warehouse, truth folder)."""
     root = tmp_path_factory.mktemp("truth_demo")
     landing_dir = root / "landing"
@@ -210,25 +210,22 @@ def demo(tmp_path_factory) -> tuple[Path, Path]:
     warehouse = root / "warehouse.duckdb"
     report = load_files(warehouse, landing.discover(landing_dir))
     assert report.reconciles
-    env = dict(
-        os.environ,
-        OTTP_WAREHOUSE_PATH=str(warehouse),
-        OTTP_DBT_TARGET="duckdb",
-        DBT_SEND_ANONYMOUS_USAGE_STATS="false",
-    )
+    # in the warehouse's folder, from the session's saved parse (tests/conftest.py)
+    env = dbt_folder_env()
     common = [
         "--project-dir",
         str(DBT_PROJECT_DIR),
         "--profiles-dir",
         str(DBT_PROJECT_DIR),
         "--target-path",
-        str(root / "target"),
+        str(dbt_saved_parse(root / "target")),
         "--log-path",
         str(root / "logs"),
     ]
     for args in (["seed"], ["run", "--select", *(f"+{m}" for m in MARTS)]):
         result = subprocess.run(
             [dbt_executable(), *args, *common],
+            cwd=root,
             env=env,
             capture_output=True,
             text=True,

@@ -19,6 +19,7 @@ import pytest
 from ottp import config
 from ottp.ingest import load
 from ottp.simulator import simulate, truth_dir
+from tests.conftest import dbt_folder_env
 
 # Both kinds of bots and a few binge-watchers with 12-16 h sessions.
 SIM = dict(users=300, titles=120, days=30, seed=7, dirty_rate=0.05)
@@ -27,15 +28,14 @@ MIN_RECALL = 0.95
 
 
 @pytest.fixture(scope="module")
-def sessions(tmp_path_factory):
+def sessions(tmp_path_factory, dbt_saved_parse):
     root = tmp_path_factory.mktemp("bots")
     landing = root / "landing"
     warehouse = root / "warehouse.duckdb"
     simulate(landing, **SIM)
     load.load_landing(warehouse, landing)
-    env = config.dbt_env()
-    env["OTTP_DATA_DIR"] = str(root)
-    env["OTTP_WAREHOUSE_PATH"] = str(warehouse)
+    # in the warehouse's folder, from the session's saved parse (tests/conftest.py)
+    env = {**config.dbt_env(), **dbt_folder_env(OTTP_DATA_DIR=str(root))}
     out = subprocess.run(
         [
             config.dbt_executable(),
@@ -47,14 +47,12 @@ def sessions(tmp_path_factory):
             str(config.DBT_PROJECT_DIR),
             "--project-dir",
             str(config.DBT_PROJECT_DIR),
-            "--target",
-            "duckdb",
             "--target-path",
-            str(root / "target"),
+            str(dbt_saved_parse(root / "target")),
             "--log-path",
             str(root / "logs"),
         ],
-        cwd=config.DBT_PROJECT_DIR,
+        cwd=root,
         env=env,
         capture_output=True,
         text=True,

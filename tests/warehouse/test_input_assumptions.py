@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import subprocess
 
@@ -23,6 +22,7 @@ import pytest
 
 from ottp.config import DBT_PROJECT_DIR, REPO_ROOT, dbt_executable
 from ottp.contract import rules as contract
+from tests.conftest import dbt_folder_env
 
 LAYERS = ("models/staging/", "models/intermediate/")
 # Guarantees of the loader that are not constraints of one line, so not in RULES.
@@ -71,22 +71,18 @@ def test_the_loaders_categories_are_the_seed_the_quarantine_joins():
 
 
 @pytest.fixture(scope="module")
-def manifest(tmp_path_factory) -> dict:
+def manifest(tmp_path_factory, dbt_saved_parse) -> dict:
     """dbt compile of the staging models (their SQL) into a temp target: the manifest."""
     root = tmp_path_factory.mktemp("input_assumptions")
-    env = dict(
-        os.environ,
-        OTTP_WAREHOUSE_PATH=str(root / "warehouse.duckdb"),
-        OTTP_DBT_TARGET="duckdb",
-        DBT_SEND_ANONYMOUS_USAGE_STATS="false",
-    )
-    target = root / "target"
+    # in its folder, from the session's saved parse (tests/conftest.py)
+    env = dbt_folder_env()
+    target = dbt_saved_parse(root / "target")
     cmd = [
         dbt_executable(), "compile", "--select", "path:models/staging,resource_type:model",
         "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
         "--target-path", str(target), "--log-path", str(root / "logs"),
     ]  # fmt: skip
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-4000:]
     return json.loads((target / "manifest.json").read_text())
 

@@ -13,13 +13,15 @@ import pytest
 
 from ottp import config, privacy
 from ottp.ingest import load
-from tests.conftest import make_event, write_landing
+from tests.conftest import dbt_folder_env, make_event, write_landing
 
 DAYS = 4
 FIRST = date(2026, 8, 1)
 
 
 def _dbt(*args: str) -> None:
+    """dbt on the data folder's warehouse, run in that folder (the relative path of the
+    session's saved parse, which the module fixture copies to dbt_target)."""
     work = config.settings().data_dir
     out = subprocess.run(
         [
@@ -29,15 +31,13 @@ def _dbt(*args: str) -> None:
             str(config.DBT_PROJECT_DIR),
             "--project-dir",
             str(config.DBT_PROJECT_DIR),
-            "--target",
-            "duckdb",
             "--target-path",
             str(work / "dbt_target"),
             "--log-path",
             str(work / "dbt_logs"),
         ],
-        cwd=config.DBT_PROJECT_DIR,
-        env=config.dbt_env(),
+        cwd=work,
+        env={**config.dbt_env(), **dbt_folder_env()},
         capture_output=True,
         text=True,
         timeout=900,
@@ -46,7 +46,7 @@ def _dbt(*args: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def warehouse(tmp_path_factory):
+def warehouse(tmp_path_factory, dbt_saved_parse):
     root = tmp_path_factory.mktemp("pseudo")
     mp = pytest.MonkeyPatch()
     mp.setenv("OTTP_DATA_DIR", str(root))
@@ -55,6 +55,7 @@ def warehouse(tmp_path_factory):
 
     simulate(root / "landing", users=60, titles=40, days=DAYS, seed=21, dirty_rate=0.0)
     load.load_landing(root / "warehouse.duckdb", root / "landing")
+    dbt_saved_parse(root / "dbt_target")
     _dbt("build", "--exclude", "path:models/exports")
     yield root
     mp.undo()
