@@ -112,8 +112,10 @@ def test_both_formats_load_the_same_raw_events(built):
 
 
 def _marts(con: duckdb.DuckDBPyConnection, catalog: str) -> list[str]:
+    """The marts' tables and views (plays, sessions and pauses are views)."""
     return [t for (t,) in con.execute(
-        "select table_name from duckdb_tables() where database_name = ? "
+        "select table_name from duckdb_tables() where database_name = $1 and schema_name = 'marts' "
+        "union select view_name from duckdb_views() where database_name = $1 "
         "and schema_name = 'marts' order by 1", [catalog]).fetchall()]  # fmt: skip
 
 
