@@ -135,7 +135,7 @@ FLOOR_BUILDS = {
         "--select",
         "resource_type:seed",
         "path:models/staging",
-        "config.materialized:incremental,path:models/intermediate",
+        "tag:landing_day",
     ],
     "full": ["build", "--exclude-resource-type", "unit_test", "--exclude", "path:models/exports"],
 }

@@ -13,7 +13,9 @@
 {#- The play metrics of title_engagement (per title) and
     title_engagement_daily (per title and day: by_day adds play_date as
     activity_date to the grain), written once. Each is a select over the
-    plays mart (plays) or the pauses mart (pauses). -#}
+    plays mart (plays) or the pauses mart (pauses). Sums and averages of
+    doubles are exact (exact_sum, exact_avg): a day recomputed alone gives the
+    bits it gets among all days. -#}
 {% macro title_play_metrics(plays, by_day=false) -%}
     select
         title_id,
@@ -24,8 +26,8 @@
         sum({{ ottp.flag('is_valid_play') }}) as valid_play_count,
         count(distinct user_id) as viewer_count,
         sum({{ ottp.flag('is_complete') }}) as completed_play_count,
-        sum(played_s) as played_s,
-        avg(furthest_pct) as avg_percent_watched,
+        {{ ottp.exact_sum('played_s') }} as played_s,
+        {{ ottp.exact_avg('furthest_pct') }} as avg_percent_watched,
         sum({{ ottp.flag('rewatched_s > 0') }}) as rewatched_play_count,
         sum(pause_count) as pause_count,
         sum({{ ottp.flag('pause_count > 0') }}) as paused_play_count,
@@ -45,10 +47,10 @@
         play_date as activity_date,
         {%- endif %}
         most_rewatched_scene_s as scene_start_s,
-        sum(rewatched_s) as rewatched_s,
+        {{ ottp.exact_sum('rewatched_s') }} as rewatched_s,
         row_number() over (
             partition by {{ grain }}
-            order by sum(rewatched_s) desc, most_rewatched_scene_s
+            order by {{ ottp.exact_sum('rewatched_s') }} desc, most_rewatched_scene_s
         ) as scene_rank
     from {{ plays }}
     where most_rewatched_scene_s is not null

@@ -193,3 +193,41 @@
         ''
     )
 {%- endmacro %}
+
+
+{#- The sum of a 64-bit hash of each row's values: an order-free fingerprint
+    of a set of rows, which changes when any row is added, removed or changed
+    (up to hash collisions). Each value is hashed with whether it is null, as
+    the row hash does; the sum is a decimal, so it never overflows. -#}
+{% macro hash_sum(values) -%}
+    {{ return(adapter.dispatch('hash_sum', 'ottp')(values)) }}
+{%- endmacro %}
+
+{% macro default__hash_sum(values) -%}
+    sum(cast(('x' || left(md5(
+        {%- for v in values %}coalesce(length(cast({{ v }} as text)) || ':' || cast({{ v }} as text), '-')
+        {%- if not loop.last %} || {% endif %}{% endfor -%}
+    ), 16))::bit(64)::bigint as decimal(38, 0)))
+{%- endmacro %}
+
+{% macro duckdb__hash_sum(values) -%}
+    sum(cast(hash({% for v in values %}{{ v }}, {{ v }} is null{% if not loop.last %}, {% endif %}{% endfor %}) as decimal(38, 0)))
+{%- endmacro %}
+
+{% macro spark__hash_sum(values) -%}
+    sum(cast(xxhash64({% for v in values %}{{ v }}, {{ v }} is null{% if not loop.last %}, {% endif %}{% endfor %}) as decimal(38, 0)))
+{%- endmacro %}
+
+
+{#- A sum and an average of a double that do not depend on the order the rows
+    are added in (summed as a decimal of the given scale, exactly, then made a
+    double again): the same group gives the same bits whether it is
+    aggregated alone or among all the others, so an incremental run that
+    recomputes some days equals a full refresh. -#}
+{% macro exact_sum(value, scale=6) -%}
+    cast(sum(cast({{ value }} as decimal(38, {{ scale }}))) as {{ ottp.type_double() }})
+{%- endmacro %}
+
+{% macro exact_avg(value, scale=12) -%}
+    ({{ ottp.exact_sum(value, scale) }} / nullif(count({{ value }}), 0))
+{%- endmacro %}

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -31,7 +31,24 @@ from ottp.ingest.load import load_files
 
 WAREHOUSE_FILE = "warehouse.duckdb"
 SIM = dict(users=200, titles=150, days=21, seed=7, dirty_rate=0.01)
-INCREMENTAL_MODELS = ("int_sessions", "int_plays", "int_plays_in_sessions", "int_pauses")
+INCREMENTAL_MODELS = (
+    "int_sessions",
+    "int_plays",
+    "int_plays_in_sessions",
+    "int_pauses",
+    "int_title_engagement_daily",
+)
+# The incremental models with everything upstream of them, seeds included (the
+# catalog's categories), without tests: the runs before the full-refresh build.
+BUILD_INCREMENTAL = [
+    "build",
+    "--exclude-resource-type",
+    "test",
+    "--exclude-resource-type",
+    "unit_test",
+    "--select",
+    *(f"+{m}" for m in INCREMENTAL_MODELS),
+]
 MODEL_DIRS = ("intermediate", "marts")
 # The CRM exports read the recommender's tables, which Dagster writes outside dbt.
 SCOPE = ["--exclude", "exports"]
@@ -132,8 +149,7 @@ def built(tmp_path_factory) -> Built:
     files = landing.discover(landing_dir)
     last_day = max(f.partition_date for f in files)
     load_files(warehouse, [f for f in files if f.partition_date < last_day])
-    selection = ["--select", *(f"+{m}" for m in INCREMENTAL_MODELS)]
-    run_dbt(["run", *selection], env, target_path, cwd=root)
+    run_dbt(BUILD_INCREMENTAL, env, target_path, cwd=root)
 
     load_files(warehouse, [f for f in files if f.partition_date == last_day])
     late = query(
@@ -142,7 +158,9 @@ def built(tmp_path_factory) -> Built:
         "and epoch(received_at) - epoch(occurred_at) > 86400",
         [last_day],
     )[0][0]
-    run_dbt(["run", "--select", *INCREMENTAL_MODELS], env, target_path, cwd=root)
+    # the tables between them (user_title_interests) are rebuilt, the incremental
+    # models run incrementally
+    run_dbt(BUILD_INCREMENTAL, env, target_path, cwd=root)
     con = duckdb.connect(str(warehouse))
     try:
         con.execute("create schema if not exists compare")
@@ -387,7 +405,6 @@ def postgres_built(built, postgres_database, tmp_path_factory) -> PostgresBuilt:
     dsn = " ".join(f"{k}={v}" for k, v in {**PG, "dbname": postgres_database}.items())
     env = dict(built.env, OTTP_DBT_TARGET="postgres", OTTP_PG_DATABASE=postgres_database)
     target = built.root / "target_pg"
-    selection = ["--select", *(f"+{m}" for m in INCREMENTAL_MODELS)]
 
     before_last_day = tmp_path_factory.mktemp("pg_days") / "warehouse.duckdb"
     shutil.copy(built.warehouse, before_last_day)
@@ -399,12 +416,12 @@ def postgres_built(built, postgres_database, tmp_path_factory) -> PostgresBuilt:
     finally:
         con.close()
     mirror_raw_to_postgres(before_last_day, dsn)
-    run_dbt(["run", *selection], env, target)
+    run_dbt(BUILD_INCREMENTAL, env, target)
 
     # the mirror drops the raw tables with the staging views on them: the
     # selection recreates those and runs the incremental models incrementally
     copied = mirror_raw_to_postgres(built.warehouse, dsn)
-    run_dbt(["run", *selection], env, target)
+    run_dbt(BUILD_INCREMENTAL, env, target)
     conn = psycopg2.connect(dsn)
     try:
         with conn, conn.cursor() as cur:
@@ -573,6 +590,137 @@ def test_a_models_not_null_columns_are_checked_in_one_test_that_names_them(built
         f'select null_column, null_rows from "{stored[0][0]}"."{stored[0][1]}" order by 1',
     )
     assert rows == [("device_id", 2), ("ended_at", 1)]
+
+
+def test_title_engagement_daily_follows_changes_to_the_days_they_touch(built, tmp_path):
+    """Two late changes whose old rows sit on other days than the new ones: a like
+    replaced by a dislike given on a later day (the old day loses a like), and a
+    session that late page views stretch past session_max_hours (its plays leave the
+    plays mart as a bot's). The incremental run recomputes the days they touch and
+    equals a full refresh."""
+    warehouse = tmp_path / WAREHOUSE_FILE
+    shutil.copy(built.warehouse, warehouse)
+    loaded_at = datetime.now(UTC).replace(tzinfo=None)
+    con = duckdb.connect(str(warehouse))
+    try:
+        user_id, title_id, liked_on = con.execute(
+            "select user_id, title_id, cast(reacted_at as date) from marts.user_title_interests "
+            "where reaction = 'like' order by reacted_at, user_id, title_id limit 1"
+        ).fetchall()[0]
+        latest, last_landing = con.execute(
+            "select max(occurred_at), max(landing_date) from raw.events"
+        ).fetchall()[0]
+        con.execute(
+            """
+            insert into raw.events
+            select * replace (
+                uuid() as event_id, 'dislike' as event_type,
+                $latest + interval 1 hour as occurred_at,
+                $latest + interval 1 hour as received_at,
+                $landing as landing_date, 'late_changes' as load_id,
+                $loaded_at as loaded_at
+            )
+            from raw.events
+            where event_type = 'like' and user_id = $user and title_id = $title
+            order by occurred_at desc
+            limit 1
+            """,
+            {
+                "latest": latest,
+                "landing": last_landing + timedelta(days=1),
+                "loaded_at": loaded_at,
+                "user": user_id,
+                "title": title_id,
+            },
+        )
+        # a recent session with valid plays, within the incremental lookback
+        actor, started_at, play_day = con.execute(
+            """
+            select sessions.user_id, sessions.started_at, min(plays.play_date)
+            from marts.sessions
+            inner join marts.plays using (session_id)
+            where plays.is_valid_play and sessions.user_id is not null
+              and sessions.started_at >= $latest - interval 3 day
+              and sessions.user_id in (
+                  select user_id from raw.events where event_type = 'page_view'
+              )
+            group by all
+            order by count(*) desc, sessions.user_id, sessions.started_at
+            limit 1
+            """,
+            {"latest": latest},
+        ).fetchall()[0]
+        con.execute(
+            """
+            insert into raw.events
+            select template.* replace (
+                uuid() as event_id,
+                $started + step * interval 25 minute as occurred_at,
+                $started + step * interval 25 minute as received_at,
+                $landing as landing_date, 'late_changes' as load_id,
+                $loaded_at as loaded_at
+            )
+            from (
+                select * from raw.events
+                where event_type = 'page_view' and user_id = $user
+                order by occurred_at
+                limit 1
+            ) as template
+            cross join range(1, 60) as steps(step)
+            """,
+            {
+                "started": started_at,
+                "landing": last_landing + timedelta(days=1),
+                "loaded_at": loaded_at,
+                "user": actor,
+            },
+        )
+        con.execute(
+            "create table compare.title_days_before as select * from marts.title_engagement_daily"
+        )
+    finally:
+        con.close()
+    target = tmp_path / "target"
+    shutil.copytree(built.target_path, target, ignore=shutil.ignore_patterns("logs", "run"))
+    run_dbt(BUILD_INCREMENTAL, built.env, target, cwd=tmp_path)
+    con = duckdb.connect(str(warehouse))
+    try:
+        con.execute(
+            "create table compare.title_days_incremental as "
+            "select * from intermediate.int_title_engagement_daily"
+        )
+    finally:
+        con.close()
+    run_dbt(
+        [*BUILD_INCREMENTAL[:5], "--full-refresh", "--select", "int_title_engagement_daily"],
+        built.env,
+        target,
+        cwd=tmp_path,
+    )
+    changes = query(
+        warehouse,
+        """
+        select
+            (select count(*) from (
+                select * from compare.title_days_incremental
+                except all select * from intermediate.int_title_engagement_daily)),
+            (select count(*) from (
+                select * from intermediate.int_title_engagement_daily
+                except all select * from compare.title_days_incremental)),
+            (select sum(like_count) from compare.title_days_before
+                where title_id = $title and activity_date = $liked_on)
+                - (select sum(like_count) from marts.title_engagement_daily
+                   where title_id = $title and activity_date = $liked_on),
+            (select sum(play_count) from compare.title_days_before where activity_date = $day)
+                - (select sum(play_count) from marts.title_engagement_daily
+                   where activity_date = $day)
+        """,
+        {"title": title_id, "liked_on": liked_on, "day": play_day},
+    )[0]
+    assert changes[:2] == (0, 0), f"rows only in (incremental, full refresh): {changes[:2]}"
+    # the old day lost its like, the bot's day its plays
+    assert changes[2] == 1
+    assert changes[3] > 0
 
 
 def test_heartbeats_give_play_time_back_when_play_starts_and_resumes_are_lost(built, tmp_path):

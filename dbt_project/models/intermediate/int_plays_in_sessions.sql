@@ -14,6 +14,7 @@
         incremental_strategy='delete+insert',
         unique_key='playback_id',
         on_schema_change='fail',
+        tags=['landing_day'],
         pre_hook="{{ ottp.disable_shared_subplans() }}",
         post_hook="{{ ottp.restore_shared_subplans() }}",
     )

@@ -17,12 +17,10 @@ dbt_project = DbtProject(
 # separate dbt asset set (defs/crm/) so the op graph has no cycle.
 EXPORTS_SELECTION = "path:models/exports"
 # The per-day layer: seeds (the staging tests check codes against them), the staging
-# views and the incremental intermediate models, partitioned by landing day like the
-# raw loader they read.
-DAILY_SELECTION = (
-    "resource_type:seed path:models/staging "
-    "config.materialized:incremental,path:models/intermediate"
-)
+# views and the incremental models over events (tagged landing_day), partitioned by
+# landing day like the raw loader they read. Incremental models over marts
+# (int_title_engagement_daily) follow with the marts.
+DAILY_SELECTION = "resource_type:seed path:models/staging tag:landing_day"
 
 
 def _sources_newer_than(manifest: Path) -> bool:
