@@ -154,9 +154,12 @@ def _print_summary(summary: dict, per_table: bool = True) -> None:
     by_schema: dict[str, list[int]] = {}
     for table, n in summary["rows"].items():
         by_schema.setdefault(table.split(".")[0], []).append(n)
+    views = summary.get("views", [])
     for schema, counts in by_schema.items():
-        print(f"  {schema:<8} {len(counts):>3} tables  {sum(counts):>12,} rows")
-    print("  (`ottp summary` lists every table)")
+        n_views = sum(1 for v in views if v.split(".")[0] == schema)
+        kinds = f"{len(counts) - n_views:>3} tables" + (f", {n_views} views" if n_views else "")
+        print(f"  {schema:<8} {kinds:<20} {sum(counts):>12,} rows")
+    print("  (`ottp summary` lists every table and view)")
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:

@@ -124,13 +124,14 @@ def backfill(
 
 def summary(s: config.Settings | None = None) -> dict:
     """What was built: events loaded and rejected, rows quarantined out of staging
-    by reason (with raw = staged + quarantined), and rows per mart."""
+    by reason (with raw = staged + quarantined), rows per mart (tables and views) and
+    which of them are views."""
     s = s or config.settings()
     totals = load.reconciliation(s.warehouse_path)
     con = connect(s.warehouse_path)
     try:
         tables = con.execute(
-            "select table_schema, table_name from information_schema.tables "
+            "select table_schema, table_name, table_type from information_schema.tables "
             "where table_schema in ('marts', 'exports', 'ml') "
             "and table_type in ('BASE TABLE', 'VIEW') "
             "order by 1, 2"
@@ -139,8 +140,9 @@ def summary(s: config.Settings | None = None) -> dict:
             f"{schema}.{name}": con.execute(f'select count(*) from "{schema}"."{name}"').fetchone()[
                 0
             ]
-            for schema, name in tables
+            for schema, name, _ in tables
         }
+        views = [f"{schema}.{name}" for schema, name, kind in tables if kind == "VIEW"]
         rejected = dict(
             con.execute(
                 "select reason_code, count(*) from raw.rejected_events group by 1 order by 1"
@@ -154,4 +156,5 @@ def summary(s: config.Settings | None = None) -> dict:
         "rejected_by_reason": rejected,
         "quarantine": quarantine,
         "rows": rows,
+        "views": views,
     }

@@ -39,6 +39,14 @@ def test_marts_are_built_and_not_empty(small_run):
     summary = pipeline.summary()
     assert summary["rows"], "no mart table was built"
     assert all(n > 0 for n in summary["rows"].values()), summary["rows"]
+    # the marts kept as filters over incremental tables are views, and counted
+    assert set(summary["views"]) == {
+        "marts.pauses",
+        "marts.plays",
+        "marts.sessions",
+        "marts.title_engagement_daily",
+    }
+    assert set(summary["views"]) <= set(summary["rows"])
 
 
 def test_the_runs_are_on_the_instance_the_ui_reads(small_run):
