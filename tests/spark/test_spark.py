@@ -61,7 +61,6 @@ ENGINE_OWN_COLUMNS = (
     "loaded_at",
     "session_loaded_at",
     "plays_fingerprint",
-    "pauses_fingerprint",
     "reactions_fingerprint",
     "ratings_fingerprint",
 )

@@ -3,15 +3,17 @@
 -- expressed interests by the day the user's current reaction or rating was
 -- given.
 -- Each day also has one day row (title_id null) holding the fingerprints of
--- what that day's rows were computed from: the sum of a hash of every play,
--- pause, reaction and rating the marts count on that day (macros/portability
--- hash_sum). An incremental run recomputes every title of each day whose
--- fingerprints changed, and only those days. So a late event, a play whose
--- session turned out to be a bot, a title leaving or joining the catalog, a
--- reaction replaced on another day and a backfill all reach the days they
--- change, old and new, with no watermark to trust. A day left with nothing
--- keeps a day row without fingerprints (it deletes the day's old rows); the
--- mart leaves day rows out.
+-- what that day's rows were computed from: the sum of a hash of every play
+-- the plays mart holds for that day (its id, title and the load times of the
+-- play and of its session: a play's pauses and metrics change only when it is
+-- rebuilt from a newer load), and of every current reaction and rating given
+-- that day (macros/portability.sql, hash_sum). An incremental run recomputes
+-- every title of each day whose fingerprints changed, and only those days. So
+-- a late event, a play whose session turned out to be a bot, a title leaving or
+-- joining the catalog, a reaction replaced on another day and a backfill all
+-- reach the days they change, old and new, with no watermark to trust. A day
+-- left with nothing keeps a day row without fingerprints (it deletes the day's
+-- old rows); the mart leaves day rows out.
 {{
     config(
         materialized='incremental',
@@ -42,28 +44,31 @@ interests as (
 
 ),
 
+-- The plays mart's rows with their load times: the same filter as the mart
+-- (marts/core/plays.sql), over its table, without the mart's columns.
+plays_loaded as (
+
+    select
+        plays_in_sessions.playback_id,
+        plays_in_sessions.title_id,
+        plays_in_sessions.play_date,
+        plays_in_sessions.loaded_at,
+        plays_in_sessions.session_loaded_at
+    from {{ ref('int_plays_in_sessions') }} as plays_in_sessions
+    inner join {{ ref('int_titles') }} as titles
+        on plays_in_sessions.title_id = titles.title_id
+    where not plays_in_sessions.is_in_bot_session
+
+),
+
 -- What each day's metrics are computed from, fingerprinted per day.
 play_fingerprints as (
 
     select
         play_date as activity_date,
-        {{ ottp.hash_sum([
-            'playback_id', 'title_id', 'user_id', 'is_valid_play', 'is_complete',
-            'played_s', 'furthest_pct', 'rewatched_s', 'most_rewatched_scene_s',
-            'pause_count', 'has_reached_100_pct',
-        ]) }} as plays_fingerprint
-    from plays
-    group by play_date
-
-),
-
-pause_fingerprints as (
-
-    select
-        play_date as activity_date,
-        {{ ottp.hash_sum(['pause_id', 'playback_id', 'title_id', 'scene_start_s']) }}
-            as pauses_fingerprint
-    from pauses
+        {{ ottp.hash_sum(['playback_id', 'title_id', 'loaded_at', 'session_loaded_at']) }}
+            as plays_fingerprint
+    from plays_loaded
     group by play_date
 
 ),
@@ -95,8 +100,6 @@ fingerprint_days as (
 
     select activity_date from play_fingerprints
     union
-    select activity_date from pause_fingerprints
-    union
     select activity_date from reaction_fingerprints
     union
     select activity_date from rating_fingerprints
@@ -108,14 +111,11 @@ day_fingerprints as (
     select
         fingerprint_days.activity_date,
         play_fingerprints.plays_fingerprint,
-        pause_fingerprints.pauses_fingerprint,
         reaction_fingerprints.reactions_fingerprint,
         rating_fingerprints.ratings_fingerprint
     from fingerprint_days
     left join play_fingerprints
         on fingerprint_days.activity_date = play_fingerprints.activity_date
-    left join pause_fingerprints
-        on fingerprint_days.activity_date = pause_fingerprints.activity_date
     left join reaction_fingerprints
         on fingerprint_days.activity_date = reaction_fingerprints.activity_date
     left join rating_fingerprints
@@ -130,7 +130,6 @@ previous_days as (
     select
         activity_date,
         plays_fingerprint,
-        pauses_fingerprint,
         reactions_fingerprint,
         ratings_fingerprint
     from {{ this }}
@@ -139,7 +138,6 @@ previous_days as (
         title_id is null
         and (
             plays_fingerprint is not null
-            or pauses_fingerprint is not null
             or reactions_fingerprint is not null
             or ratings_fingerprint is not null
         )
@@ -158,7 +156,7 @@ changed_days as (
         now_days.activity_date is null
         or previous_days.activity_date is null
         or not (
-            {%- for part in ['plays', 'pauses', 'reactions', 'ratings'] %}
+            {%- for part in ['plays', 'reactions', 'ratings'] %}
             {{ 'and ' if not loop.first }}coalesce(
                 now_days.{{ part }}_fingerprint = previous_days.{{ part }}_fingerprint,
                 now_days.{{ part }}_fingerprint is null
@@ -314,7 +312,6 @@ final as (
 
         -- fingerprints: on day rows only
         day_fingerprints.plays_fingerprint,
-        day_fingerprints.pauses_fingerprint,
         day_fingerprints.reactions_fingerprint,
         day_fingerprints.ratings_fingerprint
 
