@@ -9,6 +9,7 @@ the Dagster assets call, without Dagster.
 from __future__ import annotations
 
 import time
+from datetime import date, timedelta
 from pathlib import Path
 
 from benchmarks.suite_process import dbt_call
@@ -17,9 +18,20 @@ EXPORT_TABLES = ("crm_contacts", "crm_recommendations", "crm_similar_titles", "c
 
 
 def generate(landing: str, users: int, titles: int, days: int, seed: int, dirty: float) -> dict:
-    from ottp.simulator import simulate
+    from ottp.simulator import DEFAULT_START_DATE, simulate
 
-    s = simulate(Path(landing), users=users, titles=titles, days=days, seed=seed, dirty_rate=dirty)
+    # The simulator's calendar, moved back when a long history would reach past today:
+    # the loader rejects events received in the future (timestamp_out_of_range).
+    start = min(DEFAULT_START_DATE, date.today() - timedelta(days=days))
+    s = simulate(
+        Path(landing),
+        users=users,
+        titles=titles,
+        days=days,
+        seed=seed,
+        dirty_rate=dirty,
+        start_date=start,
+    )
     return {
         "items": s.lines_written,
         "events_written": s.events_written,

@@ -6,8 +6,8 @@
 -- what that day's rows were computed from: the sum of a hash of every play
 -- the plays mart holds for that day (its id, title and the load times of the
 -- play and of its session: a play's pauses and metrics change only when it is
--- rebuilt from a newer load), and of every current reaction and rating given
--- that day (macros/portability.sql, hash_sum). An incremental run recomputes
+-- rebuilt from a newer load), and of the title and value of every current
+-- reaction and rating given that day (macros/portability.sql, hash_sum). An incremental run recomputes
 -- every title of each day whose fingerprints changed, and only those days. So
 -- a late event, a play whose session turned out to be a bot, a title leaving or
 -- joining the catalog, a reaction replaced on another day and a backfill all
@@ -77,8 +77,9 @@ reaction_fingerprints as (
 
     select
         cast(reacted_at as date) as activity_date,
-        {{ ottp.hash_sum(['user_id', 'title_id', 'is_liked', 'is_disliked']) }}
-            as reactions_fingerprint
+        -- what the day's counts are made of, not who: a renamed (pseudonymised)
+        -- user changes no day
+        {{ ottp.hash_sum(['title_id', 'is_liked', 'is_disliked']) }} as reactions_fingerprint
     from interests
     where reacted_at is not null
     group by cast(reacted_at as date)
@@ -89,7 +90,7 @@ rating_fingerprints as (
 
     select
         cast(rated_at as date) as activity_date,
-        {{ ottp.hash_sum(['user_id', 'title_id', 'rating']) }} as ratings_fingerprint
+        {{ ottp.hash_sum(['title_id', 'rating']) }} as ratings_fingerprint
     from interests
     where rated_at is not null
     group by cast(rated_at as date)
