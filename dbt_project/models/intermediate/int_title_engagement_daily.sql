@@ -5,15 +5,17 @@
 -- Each day also has one day row (title_id null) holding the fingerprints of
 -- what that day's rows were computed from: the sum of a hash of every play
 -- the plays mart holds for that day (its id, title and the load times of the
--- play and of its session: a play's pauses and metrics change only when it is
--- rebuilt from a newer load), and of the title and value of every current
--- reaction and rating given that day (macros/portability.sql, hash_sum). An incremental run recomputes
--- every title of each day whose fingerprints changed, and only those days. So
--- a late event, a play whose session turned out to be a bot, a title leaving or
--- joining the catalog, a reaction replaced on another day and a backfill all
--- reach the days they change, old and new, with no watermark to trust. A day
--- left with nothing keeps a day row without fingerprints (it deletes the day's
--- old rows); the mart leaves day rows out.
+-- play and of its session: a play's pauses and metrics change only when it
+-- is rebuilt from a newer load), and of the title and value of every current
+-- reaction and rating given that day (macros/portability.sql, hash_sum).
+-- An incremental run recomputes every title of each day whose fingerprints
+-- changed, and only those days. So a late event, a play whose session turned
+-- out to be a bot, a title leaving or joining the catalog, a reaction
+-- replaced on another day and a backfill that takes in events past the
+-- lookback reach the days they change, old and new, with no watermark. A
+-- rule changed upstream (same loads, new values) needs a full refresh. A day
+-- left with nothing keeps a day row without fingerprints (it deletes the
+-- day's old rows); the mart leaves day rows out.
 {{
     config(
         materialized='incremental',
