@@ -415,3 +415,69 @@ def test_identifiers_from_configuration_are_validated(monkeypatch, tmp_path):
             sync.sync(SqliteTarget(tmp_path / "c.sqlite"), source_schema=bad,
                       warehouse_path=tmp_path / "w.duckdb", state_dir=tmp_path / "s")  # fmt: skip
     assert not (tmp_path / "c.sqlite").exists()
+
+
+def test_a_deleted_users_rejected_lines_are_dropped_wherever_their_id_is_quoted(tmp_path):
+    """A rejected raw line goes when it holds a deleted user's id in quotes, however
+    malformed the line is around it; a line with the id unquoted, inside a longer
+    string or only as a user who did not leave stays. Ids with a quote in them too."""
+    from ottp.ingest.manifest import ensure_raw_schema
+
+    gone, gone_quoted, stays = "u_gone", 'u_"q"', "u_stays"
+    lines = [
+        '{"user_id":"u_gone","event_type":"play_start"',  # cut
+        'not json at all "u_gone" trailing',
+        '"u_gone"',
+        'x"a"u_gone"b"',  # its quotes belong to two pairs
+        '""u_gone""',
+        '{"user_id":"u_gone_2"}',  # another id that starts like it
+        "{'user_id':'u_gone'}",  # single quotes
+        "u_gone without quotes",
+        '{"user_id":"u_stays"}',
+        '{"user_id":"u_"q""}',
+        '{"note":"u_\\"q\\""}',  # escaped: not the id in quotes
+        '"',
+        "",
+    ]
+    warehouse = tmp_path / "warehouse.duckdb"
+    con = duckdb.connect(str(warehouse))
+    try:
+        ensure_raw_schema(con)
+        for user, kind in (
+            (gone, "deletion_request"),
+            (gone, "page_view"),
+            (gone_quoted, "deletion_request"),
+            (gone_quoted, "page_view"),
+            (stays, "page_view"),
+        ):
+            con.execute(
+                "insert into raw.events (event_id, event_type, schema_version, occurred_at, "
+                "received_at, user_id, device_id, platform, landing_date, source_file, "
+                "load_id, loaded_at) values (uuid(), ?, '1', timestamp '2026-08-01 10:00:00', "
+                "timestamp '2026-08-01 10:00:01', ?, 'd1', 'web', date '2026-08-01', 'f', "
+                "'l', timestamp '2026-08-01 11:00:00')",
+                [kind, user],
+            )
+        for number, line in enumerate(lines):
+            con.execute(
+                "insert into raw.rejected_events values ('f', ?, ?, 'invalid_json', 'r', "
+                "date '2026-08-01', 'l', timestamp '2026-08-01 11:00:00')",
+                [number, line],
+            )
+    finally:
+        con.close()
+
+    privacy.pseudonymise_deleted_users(warehouse)
+
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        kept = dict(con.execute("select line_number, raw_line from raw.rejected_events").fetchall())
+    finally:
+        con.close()
+    expected = {
+        number: None if any(f'"{user}"' in line for user in (gone, gone_quoted)) else line
+        for number, line in enumerate(lines)
+    }
+    assert kept == expected
+    # the rule is not vacuous: some lines go, some stay
+    assert sum(v is None for v in expected.values()) == 6
