@@ -188,6 +188,26 @@ def shared_build(tmp_path_factory, name: str, build: Callable[[Path], dict]) -> 
 # profile, and the profile's hash covers the DuckDB file's path: a build of another
 # folder parses the whole project again. A build run in its warehouse's folder (cwd)
 # with this relative path matches the session's one saved parse (dbt_saved_parse).
+# The incremental models whose runs the DuckDB, PostgreSQL and Spark tests compare
+# with a full refresh.
+INCREMENTAL_MODELS = (
+    "int_sessions",
+    "int_plays",
+    "int_plays_in_sessions",
+    "int_pauses",
+    "int_title_engagement_daily",
+)
+# Those models with everything upstream of them, seeds included (the catalog's
+# categories), without tests: the runs before the full-refresh build.
+BUILD_INCREMENTAL = [
+    "build",
+    "--exclude-resource-type",
+    "test",
+    "--exclude-resource-type",
+    "unit_test",
+    "--select",
+    *(f"+{m}" for m in INCREMENTAL_MODELS),
+]
 DBT_RELATIVE_WAREHOUSE = "warehouse.duckdb"
 
 

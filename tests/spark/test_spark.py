@@ -31,6 +31,7 @@ from ottp.config import DBT_PROJECT_DIR, dbt_executable
 from ottp.ingest import landing
 from ottp.ingest.load import load_files
 from ottp.spark import java_available
+from tests.conftest import BUILD_INCREMENTAL, INCREMENTAL_MODELS
 from tests.spark.jvm import SparkSteps, StepResult
 
 pytestmark = pytest.mark.skipif(
@@ -38,23 +39,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 SIM = dict(users=120, titles=80, days=10, seed=5, dirty_rate=0.01)
-INCREMENTAL_MODELS = (
-    "int_sessions",
-    "int_plays",
-    "int_plays_in_sessions",
-    "int_pauses",
-    "int_title_engagement_daily",
-)
-# The incremental models with everything upstream of them, seeds included, no tests.
-BUILD_INCREMENTAL = [
-    "build",
-    "--exclude-resource-type",
-    "test",
-    "--exclude-resource-type",
-    "unit_test",
-    "--select",
-    *(f"+{m}" for m in INCREMENTAL_MODELS),
-]
 # Columns each engine computes its own way: the load times each loader stamps, the
 # fingerprints each engine's hash gives.
 ENGINE_OWN_COLUMNS = (

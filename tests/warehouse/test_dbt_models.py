@@ -28,27 +28,10 @@ import yaml
 from ottp.config import DBT_PROJECT_DIR, SEEDS_DIR, dbt_executable
 from ottp.ingest import landing
 from ottp.ingest.load import load_files
+from tests.conftest import BUILD_INCREMENTAL, INCREMENTAL_MODELS
 
 WAREHOUSE_FILE = "warehouse.duckdb"
 SIM = dict(users=200, titles=150, days=21, seed=7, dirty_rate=0.01)
-INCREMENTAL_MODELS = (
-    "int_sessions",
-    "int_plays",
-    "int_plays_in_sessions",
-    "int_pauses",
-    "int_title_engagement_daily",
-)
-# The incremental models with everything upstream of them, seeds included (the
-# catalog's categories), without tests: the runs before the full-refresh build.
-BUILD_INCREMENTAL = [
-    "build",
-    "--exclude-resource-type",
-    "test",
-    "--exclude-resource-type",
-    "unit_test",
-    "--select",
-    *(f"+{m}" for m in INCREMENTAL_MODELS),
-]
 MODEL_DIRS = ("intermediate", "marts")
 # The CRM exports read the recommender's tables, which Dagster writes outside dbt.
 SCOPE = ["--exclude", "exports"]
